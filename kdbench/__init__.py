@@ -1,0 +1,66 @@
+"""kdbench: a plugin-based, reproducible benchmark suite for knowledge distillation.
+
+Python API::
+
+    import kdbench
+    model = kdbench.create_model("resnet20", num_classes=100)
+    record = kdbench.run(kdbench.build_config({"loss.name": "kd", "teacher.source": "full"}))
+    df = kdbench.load_records("results")
+
+Plugin authors need only ``import kdbench`` and decorate hook functions with
+``@kdbench.hookimpl`` (see :mod:`kdbench.hookspecs`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "hookimpl", "create_model", "run", "load_records", "build_config",
+           "RunConfig"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .config import RunConfig
+    from .models import KDModel
+
+
+def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs: Any) -> "KDModel":
+    """Build a registered architecture (``resnet20``, ``timm/resnet18``, ...)."""
+    from .models import create_model as _create
+
+    return _create(name, num_classes, in_chans, **kwargs)
+
+
+def run(config: "RunConfig | dict[str, Any]", *, force: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    """Run one configuration (a RunConfig or its dict form) and return the result record."""
+    from .runner import run as _run
+
+    return _run(config, force=force, progress=progress)
+
+
+def load_records(results_dir: str = "results") -> "pd.DataFrame":
+    """Every run record under ``<results_dir>/runs`` as one pandas DataFrame row."""
+    from .table import load_records as _load
+
+    return _load(results_dir)
+
+
+def build_config(overrides: dict[str, Any] | None = None,
+                 spec: dict[str, Any] | None = None) -> "RunConfig":
+    """A RunConfig: preset defaults, then ``spec`` (nested), then dotted ``overrides``."""
+    from .config import build_config as _build
+
+    return _build(overrides, spec)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunConfig":
+        from .config import RunConfig
+
+        return RunConfig
+    raise AttributeError(name)

@@ -1,0 +1,55 @@
+"""Exceptions with one-line messages: the CLI prints them and exits non-zero."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class KDBenchError(Exception):
+    """Bad input or state the user can fix. The CLI prints the message and exits with code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(KDBenchError):
+    """A configuration value is invalid (names the value and the valid choices)."""
+
+
+class UnknownNameError(ConfigError):
+    """A name not in a registry: lists the close matches and the valid choices."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], hint: str = ""):
+        self.kind, self.name = kind, name
+        self.choices = sorted(choices)
+        super().__init__(unknown_name_message(kind, name, self.choices, hint))
+
+
+class DataError(KDBenchError):
+    """Data missing or unreadable."""
+
+
+class StoreError(KDBenchError):
+    """Results store unwritable, or a record/artefact on disk is corrupt."""
+
+
+class PluginError(KDBenchError):
+    """A plugin misbehaved at registration (e.g. two plugins claim one name)."""
+
+
+class TrainingError(KDBenchError):
+    """Training could not go on (e.g. a NaN loss). Exits with code 1: the input was fine."""
+
+    exit_code = 1
+
+
+def unknown_name_message(kind: str, name: str, choices: list[str], hint: str = "") -> str:
+    close = difflib.get_close_matches(name, choices, n=5, cutoff=0.5)
+    msg = f"unknown {kind} {name!r}"
+    if close:
+        msg += f"; did you mean {', '.join(close)}?"
+    shown = choices if len(choices) <= 40 else choices[:40] + [f"... ({len(choices)} in all)"]
+    msg += f" (valid: {', '.join(shown)})" if choices else " (none registered)"
+    if hint:
+        msg += f"; {hint}"
+    return msg

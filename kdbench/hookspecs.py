@@ -1,0 +1,97 @@
+"""The plugin contract: every pluggy hook kdbench calls, grouped by phase.
+
+Registration hooks receive a ``register`` callable and return nothing; a plugin calls
+``register(name, factory, description=..., **metadata)`` once per thing it provides. kdbench
+calls each plugin's implementation separately, so it knows which plugin registered what and can
+name both sources when two claim the same name. All implementations are called (no firstresult).
+
+Lifecycle hooks are notify-all: every implementation is called, return values are ignored, and
+they must never change the training result (loggers, extra per-run columns, dashboards).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+hookspec = pluggy.HookspecMarker("kdbench")
+hookimpl = pluggy.HookimplMarker("kdbench")
+
+Register = Callable[..., None]
+
+
+# -- registration: called once per process, when a registry is first needed ---------------------
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Register architectures: ``register(name, factory, description=, family=)``.
+
+    ``factory(num_classes, in_chans, **kwargs) -> kdbench.models.KDModel``. A name ending in
+    ``/*`` registers a namespace: ``timm/resnet18`` resolves to the ``timm/*`` factory called
+    with ``variant="resnet18"``.
+    """
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register datasets: ``register(name, factory, description=)``.
+
+    ``factory(data_dir, **options) -> kdbench.data.Dataset`` (train and test splits).
+    """
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register KD losses: ``register(name, factory, description=, paper=, defaults=, taps=)``.
+
+    ``factory(ctx: kdbench.losses.DistillContext) -> kdbench.losses.Distiller``. ``defaults``
+    holds every weight (``w_*``) and option with its default; they appear in ``--help`` and in
+    each record.
+    """
+
+
+@hookspec
+def register_teacher_sources(register: Register) -> None:
+    """Register teacher sources: ``register(name, factory, description=)``.
+
+    ``factory(ctx: kdbench.teachers.TeacherContext) -> kdbench.teachers.Teacher``.
+    """
+
+
+@hookspec
+def register_mi_estimators(register: Register) -> None:
+    """Register mutual-information estimators: ``register(name, factory, description=)``."""
+
+
+@hookspec
+def register_executors(register: Register) -> None:
+    """Register sweep executors: ``register(name, factory, description=)``."""
+
+
+@hookspec
+def register_commands(cli: "click.Group") -> None:
+    """Add Click commands to the ``kdbench`` group (``cli.command()`` / ``cli.add_command``)."""
+
+
+# -- lifecycle: notify-all, return values ignored -------------------------------------------------
+
+@hookspec
+def kdbench_run_start(config: dict[str, Any], run_id: str) -> None:
+    """Called when a run starts training, with its resolved config as a dict."""
+
+
+@hookspec
+def kdbench_epoch_end(run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+    """Called after every evaluated epoch of a run (also teacher training, run_id = trajectory key)."""
+
+
+@hookspec
+def kdbench_run_end(record: dict[str, Any]) -> None:
+    """Called with the final record of a run (status done or failed), before it is written.
+
+    Implementations may add keys under ``record["extra"]``; nothing else may be changed.
+    """

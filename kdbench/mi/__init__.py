@@ -1,0 +1,1 @@
+"""Mutual-information estimators and checkpoint selection (Checkpoint KD, Algorithm 1)."""

@@ -1,0 +1,49 @@
+"""Architectures: the CIFAR zoo and adapters, all behind :class:`KDModel`'s feature view."""
+
+from __future__ import annotations
+
+from .base import Features, KDModel, StageInfo, count_parameters
+
+__all__ = ["Features", "KDModel", "StageInfo", "count_parameters", "create_model", "load_weights"]
+
+
+def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) -> KDModel:
+    """Build a registered architecture by name (``resnet20``, ``timm/resnet18``, ...).
+
+    Keyword arguments whose value is None are dropped, so layered configuration never
+    clobbers a model's own defaults.
+    """
+    from ..plugins import get
+
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return get("model", name).create(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def load_weights(model, path: str) -> None:
+    """Load a local state dict into ``model``: ``.pt``/``.pth`` (a state dict, or a checkpoint
+    holding one under ``state_dict``/``model``) or ``.safetensors`` (timm's format)."""
+    from pathlib import Path
+
+    import torch
+
+    from ..errors import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"weights file {str(p)!r} does not exist")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+            for key in ("state_dict", "model"):
+                if isinstance(state, dict) and isinstance(state.get(key), dict):
+                    state = state[key]
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot load weights {str(p)!r} into "
+                          f"{type(model).__name__}: {first}") from exc

@@ -1,0 +1,188 @@
+"""``run(config) -> record``: one distillation run from config to result record.
+
+Order of work: resolve and validate the config, check the results dir, load the data, build the
+teacher (training its trajectory once if needed), build student and distiller, train, write the
+record. Bad input (KDBenchError with exit code 2) found before student training writes nothing.
+From the moment student training starts the run has a ``running`` record, which ends ``done``,
+``failed`` (with the error) or ``interrupted``. A ``done`` record is never overwritten by a
+failing ``--force`` rerun.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import platform
+import socket
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__, engine
+from .config import RunConfig, resolve
+from .errors import ConfigError, KDBenchError
+from .store import SCHEMA_VERSION, Store
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """The kdbench source tree's commit (with ``+dirty`` for local changes), if it is a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return {"kdbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": str(device), "device_name": name,
+            "threads": torch.get_num_threads(), "git": git_revision(),
+            "hostname": socket.gethostname()}
+
+
+def check_input_size(model: Any, name: str, dataset: Any) -> None:
+    h, w = dataset.image_size
+    need = getattr(model, "min_input_size", 1)
+    if min(h, w) < need:
+        raise ConfigError(f"model {name!r} needs inputs of at least {need}×{need}, but dataset "
+                          f"{dataset.name!r} has {h}×{w}")
+
+
+def run(config: RunConfig | dict[str, Any], *, force: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    """Run one configuration and return its record (the existing one if it is already done)."""
+    from .data import load_dataset
+    from .losses import DistillContext, build
+    from .models import count_parameters, create_model, load_weights
+    from .plugins import get, notify
+    from .teachers import TeacherContext
+
+    if isinstance(config, dict):
+        config = RunConfig.from_dict(config)
+    cfg = resolve(config)
+    rid = cfg.run_id
+    store = Store(cfg.results_dir)
+    store.check_writable()
+    existing = store.load_record(rid)
+    if existing is not None and existing["status"] == "done" and not force:
+        return existing
+    keep_existing = existing is not None and existing["status"] == "done"
+
+    engine.set_threads()
+    device = engine.resolve_device(cfg.device)
+    dataset = load_dataset(cfg.data.name, cfg.data.dir, **cfg.data.options).to(device)
+    t_start = time.perf_counter()
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION, "run_id": rid, "status": "running", "error": None,
+        "created": _now(), "finished": None, "config": cfg.to_dict(), "metrics": {},
+        "teacher": None, "cost": {}, "env": environment(device), "extra": {}}
+    written = False
+    try:
+        # ---- teacher (may train its trajectory once) -------------------------------------------
+        teacher = None
+        if cfg.teacher is not None:
+            check_input_size(create_model(cfg.teacher.arch, dataset.num_classes,
+                                          dataset.in_chans), cfg.teacher.arch, dataset)
+            ctx = TeacherContext(cfg, dataset, device, store, progress)
+            teacher = get("teacher_source", cfg.teacher.source).create(ctx)
+            record["teacher"] = teacher.provenance
+
+        # ---- student and distiller --------------------------------------------------------------
+        engine.seed_everything(cfg.seed)
+        student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
+        check_input_size(student, cfg.student, dataset)
+        if cfg.student_weights:
+            load_weights(student, cfg.student_weights)
+        student = student.to(device)
+        dctx = DistillContext(student, teacher.module if teacher else None, dataset.num_classes,
+                              dataset.input_shape, len(dataset.train), cfg.loss.weights,
+                              cfg.loss.options)
+        distiller = build(cfg.loss.name, dctx).to(device)
+        if distiller.needs_features and teacher is not None and \
+                not getattr(teacher.module, "has_features", True):
+            raise ConfigError(f"loss {cfg.loss.name!r} taps features, but teacher source "
+                              f"{cfg.teacher.source!r} gives logits only; use a logit loss "
+                              f"(e.g. kd, dkd)")
+        trainee = engine.Trainee("student", student, distiller, cfg.recipe)
+
+        # ---- train ------------------------------------------------------------------------------
+        record["cost"].update(student_params=count_parameters(student),
+                              connector_params=distiller.connector_parameters())
+        store.write_record(record)
+        written = True
+        notify("kdbench_run_start", config=cfg.to_dict(), run_id=rid)
+
+        def on_epoch_end(epoch: int, trainees: list[engine.Trainee]) -> None:
+            row = trainees[0].history[-1]
+            notify("kdbench_epoch_end", run_id=rid, epoch=epoch,
+                   metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+        state_path = store.state_path(rid)
+        if force:  # a forced rerun starts afresh rather than resuming an old attempt
+            state_path.unlink(missing_ok=True)
+        timing = engine.fit([trainee], dataset, epochs=cfg.recipe.epochs,
+                            batch_size=cfg.recipe.batch_size, seed=cfg.seed, device=device,
+                            precision=cfg.precision, augment=cfg.data.augment, teacher=(
+                                teacher.module if teacher else None),
+                            state_path=state_path, on_epoch_end=on_epoch_end, progress=progress,
+                            desc=f"{cfg.loss.name} {cfg.student}")
+        record["metrics"] = summarize(trainee.history)
+        record["cost"].update(wall_seconds=time.perf_counter() - t_start, **timing)
+        record.update(status="done", finished=_now())
+        notify("kdbench_run_end", record=record)
+        store.write_record(record)
+        state_path.unlink(missing_ok=True)
+        return record
+    except BaseException as exc:
+        if not written and isinstance(exc, KDBenchError) and exc.exit_code == 2:
+            raise  # bad input: nothing is written
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        record.update(status="interrupted" if interrupted else "failed", finished=_now(),
+                      error=None if interrupted else f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, KDBenchError) and not interrupted:
+            record["traceback"] = traceback.format_exc(limit=8)
+        record["cost"]["wall_seconds"] = time.perf_counter() - t_start
+        if not keep_existing:
+            notify("kdbench_run_end", record=record)
+            store.write_record(record)
+        raise
+
+
+def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Last and best epoch metrics from a per-epoch history."""
+    last = history[-1]
+    best = max(history, key=lambda h: (h["top1"], -h["epoch"]))
+    return {"top1_last": last["top1"], "top5_last": last["top5"], "top1_best": best["top1"],
+            "top5_best": best["top5"], "best_epoch": best["epoch"], "epochs": last["epoch"],
+            "curve": history}
+
+
+def default_results_dir() -> str:
+    return os.environ.get("KDBENCH_RESULTS_DIR", "results")

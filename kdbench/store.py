@@ -1,0 +1,138 @@
+"""Result records and teacher artefacts on disk. Every write goes to a temporary file in the same
+folder and is renamed over the target, so a reader never sees half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+RECORD_KEYS = ("schema", "run_id", "status", "config")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+                              + "\n").encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> str:
+    """Save with torch.save atomically; returns the file's SHA-256."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"corrupt {what} {str(path)!r}: {exc}") from None
+
+
+class Store:
+    """``<root>/runs/<run_id>.json`` records and ``<root>/teachers/<key>/`` trajectories."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.runs = self.root / "runs"
+        self.teachers = self.root / "teachers"
+
+    def check_writable(self) -> None:
+        """Fail early, before any training, if records could not be written."""
+        try:
+            self.runs.mkdir(parents=True, exist_ok=True)
+            self.teachers.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.runs, prefix=".probe.")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise StoreError(f"results dir {str(self.root)!r} is not writable: "
+                             f"{exc.strerror or exc}") from None
+
+    # -- run records -----------------------------------------------------------------------------
+    def record_path(self, run_id: str) -> Path:
+        return self.runs / f"{run_id}.json"
+
+    def state_path(self, run_id: str) -> Path:
+        return self.runs / f"{run_id}.state.pt"
+
+    def load_record(self, run_id: str) -> dict[str, Any] | None:
+        path = self.record_path(run_id)
+        if not path.exists():
+            return None
+        return validate_record(read_json(path, "record"), path)
+
+    def write_record(self, record: dict[str, Any]) -> Path:
+        validate_record(record, self.record_path(record.get("run_id", "?")))
+        path = self.record_path(record["run_id"])
+        atomic_write_json(path, record)
+        return path
+
+    def iter_records(self) -> Iterator[tuple[Path, dict[str, Any] | StoreError]]:
+        """Every record file, parsed, or the error that says why it is unreadable."""
+        if not self.runs.is_dir():
+            return
+        for path in sorted(self.runs.glob("*.json")):
+            try:
+                yield path, validate_record(read_json(path, "record"), path)
+            except StoreError as exc:
+                yield path, exc
+
+
+def validate_record(record: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
+        raise StoreError(f"corrupt record {str(path)!r}: missing "
+                         f"{[k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]}")
+    if record["schema"] != SCHEMA_VERSION:
+        raise StoreError(f"record {str(path)!r} has schema {record['schema']!r}; this kdbench "
+                         f"reads schema {SCHEMA_VERSION}")
+    return record

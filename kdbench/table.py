@@ -1,0 +1,175 @@
+"""Records → one pandas DataFrame → aggregated comparison tables (mean ± std over seeds)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .config import canonical_json, identity, RunConfig
+from .errors import ConfigError, KDBenchError, StoreError, UnknownNameError
+from .store import Store
+
+METRICS = ("top1_last", "top1_best", "top5_last", "top5_best")
+FORMATS = ("github", "latex", "csv", "html", "plain")
+DEFAULT_ROWS = ("dataset", "student")
+DEFAULT_COLS = ("loss", "teacher")
+NONE = "-"
+
+
+def record_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One record as a flat row: short columns for the usual axes, ``config.*`` for the rest."""
+    cfg = record["config"]
+    teacher = cfg.get("teacher")
+    prov = record.get("teacher") or {}
+    metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k != "curve"}
+    row: dict[str, Any] = {
+        "run_id": record["run_id"], "status": record["status"], "error": record.get("error"),
+        "dataset": cfg["data"]["name"], "student": cfg["student"], "loss": cfg["loss"]["name"],
+        "teacher": teacher["source"] if teacher else NONE,
+        "teacher_arch": teacher["arch"] if teacher else NONE,
+        "teacher_epoch": ",".join(map(str, prov.get("epochs", []))) or NONE,
+        "teacher_top1": prov.get("teacher_top1"),
+        "seed": cfg["seed"], "preset": cfg.get("preset"), "precision": cfg.get("precision"),
+        **metrics,
+        **{k: v for k, v in (record.get("cost") or {}).items() if not isinstance(v, (dict, list))},
+        "cell_config": _config_without_seed(cfg),
+    }
+    flat = pd.json_normalize(cfg, sep=".").iloc[0].to_dict()
+    row.update({f"config.{k}": _scalar(v) for k, v in flat.items()})
+    for k, v in (record.get("extra") or {}).items():
+        row.setdefault(k, _scalar(v))
+    return row
+
+
+def _scalar(v: Any) -> Any:
+    return json.dumps(v) if isinstance(v, (list, dict)) else v
+
+
+def _config_without_seed(cfg: dict[str, Any]) -> str:
+    try:
+        ident = identity(RunConfig.from_dict(cfg))
+    except KDBenchError:
+        ident = dict(cfg)
+    ident.pop("seed", None)
+    return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:12]
+
+
+def load_records(results_dir: str | Path = "results", *, warn: bool = True) -> pd.DataFrame:
+    """Every record under ``<results_dir>/runs`` as one row; unreadable records are skipped with a
+    warning naming the file."""
+    rows = []
+    for path, rec in Store(results_dir).iter_records():
+        if isinstance(rec, StoreError):
+            if warn:
+                warnings.warn(f"skipping {rec}", RuntimeWarning, stacklevel=2)
+            continue
+        rows.append(record_row(rec))
+    return pd.DataFrame(rows)
+
+
+def apply_where(df: pd.DataFrame, where: Iterable[str]) -> pd.DataFrame:
+    """Keep rows matching every ``key=value`` (values compared as text)."""
+    for clause in where:
+        key, sep, value = clause.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"malformed --where {clause!r}: expected KEY=VALUE, e.g. loss=kd")
+        if key not in df.columns:
+            raise UnknownNameError("column", key, [c for c in df.columns if c != "cell_config"])
+        df = df[df[key].map(_text) == value.strip()]
+    return df
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+
+
+def aggregate(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str) -> pd.DataFrame:
+    """Long table: one line per (rows, cols) cell with mean, std, n over seeds."""
+    keys = list(rows) + list(cols)
+    for key in keys + [metric]:
+        if key not in df.columns:
+            raise UnknownNameError("column", key, [c for c in df.columns if c != "cell_config"])
+    grouped = df.groupby(keys, dropna=False, sort=True)
+    out = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    mixed = grouped["cell_config"].nunique()
+    out["configs"] = mixed
+    return out.reset_index()
+
+
+def _latex_escape(value: Any) -> str:
+    out = str(value)
+    for ch, rep in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
+                    ("#", r"\#"), ("$", r"\$")):
+        out = out.replace(ch, rep)
+    return out
+
+
+def format_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
+    if pd.isna(mean):
+        return ""
+    s = f"{mean:.{digits}f}"
+    if n > 1 and not pd.isna(std):
+        s += f" ± {std:.{digits}f}"
+    return f"{s} ({n})"
+
+
+def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[str] | None = None,
+               metric: str = "top1_last", where: Iterable[str] = (), fmt: str = "github",
+               digits: int = 2) -> str:
+    """The comparison table as text: a pivot of mean ± std (n seeds) of ``metric``."""
+    if fmt not in FORMATS:
+        raise UnknownNameError("table format", fmt, FORMATS)
+    if df.empty:
+        raise KDBenchError("no run records to tabulate")
+    rows = list(rows or DEFAULT_ROWS)
+    cols = list(cols if cols is not None else DEFAULT_COLS)
+    df = apply_where(df, where)
+    df = df[df["status"] == "done"]
+    if df.empty:
+        raise KDBenchError("no finished runs match" + (f" --where {' '.join(where)}" if where
+                                                         else ""))
+    long = aggregate(df, rows, cols, metric)
+    mixed = long[long["configs"] > 1]
+    for _, r in mixed.iterrows():
+        cell = ", ".join(f"{k}={r[k]}" for k in rows + cols)
+        warnings.warn(f"cell ({cell}) averages {r['configs']} different configurations, not just "
+                      f"seeds; add a --rows/--cols key or --where to separate them",
+                      RuntimeWarning, stacklevel=2)
+    if fmt == "csv":
+        return long.drop(columns="configs").to_csv(index=False)
+    long["cell"] = [format_cell(m, s, n, digits)
+                    for m, s, n in zip(long["mean"], long["std"], long["n"])]
+    if cols:
+        wide = long.pivot_table(index=rows, columns=cols, values="cell", aggfunc="first",
+                                sort=True)
+        wide.columns = ["/".join(map(str, c)) if isinstance(c, tuple) else str(c)
+                        for c in wide.columns]
+        wide = wide.fillna("").reset_index()
+    else:
+        wide = long[rows + ["cell"]].rename(columns={"cell": metric})
+    headers = list(wide.columns)
+    body = wide.values.tolist()
+    from tabulate import tabulate
+
+    if fmt == "latex":
+        headers = [_latex_escape(h) for h in headers]
+        body = [[_latex_escape(c).replace("±", r"$\pm$") for c in row] for row in body]
+        table = tabulate(body, headers=headers, tablefmt="latex_raw", disable_numparse=True)
+    else:
+        table = tabulate(body, headers=headers, tablefmt=fmt if fmt != "plain" else "simple",
+                         disable_numparse=True)
+    caption = (f"{metric} (%) — mean ± std over seeds, (n) = seeds per cell; "
+               f"{int(long['n'].sum())} runs")
+    if fmt == "html":
+        return f"<p>{caption}</p>\n{table}"
+    if fmt == "latex":
+        return f"% {caption}\n{table}"
+    return f"{caption}\n\n{table}"

@@ -1,0 +1,167 @@
+"""Teacher trajectories: one teacher training run kept as checkpoints at chosen epochs.
+
+A trajectory is identified by what determines its weights — architecture, dataset and its
+options, recipe, seed, precision — and lives in ``<results>/teachers/<key>/``: a
+``manifest.json`` (spec, per-epoch test accuracy, saved checkpoints with SHA-256) and one
+``epoch_NNNN.pt`` per saved epoch. It is trained once and reused; an interrupted training resumes
+from ``state.pt``; a file lock keeps two processes from training the same trajectory at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..config import RunConfig, canonical_json
+from ..errors import ConfigError, StoreError
+from ..store import Store, atomic_torch_save, atomic_write_json, read_json, sha256_file
+
+MANIFEST = "manifest.json"
+
+
+def trajectory_spec(config: RunConfig, seed: int | None = None) -> dict[str, Any]:
+    """What determines a teacher's weights (and nothing else: not the save schedule)."""
+    t = config.teacher
+    assert t is not None
+    return {"arch": t.arch, "dataset": config.data.name, "data_options": config.data.options,
+            "augment": config.data.augment, "recipe": dataclasses.asdict(t.recipe),
+            "seed": t.seed if seed is None else seed, "precision": config.precision}
+
+
+def trajectory_key(spec: dict[str, Any]) -> str:
+    digest = hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:10]
+    return f"{spec['arch']}-{spec['dataset']}-s{spec['seed']}-{digest}"
+
+
+class Trajectory:
+    """A trajectory folder: its manifest and verified access to its checkpoints."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.key = self.folder.name
+        try:
+            self.manifest: dict[str, Any] = read_json(self.folder / MANIFEST, "manifest")
+        except FileNotFoundError:
+            raise StoreError(f"no teacher trajectory {self.key!r} in "
+                             f"{str(self.folder.parent)!r}") from None
+
+    @property
+    def done(self) -> bool:
+        return self.manifest.get("status") == "done"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.manifest["spec"]
+
+    @property
+    def epochs(self) -> list[int]:
+        """Epochs with a saved checkpoint, ascending."""
+        return sorted(int(e) for e in self.manifest.get("checkpoints", {}))
+
+    @property
+    def trained_epochs(self) -> int:
+        return len(self.manifest.get("curve", []))
+
+    def accuracy(self, epoch: int) -> dict[str, float]:
+        row = self.manifest["curve"][epoch - 1]
+        return {"top1": row["top1"], "top5": row["top5"]}
+
+    def check_epoch(self, epoch: int) -> None:
+        if epoch not in self.epochs:
+            raise ConfigError(f"teacher epoch {epoch} is not in trajectory {self.key!r} "
+                              f"(saved: {', '.join(map(str, self.epochs)) or 'none'})")
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.folder / self.manifest["checkpoints"][str(epoch)]["file"]
+
+    def state_dict(self, epoch: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+        """The checkpoint's weights, after checking its SHA-256 against the manifest."""
+        self.check_epoch(epoch)
+        path = self.checkpoint_path(epoch)
+        expected = self.manifest["checkpoints"][str(epoch)]["sha256"]
+        if not path.is_file():
+            raise StoreError(f"missing checkpoint {str(path)!r} of trajectory {self.key!r}")
+        if sha256_file(path) != expected:
+            raise StoreError(f"corrupt checkpoint {str(path)!r}: SHA-256 does not match the "
+                             f"manifest (delete the trajectory and retrain it)")
+        return torch.load(path, map_location=device, weights_only=True)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Exclusive lock on a trajectory folder (blocks while another process trains it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def find(store: Store, spec: dict[str, Any]) -> Trajectory | None:
+    folder = store.teachers / trajectory_key(spec)
+    return Trajectory(folder) if (folder / MANIFEST).exists() else None
+
+
+def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, device,
+           *, progress: bool = True) -> Trajectory:
+    """The finished trajectory for ``spec``, training (or resuming) it first if needed."""
+    from .. import engine
+    from ..config import Recipe
+    from ..losses import DistillContext
+    from ..losses.plugin import CE
+    from ..models import create_model
+    from ..plugins import notify
+
+    key = trajectory_key(spec)
+    folder = store.teachers / key
+    with locked(folder):
+        if (folder / MANIFEST).exists():
+            existing = Trajectory(folder)
+            if existing.done:
+                return existing
+            manifest = existing.manifest
+        else:
+            manifest = {"key": key, "spec": spec, "status": "training",
+                        "save_epochs": sorted(save_epochs), "checkpoints": {}, "curve": []}
+            atomic_write_json(folder / MANIFEST, manifest)
+        save = set(manifest["save_epochs"])
+        recipe = Recipe(**spec["recipe"])
+        engine.seed_everything(spec["seed"])
+        model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans).to(device)
+        ctx = DistillContext(model, None, dataset.num_classes, dataset.input_shape,
+                             len(dataset.train), {"w_ce": 1.0}, {})
+        trainee = engine.Trainee("teacher", model, CE(ctx), recipe)
+
+        def on_epoch_end(epoch: int, trainees) -> None:
+            if epoch in save:
+                name = f"epoch_{epoch:04d}.pt"
+                sha = atomic_torch_save(model.state_dict(), folder / name)
+                manifest["checkpoints"][str(epoch)] = {"file": name, "sha256": sha}
+            manifest["curve"] = trainee.history
+            atomic_write_json(folder / MANIFEST, manifest)
+            notify("kdbench_epoch_end", run_id=key, epoch=epoch,
+                   metrics={k: v for k, v in trainee.history[-1].items()
+                            if isinstance(v, (int, float))})
+
+        state_path = folder / "state.pt"
+        timing = engine.fit([trainee], dataset, epochs=recipe.epochs,
+                            batch_size=recipe.batch_size, seed=spec["seed"], device=device,
+                            precision=spec["precision"], augment=spec["augment"],
+                            state_path=state_path, on_epoch_end=on_epoch_end, progress=progress,
+                            desc=f"teacher {spec['arch']}")
+        manifest.update(status="done", train_seconds=manifest.get("train_seconds", 0.0)
+                        + timing["train_seconds"])
+        atomic_write_json(folder / MANIFEST, manifest)
+        state_path.unlink(missing_ok=True)
+        return Trajectory(folder)
