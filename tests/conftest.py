@@ -1,0 +1,88 @@
+"""Shared fixtures: hermetic plugin loading, temporary stores, tiny configs, real data paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from kdbench import plugins
+from kdbench.config import build_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch):
+    """No installed third-party plugins, no local plugins folder, no stray env settings."""
+    monkeypatch.setenv("KDBENCH_LOAD_PLUGINS", "")
+    for var in ("KDBENCH_PLUGINS_DIR", "KDBENCH_RESULTS_DIR", "KDBENCH_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    return tmp_path / "results"
+
+
+def tiny_overrides(results_dir: Path, **extra: Any) -> dict[str, Any]:
+    """A run on the synthetic dataset that trains in about a second (teacher included)."""
+    base = {
+        "data.name": "synthetic", "student": "resnet8", "teacher.arch": "resnet8",
+        "recipe.epochs": 2, "recipe.batch_size": 64, "recipe.milestones": [],
+        "teacher.recipe.epochs": 4, "teacher.recipe.batch_size": 64,
+        "teacher.recipe.milestones": [], "teacher.save_every": 2,
+        "precision": "fp32", "device": "cpu", "results_dir": str(results_dir),
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def tiny(results):
+    """``tiny(**dotted_overrides) -> RunConfig`` on synthetic data in a temporary store."""
+    def make(**extra: Any):
+        return build_config(tiny_overrides(results, **extra))
+    return make
+
+
+@pytest.fixture
+def cli_runner():
+    """``invoke(*args) -> click Result`` running the real CLI in-process."""
+    from kdbench.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args: str, **kwargs: Any):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+    return invoke
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter (``python -m kdbench``): exit codes and stderr as users see
+    them, and plugin discovery from scratch."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + ([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, "-m", "kdbench", *map(str, args)], env=full_env,
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def cifar10_dir() -> Path:
+    """The offline CIFAR-10 copy (train.npz/test.npz); skipped where it is not present."""
+    candidates = [os.environ.get("KDBENCH_TEST_CIFAR10"), REPO.parent / "shared/data/cifar10",
+                  Path("/work/shared/data/cifar10")]
+    for c in candidates:
+        if c and (Path(c) / "train.npz").is_file():
+            return Path(c)
+    pytest.skip("no CIFAR-10 copy here (set KDBENCH_TEST_CIFAR10)")
