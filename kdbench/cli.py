@@ -190,16 +190,21 @@ def summary_line(record: dict[str, Any]) -> str:
               type=click.Choice(["github", "latex", "csv", "html", "plain"]),
               help="Output format.")
 @click.option("--digits", default=2, help="Decimals shown.")
-def table(results_dir, rows, cols, metric, where, fmt, digits):
+@click.option("--layout", "layout_name", default="pivot",
+              help="Table layout: pivot (rows × cols), or a paper layout (see --help of each).")
+def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
     """Comparison table from all run records: mean ± std over seeds, seeds per cell."""
-    from .table import load_records, make_table
+    from .errors import UnknownNameError
+    from .table import LAYOUTS, load_records
 
+    if layout_name not in LAYOUTS:
+        raise UnknownNameError("table layout", layout_name, LAYOUTS)
     df = load_records(results_dir)
     if df.empty:
         raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r}")
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    click.echo(make_table(df, rows=split(rows), cols=split(cols), metric=metric, where=where,
-                          fmt=fmt, digits=digits))
+    click.echo(LAYOUTS[layout_name](df, rows=split(rows), cols=split(cols), metric=metric,
+                                    where=where, fmt=fmt, digits=digits))
 
 
 # ============================== plugins ========================================================

@@ -377,8 +377,18 @@ def resolve(config: RunConfig) -> RunConfig:
     elif c.teacher is None:
         raise ConfigError(f"loss {c.loss.name!r} needs a teacher but the config has none")
     else:
-        get("teacher_source", c.teacher.source)
+        source = get("teacher_source", c.teacher.source)
         get("model", c.teacher.arch)
+        feature_taps = set(loss_entry.metadata.get("taps", ("logits",))) - {"logits", "index"}
+        if feature_taps and not source.metadata.get("features", True):
+            from .plugins import get_registry
+
+            logit_losses = [e.name for e in get_registry().entries("loss")
+                            if set(e.metadata.get("taps", ("logits",))) <= {"logits", "index"}]
+            raise ConfigError(
+                f"loss {c.loss.name!r} taps {', '.join(sorted(feature_taps))} features, but "
+                f"teacher source {c.teacher.source!r} gives logits only (losses that work: "
+                f"{', '.join(logit_losses)})")
         _check_recipe(c.teacher.recipe, "teacher.recipe")
         bad = [e for e in c.teacher.save_epochs if not 1 <= e <= c.teacher.recipe.epochs]
         if bad:

@@ -75,6 +75,22 @@ def check_input_size(model: Any, name: str, dataset: Any) -> None:
                           f"{dataset.name!r} has {h}×{w}")
 
 
+def check_features(cfg: RunConfig, student: Any, teacher: Any) -> None:
+    """A loss that taps features needs models that expose them (before any training)."""
+    from .plugins import get
+
+    taps = set(get("loss", cfg.loss.name).metadata.get("taps", ("logits",))) - {"logits", "index"}
+    if not taps:
+        return
+    for role, name, model in (("student", cfg.student, student),
+                              ("teacher", cfg.teacher.arch if cfg.teacher else None,
+                               teacher.module if teacher is not None else None)):
+        if model is not None and not getattr(model, "has_features", True):
+            raise ConfigError(f"loss {cfg.loss.name!r} taps {', '.join(sorted(taps))} "
+                              f"features, but the {role} {name!r} gives logits only; use a "
+                              f"logit loss (e.g. kd)")
+
+
 def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Run one configuration and return its record (the existing one if it is already done)."""
@@ -124,12 +140,8 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         dctx = DistillContext(student, teacher.module if teacher else None, dataset.num_classes,
                               dataset.input_shape, len(dataset.train), cfg.loss.weights,
                               cfg.loss.options)
+        check_features(cfg, student, teacher)
         distiller = build(cfg.loss.name, dctx).to(device)
-        if distiller.needs_features and teacher is not None and \
-                not getattr(teacher.module, "has_features", True):
-            raise ConfigError(f"loss {cfg.loss.name!r} taps features, but teacher source "
-                              f"{cfg.teacher.source!r} gives logits only; use a logit loss "
-                              f"(e.g. kd, dkd)")
         trainee = engine.Trainee("student", student, distiller, cfg.recipe)
 
         # ---- train ------------------------------------------------------------------------------

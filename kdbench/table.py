@@ -21,6 +21,19 @@ DEFAULT_COLS = ("loss", "teacher")
 NONE = "-"
 
 
+#: Table layouts: name -> function(df, **options) -> str. ``pivot`` is the general comparison
+#: table; the paper-specific layouts (checkpoint, ensemble, selection) register here too.
+LAYOUTS: dict[str, Any] = {}
+
+
+def layout(name: str):
+    """Decorator registering a table layout under ``name``."""
+    def deco(fn):
+        LAYOUTS[name] = fn
+        return fn
+    return deco
+
+
 def record_row(record: dict[str, Any]) -> dict[str, Any]:
     """One record as a flat row: short columns for the usual axes, ``config.*`` for the rest."""
     cfg = record["config"]
@@ -121,6 +134,7 @@ def format_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
     return f"{s} ({n})"
 
 
+@layout("pivot")
 def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[str] | None = None,
                metric: str = "top1_last", where: Iterable[str] = (), fmt: str = "github",
                digits: int = 2) -> str:
