@@ -86,6 +86,69 @@ def _from_preset(field: str) -> str:
     return "from preset: " + ", ".join(f"{p} {preset_default(p, field)}" for p in PRESETS)
 
 
+# ============================== teacher-source flags of run ====================================
+
+
+def _int_list(ctx, param, value):
+    """``"100,150,200"`` → ``[100, 150, 200]`` (None stays None)."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", ",").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated epochs, got {value!r}") from None
+
+
+def _epoch_or_all(ctx, param, value):
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected an epoch number or 'all', got {value!r}") from None
+
+
+_TEACHER_FLAGS = {  # flag parameter -> config field
+    "teacher_epoch_frac": "teacher.options.epoch_frac", "members": "teacher.options.members",
+    "members_count": "teacher.options.members_count",
+    "ensemble_mode": "teacher.options.ensemble_mode", "save_every": "teacher.save_every",
+    "save_epochs": "teacher.save_epochs", "teacher_weights": "teacher.weights",
+}
+
+
+def teacher_source_options(f):
+    """Flags of the teacher sources (intermediate, snapshot, independent, weights)."""
+    for option in reversed([
+        click.option("--teacher-epoch-frac", type=float, default=None, show_default="0.5",
+                     help="--teacher intermediate: the saved checkpoint nearest this fraction "
+                          "of teacher training."),
+        click.option("--members", default=None, callback=_int_list, metavar="E1,E2,...",
+                     help="--teacher snapshot: the checkpoint epochs to ensemble."),
+        click.option("--members-count", type=int, default=None, show_default="3",
+                     help="Ensemble size K: snapshot (evenly spaced checkpoints, latest "
+                          "included) or independent (seeds s..s+K-1)."),
+        click.option("--ensemble-mode", type=click.Choice(["logit", "prob"]), default=None,
+                     show_default="logit",
+                     help="Average the members' logits, or their probabilities at the KD "
+                          "temperature."),
+        click.option("--save-every", type=int, default=None,
+                     show_default=_from_preset("teacher.save_every"),
+                     help="Save a teacher checkpoint every N epochs (0: a tenth of training; "
+                          "the last epoch is always saved)."),
+        click.option("--save-epochs", default=None, callback=_int_list, metavar="E1,E2,...",
+                     help="Explicit teacher checkpoint epochs (overrides --save-every)."),
+        click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
+                     help="--teacher full: a local teacher state dict or .safetensors instead of "
+                          "a trained trajectory (path and SHA-256 are recorded)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def teacher_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    return {_TEACHER_FLAGS[k]: v for k, v in flags.items() if k in _TEACHER_FLAGS}
+
+
 # ============================== run ============================================================
 
 
@@ -106,8 +169,10 @@ def _from_preset(field: str) -> str:
               help="Teacher source (full, intermediate, ...; see `kdbench plugins`).")
 @click.option("--teacher-arch", default=None, show_default="resnet56",
               help="Teacher architecture.")
-@click.option("--teacher-epoch", type=int, default=None, show_default="half-way checkpoint",
-              help="Checkpoint epoch for --teacher intermediate.")
+@click.option("--teacher-epoch", default=None, callback=_epoch_or_all, metavar="E|all",
+              show_default="half-way checkpoint",
+              help="Checkpoint epoch for --teacher intermediate; 'all' distils one student per "
+                   "saved checkpoint (the checkpoint curve).")
 @click.option("--teacher-seed", type=int, default=None, show_default="0",
               help="Seed of the teacher trajectory (shared by all student seeds).")
 @click.option("--loss", default=None, show_default="kd", help="KD loss plugin name.")
@@ -132,9 +197,10 @@ def _from_preset(field: str) -> str:
 @click.option("--force", is_flag=True, help="Rerun even if a finished record exists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@teacher_source_options
 def run(spec, preset, dataset, data_dir, download, student, student_weights, teacher_source,
         teacher_arch, teacher_epoch, teacher_seed, loss, weights, options, epochs, batch_size,
-        lr, seed, device, precision, sets, results_dir, force, quiet, as_json):
+        lr, seed, device, precision, sets, results_dir, force, quiet, as_json, **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record."""
     from .config import build_config, load_spec, parse_assignments
     from .runner import run as run_config
@@ -142,7 +208,8 @@ def run(spec, preset, dataset, data_dir, download, student, student_weights, tea
     overrides: dict[str, Any] = {
         "preset": preset, "data.name": dataset, "data.dir": data_dir, "student": student,
         "student_weights": student_weights, "teacher.source": teacher_source,
-        "teacher.arch": teacher_arch, "teacher.epoch": teacher_epoch,
+        "teacher.arch": teacher_arch,
+        "teacher.epoch": teacher_epoch if teacher_epoch != "all" else None,
         "teacher.seed": teacher_seed, "loss.name": loss, "recipe.epochs": epochs,
         "recipe.batch_size": batch_size, "recipe.lr": lr, "seed": seed, "device": device,
         "precision": precision, "results_dir": results_dir,
@@ -153,8 +220,17 @@ def run(spec, preset, dataset, data_dir, download, student, student_weights, tea
                       for k, v in parse_assignments(weights, "--w").items()})
     overrides.update({f"loss.options.{k}": v
                       for k, v in parse_assignments(options, "--opt").items()})
+    overrides.update(teacher_overrides(teacher_flags))
     overrides.update(parse_assignments(sets, "--set"))
     config = build_config(overrides, load_spec(spec) if spec else None)
+    if teacher_epoch == "all":
+        from .teachers.curve import run_each_checkpoint
+
+        records = run_each_checkpoint(config, force=force, progress=not quiet, on_record=(
+            None if as_json else lambda r: click.echo(summary_line(r))))
+        if as_json:
+            click.echo(json.dumps(records, indent=2))
+        return
     record = run_config(config, force=force, progress=not quiet)
     if as_json:
         click.echo(json.dumps(record, indent=2))
@@ -165,7 +241,9 @@ def run(spec, preset, dataset, data_dir, download, student, student_weights, tea
 def summary_line(record: dict[str, Any]) -> str:
     cfg, m = record["config"], record.get("metrics") or {}
     t = record.get("teacher")
-    teacher = (f" ← {t['arch']} ({t['source']}, epoch {','.join(map(str, t['epochs']))}, "
+    where = (f"epoch {','.join(map(str, t['epochs']))}" if t and t.get("epochs")
+             else "weights" if t else "")
+    teacher = (f" ← {t['arch']} ({t['source']}, {where}, "
                f"top-1 {t.get('teacher_top1', float('nan')):.2f})") if t else ""
     cost = record.get("cost") or {}
     return (f"{record['run_id']} {record['status']}: {cfg['student']}{teacher} "
@@ -230,6 +308,146 @@ def plugins(kind, as_json):
     else:
         click.echo(tabulate([(e.kind, e.name, e.source, e.description) for e in entries],
                             headers=["kind", "name", "source", "description"]))
+
+
+# ============================== teacher (trajectories) =========================================
+
+
+@cli.group()
+def teacher():
+    """Teacher trajectories: train ahead, list, show, remove."""
+
+
+def _fmt(value: Any, digits: int = 2) -> Any:
+    return f"{value:.{digits}f}" if isinstance(value, float) else value
+
+
+@teacher.command("train")
+@click.option("--spec", type=click.Path(dir_okay=False), default=None,
+              help="Run spec whose teacher to train (flags override it).")
+@click.option("--preset", default=None, show_default="quick",
+              help=f"Recipe preset: {', '.join(PRESETS)}.")
+@click.option("--dataset", default=None, show_default="digits", help="Dataset plugin name.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
+              show_envvar=True, default=None, help="Folder holding the dataset's files.")
+@click.option("--arch", default=None, show_default="resnet56", help="Teacher architecture.")
+@click.option("--seed", "seeds", type=int, multiple=True, show_default="0",
+              help="Trajectory seed (repeatable: e.g. --seed 0 --seed 1 --seed 2 for an "
+                   "independent ensemble of 3).")
+@click.option("--epochs", type=int, default=None,
+              show_default=_from_preset("teacher.recipe.epochs"), help="Teacher training epochs.")
+@click.option("--save-every", type=int, default=None,
+              show_default=_from_preset("teacher.save_every"),
+              help="Save a checkpoint every N epochs (the last epoch is always saved).")
+@click.option("--save-epochs", default=None, callback=_int_list, metavar="E1,E2,...",
+              help="Explicit checkpoint epochs (overrides --save-every).")
+@click.option("--device", default=None, show_default="auto", help="auto, cpu, cuda[:N] or mps.")
+@click.option("--precision", default=None, show_default="auto (bf16 where fast, else fp32)",
+              help="auto, fp32, bf16 or fp16 (autocast).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Set any config field by dotted path, e.g. teacher.recipe.lr=0.1.")
+@results_dir_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def teacher_train(spec, preset, dataset, data_dir, arch, seeds, epochs, save_every, save_epochs,
+                  device, precision, sets, results_dir, quiet):
+    """Train a teacher trajectory ahead of the runs that use it (trained once, then reused)."""
+    from .config import build_config, load_spec, parse_assignments
+    from .teachers import manage
+
+    overrides = {"preset": preset, "data.name": dataset, "data.dir": data_dir,
+                 "teacher.arch": arch, "teacher.recipe.epochs": epochs,
+                 "teacher.save_every": save_every, "teacher.save_epochs": save_epochs,
+                 "device": device, "precision": precision, "results_dir": results_dir}
+    overrides.update(parse_assignments(sets, "--set"))
+    config = build_config(overrides, load_spec(spec) if spec else None)
+    for t in manage.train(config, list(seeds) or None, progress=not quiet):
+        row = manage.summary(t)
+        click.echo(f"{t.key}: {row['arch']} on {row['dataset']} seed {row['seed']}, "
+                   f"{row['epochs']} epochs, {row['saved']} checkpoints, top-1 last "
+                   f"{_fmt(row['last_top1'])}, best {_fmt(row['best_top1'])}")
+
+
+@teacher.command("list")
+@results_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def teacher_list(results_dir, as_json):
+    """Every stored trajectory: key, arch, dataset, seed, epochs, accuracy, size, runs using it."""
+    from tabulate import tabulate
+
+    from .store import Store
+    from .teachers import manage
+
+    rows = manage.rows(Store(results_dir))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"no teacher trajectories in {os.path.join(results_dir, 'teachers')!r}")
+    else:
+        click.echo(tabulate([{k: _fmt(v) for k, v in r.items()} for r in rows], headers="keys",
+                            disable_numparse=True))
+
+
+@teacher.command("show")
+@click.argument("key")
+@results_dir_option
+@click.option("--json", "as_json", is_flag=True, help="The manifest as JSON.")
+def teacher_show(key, results_dir, as_json):
+    """One trajectory: its spec, per-epoch accuracy and saved checkpoints."""
+    from tabulate import tabulate
+
+    from .store import Store
+    from .teachers import manage
+
+    store = Store(results_dir)
+    t = manage.get(store, key)
+    if as_json:
+        click.echo(json.dumps(t.manifest, indent=2))
+        return
+    row = manage.summary(t, len(manage.references(store).get(key, [])))
+    click.echo(f"{t.key} ({row['status']}): {row['arch']} on {row['dataset']} seed "
+               f"{row['seed']}, {row['epochs']} epochs, {row['saved']} checkpoints, "
+               f"{row['size_mb']} MB, used by {row['runs']} run(s)")
+    click.echo(f"recipe: {json.dumps(t.spec['recipe'])}")
+    click.echo(tabulate([{k: _fmt(v, 4 if k in ("lr", "test_loss") else 2) for k, v in r.items()}
+                         for r in manage.detail(t)], headers="keys", disable_numparse=True))
+
+
+@teacher.command("rm")
+@click.argument("key")
+@results_dir_option
+@click.option("--force", is_flag=True, help="Delete even while run records reference it.")
+def teacher_rm(key, results_dir, force):
+    """Delete a trajectory (refused while run records reference it, unless --force)."""
+    from .store import Store
+    from .teachers import manage
+
+    folder = manage.remove(Store(results_dir), key, force=force)
+    click.echo(f"removed {folder}")
+
+
+# ============================== plot ===========================================================
+
+
+@cli.group()
+def plot():
+    """Figures from the run records (PNG or PDF, by the output's suffix)."""
+
+
+@plot.command("checkpoint-curve")
+@results_dir_option
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="checkpoint-curve.png",
+              help="Output file (.png or .pdf).")
+@click.option("--metric", default="top1_last",
+              help="Student metric: top1_last, top1_best, top1_last10_best, ...")
+@click.option("--where", multiple=True, metavar="KEY=VALUE",
+              help="Keep only runs with this column value (repeatable).")
+def plot_checkpoint_curve(results_dir, out, metric, where):
+    """Student accuracy against teacher checkpoint epoch, teacher accuracy on a second axis."""
+    from .table import load_records
+    from .teachers.plots import checkpoint_curve
+
+    path, panels = checkpoint_curve(load_records(results_dir), out, metric=metric, where=where)
+    click.echo(f"wrote {path} ({panels} teacher–student pair(s))")
 
 
 def main() -> None:

@@ -389,6 +389,9 @@ def resolve(config: RunConfig) -> RunConfig:
                 f"loss {c.loss.name!r} taps {', '.join(sorted(feature_taps))} features, but "
                 f"teacher source {c.teacher.source!r} gives logits only (losses that work: "
                 f"{', '.join(logit_losses)})")
+        resolve_source = source.metadata.get("resolve")
+        if resolve_source is not None:  # the source checks and completes its own settings
+            resolve_source(c)
         _check_recipe(c.teacher.recipe, "teacher.recipe")
         bad = [e for e in c.teacher.save_epochs if not 1 <= e <= c.teacher.recipe.epochs]
         if bad:

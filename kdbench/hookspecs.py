@@ -56,9 +56,13 @@ def register_losses(register: Register) -> None:
 
 @hookspec
 def register_teacher_sources(register: Register) -> None:
-    """Register teacher sources: ``register(name, factory, description=)``.
+    """Register teacher sources: ``register(name, factory, description=, features=, resolve=)``.
 
     ``factory(ctx: kdbench.teachers.TeacherContext) -> kdbench.teachers.Teacher``.
+    ``features=False`` says the teacher gives logits only (feature losses are refused before
+    training). ``resolve(config)`` checks and completes the source's settings (``teacher.options``
+    defaults, ``teacher.epoch``/``teacher.weights``) during config resolution; see
+    :func:`kdbench.teachers.options.settings`.
     """
 
 

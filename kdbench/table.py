@@ -14,7 +14,7 @@ from .config import canonical_json, identity, RunConfig
 from .errors import ConfigError, KDBenchError, StoreError, UnknownNameError
 from .store import Store
 
-METRICS = ("top1_last", "top1_best", "top5_last", "top5_best")
+METRICS = ("top1_last", "top1_best", "top5_last", "top5_best", "top1_last10_best")
 FORMATS = ("github", "latex", "csv", "html", "plain")
 DEFAULT_ROWS = ("dataset", "student")
 DEFAULT_COLS = ("loss", "teacher")
@@ -52,6 +52,8 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
         **{k: v for k, v in (record.get("cost") or {}).items() if not isinstance(v, (dict, list))},
         "cell_config": _config_without_seed(cfg),
     }
+    for k, v in prov.items():  # the rest of the teacher provenance (cost, ensemble mode, ...)
+        row.setdefault(k if k.startswith("teacher_") else f"teacher_{k}", _scalar(v))
     flat = pd.json_normalize(cfg, sep=".").iloc[0].to_dict()
     row.update({f"config.{k}": _scalar(v) for k, v in flat.items()})
     for k, v in (record.get("extra") or {}).items():
@@ -187,3 +189,7 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     if fmt == "latex":
         return f"% {caption}\n{table}"
     return f"{caption}\n\n{table}"
+
+
+# The paper layouts register themselves on import (kept last: they use the helpers above).
+from .teachers import tables as _teacher_tables  # noqa: E402,F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,30 @@ def cifar10_dir() -> Path:
         if c and (Path(c) / "train.npz").is_file():
             return Path(c)
     pytest.skip("no CIFAR-10 copy here (set KDBENCH_TEST_CIFAR10)")
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread, kept there by OMP_NUM_THREADS (the runner's set_threads respects it)."""
+    import torch
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny models train several times faster on one thread than on a shared, busy machine's
+    cores (no thread spin-waits); results do not depend on it. Opt in per module with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    with one_thread():
+        yield

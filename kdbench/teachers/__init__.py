@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from .base import Teacher, TeacherContext
-from .trajectory import Trajectory, trajectory_key, trajectory_spec
+from typing import Any
 
 __all__ = ["Teacher", "TeacherContext", "Trajectory", "trajectory_key", "trajectory_spec"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy, so that tables and the CLI can import kdbench.teachers.* without loading torch
+    if name in ("Teacher", "TeacherContext"):
+        from . import base
+
+        return getattr(base, name)
+    if name in ("Trajectory", "trajectory_key", "trajectory_spec"):
+        from . import trajectory
+
+        return getattr(trajectory, name)
+    raise AttributeError(name)

@@ -66,5 +66,62 @@ class TeacherContext:
         trajectory.check_epoch(epoch)
         return Teacher(self.load(trajectory, epoch), {
             "source": source, "arch": trajectory.spec["arch"], "trajectory": trajectory.key,
-            "epochs": [epoch], "trained_epochs": trajectory.trained_epochs,
+            "trajectories": [trajectory.key], "epochs": [epoch],
+            "trained_epochs": trajectory.trained_epochs,
             **{f"teacher_{k}": v for k, v in trajectory.accuracy(epoch).items()}})
+
+    def evaluate(self, module: nn.Module) -> dict[str, float]:
+        """Test-set top-1/top-5 (%) of a teacher module, as the engine measures students."""
+        from ..data import BatchLoader
+        from ..engine import evaluate
+
+        loader = BatchLoader(self.dataset, "test", 256, train=False, device=self.device)
+        metrics = evaluate(module, loader, self.config.precision)
+        return {"top1": metrics["top1"], "top5": metrics["top5"]}
+
+    def weights_teacher(self, source: str) -> Teacher:
+        """The teacher architecture with ``teacher.weights`` (a local state dict), no trajectory."""
+        from pathlib import Path
+
+        from ..models import create_model, load_weights
+        from ..store import sha256_file
+
+        t = self.config.teacher
+        assert t is not None and t.weights is not None
+        model = create_model(t.arch, self.dataset.num_classes, self.dataset.in_chans)
+        load_weights(model, t.weights)
+        model = model.to(self.device)
+        accuracy = self.evaluate(model)
+        return Teacher(model, {
+            "source": source, "arch": t.arch, "trajectory": None, "trajectories": [],
+            "epochs": [], "trained_epochs": 0, "weights": str(Path(t.weights).resolve()),
+            "weights_sha256": sha256_file(Path(t.weights)),
+            **{f"teacher_{k}": v for k, v in accuracy.items()}})
+
+    def ensemble_teacher(self, members: list[tuple[traj.Trajectory, int]], source: str
+                         ) -> Teacher:
+        """An equal-weight ensemble of trajectory checkpoints, with its own and each member's
+        test accuracy (``teacher.options.ensemble_mode``: logit or prob averaging)."""
+        from .ensemble import EnsembleTeacher
+
+        t = self.config.teacher
+        assert t is not None
+        mode = t.options.get("ensemble_mode", "logit")
+        temperature = float(self.config.loss.options.get("T", 1.0)) if mode == "prob" else 1.0
+        for trajectory, epoch in members:
+            trajectory.check_epoch(epoch)
+        module = EnsembleTeacher([self.load(tr, e) for tr, e in members], mode, temperature)
+        # the ensemble's accuracy is its own prediction: softmax at T = 1 for probabilities
+        module.temperature = 1.0
+        accuracy = self.evaluate(module)
+        module.temperature = temperature
+        keys = list(dict.fromkeys(tr.key for tr, _ in members))
+        trained = {tr.key: tr.trained_epochs for tr, _ in members}
+        return Teacher(module, {
+            "source": source, "arch": members[0][0].spec["arch"], "trajectory": keys[0],
+            "trajectories": keys, "epochs": [e for _, e in members],
+            "trained_epochs": sum(trained.values()), "ensemble_mode": mode,
+            "ensemble_temperature": temperature,
+            "members": [{"trajectory": tr.key, "seed": tr.spec["seed"], "epoch": e,
+                         **tr.accuracy(e)} for tr, e in members],
+            **{f"teacher_{k}": v for k, v in accuracy.items()}})

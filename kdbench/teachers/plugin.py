@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
+from . import options as opt
 from . import sources
+
+_ENSEMBLE = {"ensemble_mode": "logit"}
 
 
 @hookimpl
 def register_teacher_sources(register):
-    register("full", sources.full)
-    register("intermediate", sources.intermediate)
+    register("full", sources.full, resolve=opt.settings(weights=True))
+    register("intermediate", sources.intermediate,
+             resolve=opt.settings({"epoch_frac": None}, epoch=True,
+                                  check=opt.check_intermediate))
+    register("snapshot", sources.snapshot, features=False,
+             resolve=opt.settings({"members": None, "members_count": None, **_ENSEMBLE},
+                                  check=opt.check_snapshot))
+    register("independent", sources.independent, features=False,
+             resolve=opt.settings({"members_count": opt.ENSEMBLE_SIZE, **_ENSEMBLE},
+                                  check=opt.check_independent))

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -128,6 +129,11 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
     with locked(folder):
         if (folder / MANIFEST).exists():
             existing = Trajectory(folder)
+            if sorted(save_epochs) != existing.manifest["save_epochs"]:
+                warnings.warn(f"kdbench: teacher trajectory {key!r} keeps its checkpoints at "
+                              f"epochs {existing.manifest['save_epochs']}; the requested "
+                              f"{sorted(save_epochs)} are ignored (`kdbench teacher rm {key}` "
+                              f"to retrain it)", RuntimeWarning, stacklevel=2)
             if existing.done:
                 return existing
             manifest = existing.manifest

@@ -1,0 +1,113 @@
+"""Trajectory management behind ``kdbench teacher train|list|show|rm``."""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig, resolve
+from ..errors import ConfigError, StoreError, UnknownNameError
+from ..store import Store
+from . import trajectory as traj
+
+
+def train(config: RunConfig, seeds: list[int] | None = None, *, progress: bool = True
+          ) -> list[traj.Trajectory]:
+    """Train (or resume, or reuse) the config's teacher trajectory for each seed, ahead of runs."""
+    from .. import engine
+    from ..data import load_dataset
+    from .base import TeacherContext
+
+    cfg = resolve(config)
+    if cfg.teacher is None:
+        raise ConfigError(f"loss {cfg.loss.name!r} uses no teacher; nothing to train")
+    store = Store(cfg.results_dir)
+    store.check_writable()
+    engine.set_threads()
+    device = engine.resolve_device(cfg.device)
+    dataset = load_dataset(cfg.data.name, cfg.data.dir, **cfg.data.options).to(device)
+    ctx = TeacherContext(cfg, dataset, device, store, progress)
+    return [ctx.trajectory(seed) for seed in (seeds or [cfg.teacher.seed])]
+
+
+def trajectories(store: Store) -> list[traj.Trajectory]:
+    """Every trajectory folder with a readable manifest, by key."""
+    if not store.teachers.is_dir():
+        return []
+    return [traj.Trajectory(p) for p in sorted(store.teachers.iterdir())
+            if (p / traj.MANIFEST).is_file()]
+
+
+def get(store: Store, key: str) -> traj.Trajectory:
+    folder = store.teachers / key
+    if not key or "/" in key or not (folder / traj.MANIFEST).is_file():
+        raise UnknownNameError("teacher trajectory", key,
+                               [t.key for t in trajectories(store)],
+                               hint=f"in {str(store.teachers)!r}")
+    return traj.Trajectory(folder)
+
+
+def references(store: Store) -> dict[str, list[str]]:
+    """Trajectory key -> ids of the run records whose teacher came from it."""
+    refs: dict[str, list[str]] = {}
+    for _, record in store.iter_records():
+        if isinstance(record, StoreError):
+            continue
+        prov = record.get("teacher") or {}
+        keys = set(prov.get("trajectories") or []) | ({prov["trajectory"]}
+                                                     if prov.get("trajectory") else set())
+        for key in keys:
+            refs.setdefault(key, []).append(record["run_id"])
+    return refs
+
+
+def summary(t: traj.Trajectory, runs: int = 0) -> dict[str, Any]:
+    """One line of ``teacher list``."""
+    curve = t.manifest.get("curve", [])
+    spec = t.spec
+    return {"key": t.key, "arch": spec["arch"], "dataset": spec["dataset"], "seed": spec["seed"],
+            "status": t.manifest.get("status"),
+            "epochs": f"{len(curve)}/{spec['recipe']['epochs']}",
+            "saved": len(t.epochs),
+            "best_top1": max((r["top1"] for r in curve), default=None),
+            "last_top1": curve[-1]["top1"] if curve else None,
+            "size_mb": round(t.size_bytes() / 2**20, 2), "runs": runs}
+
+
+def rows(store: Store) -> list[dict[str, Any]]:
+    refs = references(store)
+    return [summary(t, len(refs.get(t.key, []))) for t in trajectories(store)]
+
+
+def detail(t: traj.Trajectory) -> list[dict[str, Any]]:
+    """Per-epoch rows of ``teacher show``: accuracy, lr and the saved checkpoint (if any)."""
+    checkpoints = t.manifest.get("checkpoints", {})
+    out = []
+    for row in t.manifest.get("curve", []):
+        ckpt = checkpoints.get(str(row["epoch"]))
+        out.append({"epoch": row["epoch"], "lr": row.get("lr"), "top1": row["top1"],
+                    "top5": row["top5"], "test_loss": row.get("test_loss"),
+                    "checkpoint": ckpt["file"] if ckpt else "",
+                    "sha256": ckpt["sha256"][:12] if ckpt else ""})
+    return out
+
+
+def remove(store: Store, key: str, *, force: bool = False) -> Path:
+    """Delete a trajectory folder; refuses while run records reference it (unless ``force``)
+    and while another process holds its lock (training it)."""
+    t = get(store, key)
+    used = references(store).get(key, [])
+    if used and not force:
+        shown = ", ".join(used[:5]) + (f", ... ({len(used)} in all)" if len(used) > 5 else "")
+        raise ConfigError(f"teacher trajectory {key!r} is referenced by {len(used)} run "
+                          f"record(s) ({shown}); use --force to delete it anyway")
+    with open(t.folder / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"teacher trajectory {key!r} is being trained by another process; "
+                             f"not deleting it") from None
+        shutil.rmtree(t.folder)
+    return t.folder
