@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -323,32 +324,13 @@ def _fmt(value: Any, digits: int = 2) -> Any:
 
 
 @teacher.command("train")
-@click.option("--spec", type=click.Path(dir_okay=False), default=None,
-              help="Run spec whose teacher to train (flags override it).")
-@click.option("--preset", default=None, show_default="quick",
-              help=f"Recipe preset: {', '.join(PRESETS)}.")
-@click.option("--dataset", default=None, show_default="digits", help="Dataset plugin name.")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
-              show_envvar=True, default=None, help="Folder holding the dataset's files.")
 @click.option("--arch", default=None, show_default="resnet56", help="Teacher architecture.")
 @click.option("--seed", "seeds", type=int, multiple=True, show_default="0",
               help="Trajectory seed (repeatable: e.g. --seed 0 --seed 1 --seed 2 for an "
                    "independent ensemble of 3).")
 @click.option("--epochs", type=int, default=None,
               show_default=_from_preset("teacher.recipe.epochs"), help="Teacher training epochs.")
-@click.option("--save-every", type=int, default=None,
-              show_default=_from_preset("teacher.save_every"),
-              help="Save a checkpoint every N epochs (the last epoch is always saved).")
-@click.option("--save-epochs", default=None, callback=_int_list, metavar="E1,E2,...",
-              help="Explicit checkpoint epochs (overrides --save-every).")
-@click.option("--device", default=None, show_default="auto", help="auto, cpu, cuda[:N] or mps.")
-@click.option("--precision", default=None, show_default="auto (bf16 where fast, else fp32)",
-              help="auto, fp32, bf16 or fp16 (autocast).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Set any config field by dotted path, e.g. teacher.recipe.lr=0.1.")
-@results_dir_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def teacher_train(spec, preset, dataset, data_dir, arch, seeds, epochs, save_every, save_epochs,
+def teacher_train(arch, seeds, epochs, spec, preset, dataset, data_dir, save_every, save_epochs,
                   device, precision, sets, results_dir, quiet):
     """Train a teacher trajectory ahead of the runs that use it (trained once, then reused)."""
     from .config import build_config, load_spec, parse_assignments
@@ -365,6 +347,12 @@ def teacher_train(spec, preset, dataset, data_dir, arch, seeds, epochs, save_eve
         click.echo(f"{t.key}: {row['arch']} on {row['dataset']} seed {row['seed']}, "
                    f"{row['epochs']} epochs, {row['saved']} checkpoints, top-1 last "
                    f"{_fmt(row['last_top1'])}, best {_fmt(row['best_top1'])}")
+
+
+# the options that mean the same as in `kdbench run` are its own, defined once
+teacher_train.params += [copy.copy(next(p for p in run.params if p.name == name)) for name in (
+    "spec", "preset", "dataset", "data_dir", "save_every", "save_epochs", "device", "precision",
+    "sets", "results_dir", "quiet")]
 
 
 @teacher.command("list")

@@ -376,6 +376,24 @@ def test_cli_bad_input_exits_2_with_one_line(store, cli_runner):
 
 # ---- trajectory management ---------------------------------------------------------------------
 
+def test_teacher_train_reuses_and_trains_only_what_is_missing(store, cli_runner, monkeypatch):
+    trainings = count_teacher_trainings(monkeypatch)
+    args = ["teacher", "train", "--dataset", "synthetic", "--arch", "resnet8", "--epochs", "4",
+            "--save-every", "2", "--precision", "fp32", "--device", "cpu", "--quiet",
+            "--set", "teacher.recipe.batch_size=64", "--set", "teacher.recipe.milestones=[]",
+            "--results-dir", store]
+    result = cli_runner(*args, "--seed", "0", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert trainings == []
+    lines = result.output.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [key_of(store, 0), key_of(store, 1)]
+    assert "4/4 epochs, 2 checkpoints" in lines[0]
+    # a different save schedule cannot change a trained trajectory: said, not silently ignored
+    again = cli_runner(*args[:-2], "--save-every", "1", "--results-dir", store)
+    assert again.exit_code == 0 and trainings == []
+    assert "keeps its checkpoints at epochs [2, 4]; the requested [1, 2, 3, 4]" in again.output
+
+
 def test_teacher_list_show_rm(store, cli_runner):
     key = key_of(store)
     listed = cli_runner("teacher", "list", "--results-dir", store, "--json")
