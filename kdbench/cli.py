@@ -324,25 +324,25 @@ def _fmt(value: Any, digits: int = 2) -> Any:
 
 
 @teacher.command("train")
-@click.option("--arch", default=None, show_default="resnet56", help="Teacher architecture.")
-@click.option("--seed", "seeds", type=int, multiple=True, show_default="0",
-              help="Trajectory seed (repeatable: e.g. --seed 0 --seed 1 --seed 2 for an "
-                   "independent ensemble of 3).")
 @click.option("--epochs", type=int, default=None,
               show_default=_from_preset("teacher.recipe.epochs"), help="Teacher training epochs.")
-def teacher_train(arch, seeds, epochs, spec, preset, dataset, data_dir, save_every, save_epochs,
-                  device, precision, sets, results_dir, quiet):
-    """Train a teacher trajectory ahead of the runs that use it (trained once, then reused)."""
+def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teacher_arch,
+                  teacher_seed, members_count, save_every, save_epochs, device, precision, sets,
+                  results_dir, quiet):
+    """Train the teacher trajectories a run needs, ahead of it (each trained once, then reused):
+    one, or K for --teacher independent (seeds s..s+K-1)."""
     from .config import build_config, load_spec, parse_assignments
     from .teachers import manage
 
     overrides = {"preset": preset, "data.name": dataset, "data.dir": data_dir,
-                 "teacher.arch": arch, "teacher.recipe.epochs": epochs,
-                 "teacher.save_every": save_every, "teacher.save_epochs": save_epochs,
-                 "device": device, "precision": precision, "results_dir": results_dir}
+                 "teacher.source": teacher_source, "teacher.arch": teacher_arch,
+                 "teacher.seed": teacher_seed, "teacher.options.members_count": members_count,
+                 "teacher.recipe.epochs": epochs, "teacher.save_every": save_every,
+                 "teacher.save_epochs": save_epochs, "device": device, "precision": precision,
+                 "results_dir": results_dir}
     overrides.update(parse_assignments(sets, "--set"))
     config = build_config(overrides, load_spec(spec) if spec else None)
-    for t in manage.train(config, list(seeds) or None, progress=not quiet):
+    for t in manage.train(config, progress=not quiet):
         row = manage.summary(t)
         click.echo(f"{t.key}: {row['arch']} on {row['dataset']} seed {row['seed']}, "
                    f"{row['epochs']} epochs, {row['saved']} checkpoints, top-1 last "
@@ -351,8 +351,9 @@ def teacher_train(arch, seeds, epochs, spec, preset, dataset, data_dir, save_eve
 
 # the options that mean the same as in `kdbench run` are its own, defined once
 teacher_train.params += [copy.copy(next(p for p in run.params if p.name == name)) for name in (
-    "spec", "preset", "dataset", "data_dir", "save_every", "save_epochs", "device", "precision",
-    "sets", "results_dir", "quiet")]
+    "spec", "preset", "dataset", "data_dir", "teacher_source", "teacher_arch", "teacher_seed",
+    "members_count", "save_every", "save_epochs", "device", "precision", "sets", "results_dir",
+    "quiet")]
 
 
 @teacher.command("list")

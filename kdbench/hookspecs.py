@@ -62,7 +62,9 @@ def register_teacher_sources(register: Register) -> None:
     ``features=False`` says the teacher gives logits only (feature losses are refused before
     training). ``resolve(config)`` checks and completes the source's settings (``teacher.options``
     defaults, ``teacher.epoch``/``teacher.weights``) during config resolution; see
-    :func:`kdbench.teachers.options.settings`.
+    :func:`kdbench.teachers.options.settings`. ``seeds(config) -> [int]`` names the
+    trajectory seeds the source draws from when it is more than ``teacher.seed`` (an independent
+    ensemble), so they can be trained ahead (``kdbench teacher train``).
     """
 
 

@@ -222,11 +222,17 @@ def test_interrupted_teacher_training_resumes_to_the_same_weights(template, resu
         [r["top1"] for r in reference.manifest["curve"]]
 
 
-def test_teacher_weights_from_a_local_file(store, tmp_path):
+@pytest.mark.parametrize("suffix", ["pt", "safetensors"])
+def test_teacher_weights_from_a_local_file(store, tmp_path, suffix):
     key = key_of(store)
     source = store / "teachers" / key / "epoch_0004.pt"
-    weights = tmp_path / "teacher.pt"
-    shutil.copy(source, weights)
+    weights = tmp_path / f"teacher.{suffix}"
+    if suffix == "pt":
+        shutil.copy(source, weights)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(torch.load(source, weights_only=True), str(weights))
     rec = run(one_epoch(store, **{"teacher.weights": str(weights)}), progress=False)
     t = rec["teacher"]
     assert t["weights"] == str(weights.resolve()) and t["trajectory"] is None
@@ -378,11 +384,12 @@ def test_cli_bad_input_exits_2_with_one_line(store, cli_runner):
 
 def test_teacher_train_reuses_and_trains_only_what_is_missing(store, cli_runner, monkeypatch):
     trainings = count_teacher_trainings(monkeypatch)
-    args = ["teacher", "train", "--dataset", "synthetic", "--arch", "resnet8", "--epochs", "4",
+    args = ["teacher", "train", "--dataset", "synthetic", "--teacher-arch", "resnet8",
+            "--epochs", "4",
             "--save-every", "2", "--precision", "fp32", "--device", "cpu", "--quiet",
             "--set", "teacher.recipe.batch_size=64", "--set", "teacher.recipe.milestones=[]",
             "--results-dir", store]
-    result = cli_runner(*args, "--seed", "0", "--seed", "1")
+    result = cli_runner(*args, "--teacher", "independent", "--members-count", "2")
     assert result.exit_code == 0, result.output
     assert trainings == []
     lines = result.output.strip().splitlines()
@@ -396,8 +403,13 @@ def test_teacher_train_reuses_and_trains_only_what_is_missing(store, cli_runner,
 
 def test_teacher_list_show_rm(store, cli_runner):
     key = key_of(store)
+    broken = store / "teachers" / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{")
     listed = cli_runner("teacher", "list", "--results-dir", store, "--json")
-    rows = {r["key"]: r for r in json.loads(listed.output)}
+    warning, _, listing = listed.output.partition("\n")
+    assert "skipping corrupt manifest" in warning and "broken" in warning
+    rows = {r["key"]: r for r in json.loads(listing)}
     assert set(rows) == {key_of(store, 0), key_of(store, 1)}
     assert (rows[key]["epochs"], rows[key]["saved"], rows[key]["runs"]) == ("4/4", 2, 0)
     manifest = json.loads((store / "teachers" / key / "manifest.json").read_text())
@@ -419,3 +431,14 @@ def test_teacher_list_show_rm(store, cli_runner):
     assert forced.exit_code == 0 and not (store / "teachers" / key).exists()
     with pytest.raises(UnknownNameError):
         manage.get(Store(store), key)
+
+
+def test_checkpointkd_preset_is_the_papers_protocol():
+    cfg = kdbench.config.resolve(build_config({"preset": "checkpointkd", "loss.name": "kd"}))
+    for recipe in (cfg.recipe, cfg.teacher.recipe):
+        assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.momentum, recipe.nesterov,
+                recipe.weight_decay) == (200, 128, 0.1, 0.9, True, 5e-4)
+        assert [recipe.lr_factor(e) for e in (0, 59, 60, 119, 120, 180)] == pytest.approx(
+            [1, 1, 0.1, 0.1, 0.01, 0.001])
+    assert cfg.teacher.checkpoint_epochs() == list(range(20, 201, 20))
+    assert cfg.loss.weights == {"w_ce": 0.5, "w_kd": 0.5} and cfg.loss.options == {"T": 5.0}

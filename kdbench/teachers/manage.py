@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,23 @@ from ..store import Store
 from . import trajectory as traj
 
 
+def seeds_needed(config: RunConfig) -> list[int]:
+    """Seeds of the trajectories a resolved config's teacher draws from: the source's own
+    ``seeds(config)`` registration (an independent ensemble: s..s+K-1), else the teacher seed;
+    none for a teacher given as weights."""
+    from ..plugins import get
+
+    t = config.teacher
+    if t is None or t.weights is not None:
+        return []
+    seeds = get("teacher_source", t.source).metadata.get("seeds")
+    return list(seeds(config)) if seeds is not None else [t.seed]
+
+
 def train(config: RunConfig, seeds: list[int] | None = None, *, progress: bool = True
           ) -> list[traj.Trajectory]:
-    """Train (or resume, or reuse) the config's teacher trajectory for each seed, ahead of runs."""
+    """Train (or resume, or reuse) teacher trajectories ahead of the runs that use them: the
+    given seeds, else every trajectory the config's teacher source needs."""
     from .. import engine
     from ..data import load_dataset
     from .base import TeacherContext
@@ -29,15 +44,23 @@ def train(config: RunConfig, seeds: list[int] | None = None, *, progress: bool =
     device = engine.resolve_device(cfg.device)
     dataset = load_dataset(cfg.data.name, cfg.data.dir, **cfg.data.options).to(device)
     ctx = TeacherContext(cfg, dataset, device, store, progress)
-    return [ctx.trajectory(seed) for seed in (seeds or [cfg.teacher.seed])]
+    if cfg.teacher.weights is not None:
+        raise ConfigError(f"the teacher comes from --teacher-weights {cfg.teacher.weights!r}; "
+                          f"there is no trajectory to train")
+    return [ctx.trajectory(seed) for seed in (seeds or seeds_needed(cfg))]
 
 
 def trajectories(store: Store) -> list[traj.Trajectory]:
-    """Every trajectory folder with a readable manifest, by key."""
-    if not store.teachers.is_dir():
-        return []
-    return [traj.Trajectory(p) for p in sorted(store.teachers.iterdir())
-            if (p / traj.MANIFEST).is_file()]
+    """Every trajectory folder with a readable manifest, by key (unreadable ones are skipped
+    with a warning naming them)."""
+    out = []
+    for folder in sorted(store.teachers.iterdir()) if store.teachers.is_dir() else []:
+        if (folder / traj.MANIFEST).is_file():
+            try:
+                out.append(traj.Trajectory(folder))
+            except StoreError as exc:
+                warnings.warn(f"kdbench: skipping {exc}", RuntimeWarning, stacklevel=2)
+    return out
 
 
 def get(store: Store, key: str) -> traj.Trajectory:

@@ -18,6 +18,6 @@ def register_teacher_sources(register):
     register("snapshot", sources.snapshot, features=False,
              resolve=opt.settings({"members": None, "members_count": None, **_ENSEMBLE},
                                   check=opt.check_snapshot))
-    register("independent", sources.independent, features=False,
+    register("independent", sources.independent, features=False, seeds=sources.independent_seeds,
              resolve=opt.settings({"members_count": opt.ENSEMBLE_SIZE, **_ENSEMBLE},
                                   check=opt.check_independent))

@@ -61,7 +61,11 @@ def snapshot(ctx: TeacherContext) -> Teacher:
 def independent(ctx: TeacherContext) -> Teacher:
     """Independent ensemble: the final checkpoints of K trajectories with seeds s..s+K-1, each
     trained once and reused."""
-    t = ctx.config.teacher
-    assert t is not None
-    trajectories = [ctx.trajectory(t.seed + i) for i in range(t.options["members_count"])]
+    trajectories = [ctx.trajectory(seed) for seed in independent_seeds(ctx.config)]
     return ctx.ensemble_teacher([(tr, tr.epochs[-1]) for tr in trajectories], "independent")
+
+
+def independent_seeds(config) -> list[int]:
+    """The trajectory seeds of an independent ensemble: s..s+K-1."""
+    t = config.teacher
+    return [t.seed + i for i in range(t.options["members_count"])]

@@ -165,7 +165,7 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                             batch_size=recipe.batch_size, seed=spec["seed"], device=device,
                             precision=spec["precision"], augment=spec["augment"],
                             state_path=state_path, on_epoch_end=on_epoch_end, progress=progress,
-                            desc=f"teacher {spec['arch']}")
+                            desc=f"teacher {spec['arch']} s{spec['seed']}")
         manifest.update(status="done", train_seconds=manifest.get("train_seconds", 0.0)
                         + timing["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)
