@@ -85,11 +85,46 @@ class Normalizer:
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
         c = len(mean)
-        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, c, 1, 1)
-        self.shift = (torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, c, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float64)
+        # (x / 255 - mean) / std == x * scale - shift, computed in float64 once
+        self.scale = (1.0 / (255.0 * std_t)).float().view(1, c, 1, 1).to(device)
+        self.shift = (torch.tensor(mean, dtype=torch.float64) / std_t).float().view(
+            1, c, 1, 1).to(device)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return images.float() * self.scale - self.shift
+        # in place on the fresh float copy: one allocation per batch
+        return images.float().mul_(self.scale).sub_(self.shift)
+
+
+def crop_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor,
+              flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop each image of the zero-padded batch at its own offset, then mirror the flagged ones.
+
+    ``offsets`` is (2, N): the top and left corner of each crop in the padded image
+    (``0..2·padding``); ``flip`` is a bool (N,) or None. Both steps are one gather over the
+    whole batch (no per-image Python), equal to torchvision's ``RandomCrop(size, padding)``
+    followed by ``RandomHorizontalFlip`` at the same draws.
+    """
+    n, c, h, w = images.shape
+    dev = images.device
+    offsets = offsets.to(dev)
+    padded = torch.nn.functional.pad(images, (padding,) * 4) if padding > 0 else images
+    width = w + 2 * padding
+    rows = offsets[0].view(n, 1, 1) + torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w).expand(n, 1, w)
+    if flip is not None:
+        cols = torch.where(flip.to(dev).view(n, 1, 1), cols.flip(2), cols)
+    index = (rows * width + offsets[1].view(n, 1, 1) + cols).view(n, 1, h * w)
+    # gather on the flattened padded images keeps NCHW and needs no permute
+    return padded.reshape(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+
+
+def _draw_offsets(n: int, padding: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
+
+
+def _draw_flips(n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator) < 0.5
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -100,21 +135,27 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
     """
     if padding <= 0:
         return images
-    n, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(images.device)
-    rows = offsets[0].view(n, 1) + torch.arange(h, device=images.device).view(1, h)
-    cols = offsets[1].view(n, 1) + torch.arange(w, device=images.device).view(1, w)
-    batch = torch.arange(n, device=images.device).view(n, 1, 1)
-    # advanced indexing on dims 0, 2, 3 gives (n, h, w, c): move channels back
-    out = padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)]
-    return out.permute(0, 3, 1, 2).contiguous()
+    return crop_flip(images, padding, _draw_offsets(images.shape[0], padding, generator))
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip each image horizontally with probability 1/2."""
-    flip = torch.rand(images.shape[0], generator=generator).to(images.device) < 0.5
+    flip = _draw_flips(images.shape[0], generator).to(images.device)
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+
+
+def augment(images: torch.Tensor, padding: int, hflip: bool,
+            generator: torch.Generator) -> torch.Tensor:
+    """The training augmentation in one pass: ``random_hflip(random_crop(x))`` with the same
+    draws from ``generator`` (crop offsets first, then flips), as one gather."""
+    n = images.shape[0]
+    offsets = _draw_offsets(n, padding, generator) if padding > 0 else None
+    flip = _draw_flips(n, generator) if hflip else None
+    if offsets is None:
+        if flip is None:
+            return images
+        offsets = torch.zeros(2, n, dtype=torch.long)
+    return crop_flip(images, max(padding, 0), offsets, flip)
 
 
 class BatchLoader:
@@ -156,9 +197,7 @@ class BatchLoader:
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             images = self.split.images.index_select(0, idx)
             if self.augment:
-                images = random_crop(images, self.dataset.crop_padding, g)
-                if self.dataset.hflip:
-                    images = random_hflip(images, g)
+                images = augment(images, self.dataset.crop_padding, self.dataset.hflip, g)
             x = self.normalize(images.to(self.device, non_blocking=True))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
