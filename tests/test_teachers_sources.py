@@ -425,6 +425,9 @@ def test_teacher_list_show_rm(store, cli_runner):
     assert refused.exit_code == 2 and "referenced by 1 run record" in refused.output
     assert (store / "teachers" / key).is_dir()
     free = key_of(store, 1)
+    with traj.locked(store / "teachers" / free):  # as while another process trains it
+        with pytest.raises(StoreError, match="being trained by another process"):
+            manage.remove(Store(store), free)
     assert cli_runner("teacher", "rm", free, "--results-dir", store).exit_code == 0
     assert not (store / "teachers" / free).exists()
     forced = cli_runner("teacher", "rm", key, "--results-dir", store, "--force")
