@@ -114,6 +114,7 @@ _TEACHER_FLAGS = {  # flag parameter -> config field
     "members_count": "teacher.options.members_count",
     "ensemble_mode": "teacher.options.ensemble_mode", "save_every": "teacher.save_every",
     "save_epochs": "teacher.save_epochs", "teacher_weights": "teacher.weights",
+    "peers": "teacher.options.peers",
 }
 
 
@@ -141,6 +142,9 @@ def teacher_source_options(f):
         click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
                      help="--teacher full: a local teacher state dict or .safetensors instead of "
                           "a trained trajectory (path and SHA-256 are recorded)."),
+        click.option("--peers", type=int, default=None, show_default="2",
+                     help="--teacher peers: cohort size for online distillation (deep mutual "
+                          "learning), the student included."),
     ]):
         f = option(f)
     return f
@@ -176,7 +180,9 @@ def teacher_overrides(flags: dict[str, Any]) -> dict[str, Any]:
                    "saved checkpoint (the checkpoint curve).")
 @click.option("--teacher-seed", type=int, default=None, show_default="0",
               help="Seed of the teacher trajectory (shared by all student seeds).")
-@click.option("--loss", default=None, show_default="kd", help="KD loss plugin name.")
+@click.option("--loss", default=None, show_default="kd",
+              help="KD loss plugin name, or several joined by + (crd+kd); each one's paper, "
+                   "taps and default weights: `kdbench losses`.")
 @click.option("--w", "weights", multiple=True, metavar="NAME=VALUE",
               help="Override a loss weight, e.g. --w w_kd=0.9 --w w_ce=0.1.")
 @click.option("--opt", "options", multiple=True, metavar="NAME=VALUE",
@@ -437,6 +443,20 @@ def plot_checkpoint_curve(results_dir, out, metric, where):
 
     path, panels = checkpoint_curve(load_records(results_dir), out, metric=metric, where=where)
     click.echo(f"wrote {path} ({panels} teacher–student pair(s))")
+
+
+# ============================== losses =========================================================
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def losses(names, as_json):
+    """Each KD loss: paper, what it taps, default weights and options (NAMES: only these)."""
+    from .losses import describe, format_table
+
+    rows = describe(list(names) or None)
+    click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows, detail=bool(names)))
 
 
 def main() -> None:

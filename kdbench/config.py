@@ -369,8 +369,10 @@ def resolve(config: RunConfig) -> RunConfig:
         raise UnknownNameError("preset", c.preset, PRESETS)
     get("dataset", c.data.name)
     get("model", c.student)
-    loss_entry = get("loss", c.loss.name)
-    c.loss.weights, c.loss.options = losses.resolve(c.loss.name, c.loss.weights, c.loss.options)
+    loss_entry = losses.entry(c.loss.name)
+    c.loss.weights, c.loss.options = losses.resolve(
+        c.loss.name, c.loss.weights, c.loss.options, student=c.student,
+        teacher=c.teacher.arch if c.teacher is not None else None)
     needs_teacher = loss_entry.metadata.get("needs_teacher", _needs_teacher(loss_entry))
     if not needs_teacher:
         c.teacher = None

@@ -77,9 +77,9 @@ def check_input_size(model: Any, name: str, dataset: Any) -> None:
 
 def check_features(cfg: RunConfig, student: Any, teacher: Any) -> None:
     """A loss that taps features needs models that expose them (before any training)."""
-    from .plugins import get
+    from .losses import entry
 
-    taps = set(get("loss", cfg.loss.name).metadata.get("taps", ("logits",))) - {"logits", "index"}
+    taps = set(entry(cfg.loss.name).metadata.get("taps", ("logits",))) - {"logits", "index"}
     if not taps:
         return
     for role, name, model in (("student", cfg.student, student),
@@ -89,6 +89,39 @@ def check_features(cfg: RunConfig, student: Any, teacher: Any) -> None:
             raise ConfigError(f"loss {cfg.loss.name!r} taps {', '.join(sorted(taps))} "
                               f"features, but the {role} {name!r} gives logits only; use a "
                               f"logit loss (e.g. kd)")
+
+
+def check_index(cfg: RunConfig, dataset: Any) -> None:
+    """A loss that taps sample indices (CRD's memory bank) needs a dataset that gives them."""
+    from .losses import entry
+
+    if "index" in entry(cfg.loss.name).metadata.get("taps", ()) and \
+            not dataset.info.get("sample_index", True):
+        raise ConfigError(f"loss {cfg.loss.name!r} needs sample indices (a memory bank over the "
+                          f"training set), but dataset {cfg.data.name!r} cannot give them")
+
+
+def check_loss(cfg: RunConfig, dataset: Any) -> None:
+    """Build the loss once on fresh, untrained models of the run's architectures (on the CPU), so
+    that a loss that does not fit them (FSP's unequal channels, a regressor that cannot map the
+    shapes, a logits-only model, a dataset without sample indices) fails before any training."""
+    from types import SimpleNamespace
+
+    from .losses import DistillContext, build
+    from .models import create_model
+
+    check_index(cfg, dataset)
+    student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
+    teacher = (create_model(cfg.teacher.arch, dataset.num_classes, dataset.in_chans)
+               if cfg.teacher is not None else None)
+    check_features(cfg, student, SimpleNamespace(module=teacher) if teacher is not None else None)
+    for name, model in ((cfg.student, student), (getattr(cfg.teacher, "arch", None), teacher)):
+        if model is not None:
+            check_input_size(model, name, dataset)
+    build(cfg.loss.name, DistillContext(student, teacher, dataset.num_classes,
+                                        dataset.input_shape, len(dataset.train),
+                                        cfg.loss.weights, cfg.loss.options,
+                                        dataset.train.labels.cpu()))
 
 
 def run(config: RunConfig | dict[str, Any], *, force: bool = False,
@@ -121,6 +154,7 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         "teacher": None, "cost": {}, "env": environment(device), "extra": {}}
     written = False
     try:
+        check_loss(cfg, dataset)
         # ---- teacher (may train its trajectory once) -------------------------------------------
         teacher = None
         if cfg.teacher is not None:
@@ -137,12 +171,16 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         if cfg.student_weights:
             load_weights(student, cfg.student_weights)
         student = student.to(device)
-        dctx = DistillContext(student, teacher.module if teacher else None, dataset.num_classes,
-                              dataset.input_shape, len(dataset.train), cfg.loss.weights,
-                              cfg.loss.options)
+        online = getattr(teacher, "online", False)  # a cohort of peers trained with the student
+        fixed = teacher.module if teacher is not None and not online else None
+        dctx = DistillContext(student, teacher.peers[0] if online else fixed,
+                              dataset.num_classes, dataset.input_shape, len(dataset.train),
+                              cfg.loss.weights, cfg.loss.options, dataset.train.labels)
         check_features(cfg, student, teacher)
+        check_index(cfg, dataset)
         distiller = build(cfg.loss.name, dctx).to(device)
         trainee = engine.Trainee("student", student, distiller, cfg.recipe)
+        trainees = [trainee] + (teacher.trainees(cfg, dctx, distiller) if online else [])
 
         # ---- train ------------------------------------------------------------------------------
         record["cost"].update(student_params=count_parameters(student),
@@ -159,13 +197,18 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         state_path = store.state_path(rid)
         if force:  # a forced rerun starts afresh rather than resuming an old attempt
             state_path.unlink(missing_ok=True)
-        timing = engine.fit([trainee], dataset, epochs=cfg.recipe.epochs,
+        timing = engine.fit(trainees, dataset, epochs=cfg.recipe.epochs,
                             batch_size=cfg.recipe.batch_size, seed=cfg.seed, device=device,
-                            precision=cfg.precision, augment=cfg.data.augment, teacher=(
-                                teacher.module if teacher else None),
+                            precision=cfg.precision, augment=cfg.data.augment, teacher=fixed,
                             state_path=state_path, on_epoch_end=on_epoch_end, progress=progress,
-                            desc=f"{cfg.loss.name} {cfg.student}")
+                            desc=f"{cfg.loss.name} {cfg.student}", online=online,
+                            update=teacher.update if online else "alternate")
         record["metrics"] = summarize(trainee.history)
+        if trainee.init_history:
+            record["metrics"]["init"] = {"epochs": len(trainee.init_history),
+                                         "lr": trainee.init_lr, "curve": trainee.init_history}
+        if online:
+            teacher.record(record, trainees)
         record["cost"].update(wall_seconds=time.perf_counter() - t_start, **timing)
         record.update(status="done", finished=_now())
         notify("kdbench_run_end", record=record)

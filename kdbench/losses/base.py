@@ -4,6 +4,11 @@ The engine computes ``w_ce · CE(student, y) + Σ_i w_i · term_i`` where the di
 unweighted terms ``{name_i: term_i}`` and every ``w_<name_i>`` comes from the loss's resolved
 weights. Connectors (regressors, embeddings) are the distiller's own parameters: they are trained
 with the student, counted in the record, and never exported with the student.
+
+A distiller may also have an *init stage* (AB, FT, FSP, FitNet's two-stage variant): the engine
+runs ``init_epochs`` epochs minimising the sum of ``init_forward``'s terms before the main stage,
+with its own optimiser over ``init_parameters()`` (plus the student's parameters when
+``init_trains_student``), at a constant learning rate.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.base import Features, KDModel
 
 #: What a loss may tap: logits, post-activation stages, pre-activation stages, the pooled
@@ -23,7 +29,11 @@ TAPS = frozenset({"logits", "stages", "preact", "embedding", "index"})
 
 @dataclass
 class DistillContext:
-    """Everything a loss factory may need to size its connectors, known before training."""
+    """Everything a loss factory may need to size its connectors, known before training.
+
+    ``train_labels`` (the training split's labels, indexed like the loader's sample indices)
+    lets CRD draw negatives from other classes.
+    """
 
     student: KDModel
     teacher: KDModel | None
@@ -32,6 +42,7 @@ class DistillContext:
     num_train: int
     weights: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    train_labels: torch.Tensor | None = None
 
 
 class Distiller(nn.Module):
@@ -43,6 +54,12 @@ class Distiller(nn.Module):
 
     taps: frozenset[str] = frozenset({"logits"})
     needs_teacher: bool = True
+    #: epochs of the init stage (0: none); subclasses with one set it from their options
+    init_epochs: int = 0
+    #: whether the init stage forwards and trains the student (FT's trains the paraphraser only)
+    init_trains_student: bool = True
+    #: learning rate of the init stage (None: the recipe's base lr)
+    init_lr: float | None = None
 
     def __init__(self, ctx: DistillContext):
         super().__init__()
@@ -53,9 +70,68 @@ class Distiller(nn.Module):
                 index: torch.Tensor | None = None, epoch: int = 0) -> dict[str, torch.Tensor]:
         raise NotImplementedError  # pragma: no cover
 
+    def init_forward(self, student: Features | None, teacher: Features, target: torch.Tensor,
+                     index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The init stage's terms (summed, unweighted, as the reference implementations do)."""
+        raise NotImplementedError(f"{type(self).__name__} has no init stage")  # pragma: no cover
+
+    def init_parameters(self) -> list[nn.Parameter]:
+        """The distiller's own parameters trained in the init stage."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def main_parameters(self) -> list[nn.Parameter]:
+        """The distiller's own parameters trained with the student in the main stage."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     @property
     def needs_features(self) -> bool:
         return bool(self.taps - {"logits", "index"})
 
     def connector_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+# ============================== helpers for plugins =============================================
+
+
+@torch.no_grad()
+def probe(model: nn.Module, input_shape: tuple[int, int, int]) -> Features:
+    """The model's features for a batch of two zero images, in eval mode (shapes for connectors).
+
+    Zeros rather than noise so that probing consumes no random numbers (connector initialisation
+    stays the same whatever is probed); eval mode so BatchNorm statistics are untouched.
+    """
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        return model.features(torch.zeros(2, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+
+
+def require_teacher(ctx: DistillContext, loss: str) -> KDModel:
+    if ctx.teacher is None:
+        raise ConfigError(f"loss {loss!r} needs a teacher model to size its connectors")
+    return ctx.teacher
+
+
+def paired(student: list[torch.Tensor], teacher: list[torch.Tensor], loss: str,
+           what: str = "stages") -> None:
+    """Per-stage losses pair the student's and the teacher's stages shallow to deep."""
+    if len(student) != len(teacher):
+        raise ConfigError(f"loss {loss!r} pairs {what} one to one, but the student has "
+                          f"{len(student)} and the teacher {len(teacher)}")
+
+
+def option(options: dict[str, Any], name: str, loss: str, *, positive: bool = False,
+           nonneg: bool = False, integer: bool = False) -> Any:
+    """An option's value, checked (a bad value is a one-line ConfigError naming it)."""
+    value = options[name]
+    if integer and (not isinstance(value, (int, float)) or int(value) != value):
+        raise ConfigError(f"loss {loss!r} option {name} must be an integer, got {value!r}")
+    if positive and not value > 0:
+        raise ConfigError(f"loss {loss!r} option {name} must be > 0, got {value!r}")
+    if nonneg and not value >= 0:
+        raise ConfigError(f"loss {loss!r} option {name} must be >= 0, got {value!r}")
+    return int(value) if integer else value

@@ -1,32 +1,114 @@
-"""Built-in loss plugin: the vanilla CE baseline and Hinton KD."""
+"""Built-in loss plugin: registers every method with its paper, taps and reference defaults.
+
+Weights (``w_*``) and options are RepDistiller's CIFAR-100 ones (``scripts/run_cifar_distill.sh``,
+``train_student.py``; ``-r`` is ``w_ce``, ``-b`` the method's weight) and mdistiller's for DKD.
+"""
 
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from . import functional as KF
-from .base import DistillContext, Distiller
+from .contrastive import CRD
+from .feature import AB, AT, FSP, FT, NST, SP, VID, FitNet
+from .logit import CE, DKD, DML, KD, finalize_dkd
+from .relation import CC, PKT, RKD
+
+__all__ = ["CE", "KD", "LOSSES", "register_losses"]
+
+_INIT = {"init_epochs": 30, "init_lr": None}
 
 
-class CE(Distiller):
-    """Cross-entropy only: the vanilla student baseline (no teacher)."""
-
-    needs_teacher = False
-
-    def forward(self, student, teacher, target, index=None, epoch=0):
-        return {}
+def finalize_ft(weights, options, *, student=None, teacher=None) -> None:
+    """RepDistiller pre-trains FT's paraphraser at lr 0.01 for ResNet/WRN students, else at the
+    base lr; an explicit ``init_lr`` wins."""
+    if options.get("init_lr") is None and (student or "").lower().startswith(("resnet", "wrn")):
+        options["init_lr"] = 0.01
 
 
-class KD(Distiller):
-    """Hinton KD on logits: w_ce·CE + w_kd·T²·KL(p_t^T ‖ p_s^T)."""
-
-    def forward(self, student, teacher, target, index=None, epoch=0):
-        return {"kd": KF.kd(student.logits, teacher.logits, self.options["T"])}
+#: name -> (factory, registration metadata)
+LOSSES: dict[str, tuple[type, dict]] = {
+    "ce": (CE, dict(
+        description="cross-entropy only: the vanilla student (no teacher)", paper="-",
+        defaults={"w_ce": 1.0}, taps=("logits",))),
+    "kd": (KD, dict(
+        description="Hinton KD: softened-logit KL with T² scaling",
+        paper="Hinton et al., Distilling the Knowledge in a Neural Network, NIPS-W 2015",
+        defaults={"w_ce": 0.1, "w_kd": 0.9, "T": 4.0}, combo={"w_kd": 1.0}, taps=("logits",))),
+    "dkd": (DKD, dict(
+        description="decoupled KD: α·target-class + β·non-target-class KL, linear warm-up",
+        paper="Zhao et al., Decoupled Knowledge Distillation, CVPR 2022",
+        defaults={"w_ce": 1.0, "w_dkd": 1.0, "alpha": 1.0, "beta": 8.0, "T": 4.0, "warmup": 20,
+                  "beta_table": False},
+        finalize=finalize_dkd, taps=("logits",))),
+    "dml": (DML, dict(
+        description="deep mutual learning: KL to each peer's prediction (use --teacher peers)",
+        paper="Zhang et al., Deep Mutual Learning, CVPR 2018",
+        defaults={"w_ce": 1.0, "w_dml": 1.0}, taps=("logits",))),
+    "fitnet": (FitNet, dict(
+        description="FitNet hint: MSE of a conv-regressed student stage to the teacher's",
+        paper="Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015",
+        defaults={"w_ce": 1.0, "w_hint": 100.0, "hint_stage": 2, "two_stage": False, **_INIT},
+        taps=("logits", "stages"))),
+    "at": (AT, dict(
+        description="attention transfer: L2-normalised spatial attention maps, every stage",
+        paper="Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017",
+        defaults={"w_ce": 1.0, "w_at": 1000.0, "p": 2.0}, taps=("logits", "stages"))),
+    "sp": (SP, dict(
+        description="similarity-preserving: batch Gram matrices of the last stage",
+        paper="Tung & Mori, Similarity-Preserving Knowledge Distillation, ICCV 2019",
+        defaults={"w_ce": 1.0, "w_sp": 3000.0}, taps=("logits", "stages"))),
+    "cc": (CC, dict(
+        description="correlation congruence on 128-d linear embeddings",
+        paper="Peng et al., Correlation Congruence for Knowledge Distillation, ICCV 2019",
+        defaults={"w_ce": 1.0, "w_cc": 0.02, "feat_dim": 128}, taps=("logits", "embedding"))),
+    "vid": (VID, dict(
+        description="variational information distillation: Gaussian regressor per stage",
+        paper="Ahn et al., Variational Information Distillation for Knowledge Transfer, "
+              "CVPR 2019",
+        defaults={"w_ce": 1.0, "w_vid": 1.0, "init_var": 5.0, "eps": 1e-5},
+        taps=("logits", "stages"))),
+    "rkd": (RKD, dict(
+        description="relational KD: distance and angle potentials of the embeddings",
+        paper="Park et al., Relational Knowledge Distillation, CVPR 2019",
+        defaults={"w_ce": 1.0, "w_rkd": 1.0, "distance": 25.0, "angle": 50.0},
+        taps=("logits", "embedding"))),
+    "pkt": (PKT, dict(
+        description="probabilistic knowledge transfer: cosine-kernel conditional KL",
+        paper="Passalis & Tefas, Learning Deep Representations with Probabilistic Knowledge "
+              "Transfer, ECCV 2018",
+        defaults={"w_ce": 1.0, "w_pkt": 30000.0}, taps=("logits", "embedding"))),
+    "ab": (AB, dict(
+        description="activation boundaries of pre-activations, in a 30-epoch init stage",
+        paper="Heo et al., Knowledge Transfer via Distillation of Activation Boundaries Formed "
+              "by Hidden Neurons, AAAI 2019",
+        defaults={"w_ce": 1.0, "w_ab": 1.0, "margin": 1.0, "main_term": False, **_INIT},
+        taps=("logits", "preact"))),
+    "ft": (FT, dict(
+        description="factor transfer: paraphraser (30-epoch init stage) and translator",
+        paper="Kim et al., Paraphrasing Complex Network: Network Compression via Factor "
+              "Transfer, NeurIPS 2018",
+        defaults={"w_ce": 1.0, "w_ft": 200.0, "k": 0.5, "p1": 2.0, "p2": 1.0, **_INIT},
+        finalize=finalize_ft, taps=("logits", "stages"))),
+    "fsp": (FSP, dict(
+        description="flow of solution procedure matrices, in a 30-epoch init stage",
+        paper="Yim et al., A Gift from Knowledge Distillation: Fast Optimization, Network "
+              "Minimization and Transfer Learning, CVPR 2017",
+        defaults={"w_ce": 1.0, "w_fsp": 50.0, "main_term": False, **_INIT},
+        taps=("logits", "stages"))),
+    "nst": (NST, dict(
+        description="neuron selectivity transfer: polynomial-kernel MMD, every stage",
+        paper="Huang & Wang, Like What You Like: Knowledge Distill via Neuron Selectivity "
+              "Transfer, 2017",
+        defaults={"w_ce": 1.0, "w_nst": 50.0}, taps=("logits", "stages"))),
+    "crd": (CRD, dict(
+        description="contrastive representation distillation: NCE over a memory bank",
+        paper="Tian et al., Contrastive Representation Distillation, ICLR 2020",
+        defaults={"w_ce": 1.0, "w_crd": 0.8, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07,
+                  "nce_m": 0.5, "negatives": "class"},
+        taps=("logits", "embedding", "index"))),
+}
 
 
 @hookimpl
 def register_losses(register):
-    register("ce", CE, description="cross-entropy only: the vanilla student (no teacher)",
-             paper="-", defaults={"w_ce": 1.0}, taps=("logits",))
-    register("kd", KD, description="Hinton KD: softened-logit KL with T² scaling",
-             paper="Hinton et al., Distilling the Knowledge in a Neural Network, 2015",
-             defaults={"w_ce": 0.1, "w_kd": 0.9, "T": 4.0}, taps=("logits",))
+    for name, (factory, meta) in LOSSES.items():
+        register(name, factory, **meta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..hookspecs import hookimpl
 from . import options as opt
-from . import sources
+from . import online, sources
 
 _ENSEMBLE = {"ensemble_mode": "logit"}
 
@@ -21,3 +21,4 @@ def register_teacher_sources(register):
     register("independent", sources.independent, features=False, seeds=sources.independent_seeds,
              resolve=opt.settings({"members_count": opt.ENSEMBLE_SIZE, **_ENSEMBLE},
                                   check=opt.check_independent))
+    register("peers", online.peers, resolve=online.resolve)

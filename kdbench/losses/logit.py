@@ -1,0 +1,83 @@
+"""Logit losses: the CE baseline, Hinton KD, DKD and deep mutual learning's mimicry term."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import functional as KF
+from .base import DistillContext, Distiller, option
+
+
+class CE(Distiller):
+    """Cross-entropy only: the vanilla student baseline (no teacher)."""
+
+    needs_teacher = False
+
+    def forward(self, student, teacher, target, index=None, epoch=0):
+        return {}
+
+
+class KD(Distiller):
+    """Hinton KD on logits: w_ce·CE + w_kd·T²·KL(p_t^T ‖ p_s^T)."""
+
+    def __init__(self, ctx: DistillContext):
+        super().__init__(ctx)
+        self.T = option(self.options, "T", "kd", positive=True)
+
+    def forward(self, student, teacher, target, index=None, epoch=0):
+        return {"kd": KF.kd(student.logits, teacher.logits, self.T)}
+
+
+class DML(Distiller):
+    """Deep mutual learning's mimicry term KL(p_peer ‖ p_student) at temperature 1."""
+
+    def forward(self, student, teacher, target, index=None, epoch=0):
+        return {"dml": KF.dml(student.logits, teacher.logits)}
+
+
+#: mdistiller's per-pair β (configs/cifar100/dkd/*.yaml; pairs not listed use the default 8),
+#: keyed by (teacher, student) with names lower-cased and stripped of punctuation.
+DKD_BETA = {
+    ("resnet56", "resnet20"): 2.0, ("resnet110", "resnet32"): 2.0,
+    ("resnet32x4", "resnet8x4"): 8.0, ("resnet32x4", "shufflev1"): 8.0,
+    ("resnet32x4", "shufflev2"): 8.0, ("resnet50", "mobilenetv2"): 8.0,
+    ("wrn402", "shufflev1"): 8.0, ("vgg13", "mobilenetv2"): 6.0, ("vgg13", "vgg8"): 6.0,
+    ("wrn402", "wrn162"): 6.0, ("wrn402", "wrn401"): 6.0,
+}
+
+
+def _arch_key(name: str | None) -> str:
+    return re.sub(r"[^a-z0-9]", "", (name or "").lower())
+
+
+def dkd_beta(teacher: str | None, student: str | None, default: float = 8.0) -> float:
+    """mdistiller's β for a (teacher, student) pair, else ``default``."""
+    return DKD_BETA.get((_arch_key(teacher), _arch_key(student)), default)
+
+
+def finalize_dkd(weights: dict[str, float], options: dict[str, Any], *, student: str | None,
+                 teacher: str | None) -> None:
+    """With ``beta_table``, β becomes mdistiller's value for the pair (recorded as such)."""
+    if options.get("beta_table"):
+        options["beta"] = dkd_beta(teacher, student, options["beta"])
+
+
+class DKD(Distiller):
+    """Decoupled KD: min(epoch/warmup, 1)·(α·TCKD + β·NCKD)·T², CE weight 1 (mdistiller)."""
+
+    def __init__(self, ctx: DistillContext):
+        super().__init__(ctx)
+        o = self.options
+        self.alpha = option(o, "alpha", "dkd", nonneg=True)
+        self.beta = option(o, "beta", "dkd", nonneg=True)
+        self.T = option(o, "T", "dkd", positive=True)
+        self.warmup = option(o, "warmup", "dkd", nonneg=True, integer=True)
+
+    def warmup_factor(self, epoch: int) -> float:
+        """mdistiller counts epochs from 1: the first epoch gets 1/warmup of the term."""
+        return min((epoch + 1) / self.warmup, 1.0) if self.warmup > 0 else 1.0
+
+    def forward(self, student, teacher, target, index=None, epoch=0):
+        term = KF.dkd(student.logits, teacher.logits, target, self.alpha, self.beta, self.T)
+        return {"dkd": self.warmup_factor(epoch) * term}
