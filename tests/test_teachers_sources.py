@@ -350,7 +350,7 @@ def test_feature_loss_with_an_ensemble_teacher_names_the_losses_that_work(
     monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
     plugins.reset()
     with pytest.raises(ConfigError, match=rf"source '{source}' gives logits only "
-                                          r"\(losses that work: ce, kd\)"):
+                                          r"\(losses that work: ce, dkd, dml, kd\)"):
         run(one_epoch(results, **{"loss.name": "toyhint", "teacher.source": source}),
             progress=False)
 
