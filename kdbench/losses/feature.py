@@ -82,19 +82,35 @@ class FitNet(_InitStage, Distiller):
 # ============================== AT, SP, NST =====================================================
 
 
-class AT(Distiller):
-    """Attention transfer on every stage, summed over stages."""
+class _EveryStage(Distiller):
+    """A term computed on each (student, teacher) stage pair, summed over the stages."""
 
     taps = frozenset({"logits", "stages"})
+    name = ""
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
-        fs, ft = _probe_pair(ctx, "at")
-        paired(fs.stages, ft.stages, "at")
-        self.p = option(self.options, "p", "at", positive=True)
+        fs, ft = _probe_pair(ctx, self.name)
+        paired(fs.stages, ft.stages, self.name)
+
+    def pair(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover
 
     def forward(self, student, teacher, target, index=None, epoch=0):
-        return {"at": sum(KF.at(s, t, self.p) for s, t in zip(student.stages, teacher.stages))}
+        return {self.name: sum(self.pair(s, t) for s, t in zip(student.stages, teacher.stages))}
+
+
+class AT(_EveryStage):
+    """Attention transfer on every stage, summed over stages."""
+
+    name = "at"
+
+    def __init__(self, ctx: DistillContext):
+        super().__init__(ctx)
+        self.p = option(self.options, "p", "at", positive=True)
+
+    def pair(self, s, t):
+        return KF.at(s, t, self.p)
 
 
 class SP(Distiller):
@@ -110,18 +126,13 @@ class SP(Distiller):
         return {"sp": KF.sp(student.stages[-1], teacher.stages[-1])}
 
 
-class NST(Distiller):
+class NST(_EveryStage):
     """Neuron selectivity transfer (polynomial-kernel MMD) on every stage, summed."""
 
-    taps = frozenset({"logits", "stages"})
+    name = "nst"
 
-    def __init__(self, ctx: DistillContext):
-        super().__init__(ctx)
-        fs, ft = _probe_pair(ctx, "nst")
-        paired(fs.stages, ft.stages, "nst")
-
-    def forward(self, student, teacher, target, index=None, epoch=0):
-        return {"nst": sum(KF.nst(s, t) for s, t in zip(student.stages, teacher.stages))}
+    def pair(self, s, t):
+        return KF.nst(s, t)
 
 
 # ============================== VID =============================================================
