@@ -42,6 +42,7 @@ PLUGIN = textwrap.dedent('''
 
 
     class Boom(Distiller):
+        needs_teacher = False
         calls = 0
 
         def forward(self, student, teacher, target, index=None, epoch=0):
@@ -148,6 +149,13 @@ def test_feature_loss_with_a_logits_only_teacher(cli_runner, plugin_dir, results
     res = cli_runner("run", "--dataset", "synthetic", "--student", "resnet8", "--teacher-arch",
                      "logitnet", "--loss", "at+kd", "--results-dir", results, "--quiet")
     assert res.exit_code == 2 and "logits only" in res.output and "logitnet" in res.output
+    assert _nothing_trained(results)
+
+
+def test_composite_feature_loss_with_an_ensemble_teacher(cli_runner, results):
+    res = cli_runner("run", "--dataset", "synthetic", "--teacher", "snapshot", "--loss",
+                     "crd+kd", "--results-dir", results, "--quiet")
+    assert res.exit_code == 2 and "'crd+kd' taps embedding features" in res.output
     assert _nothing_trained(results)
 
 
