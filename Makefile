@@ -18,10 +18,9 @@ RESULTS   ?= demo-results
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,slurm]'
 	@touch $(STAMP)
 
 test: install

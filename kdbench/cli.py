@@ -317,7 +317,9 @@ def plugins(kind, as_json):
                             headers=["kind", "name", "source", "description"]))
 
 
-# ============================== teacher (trajectories) =========================================
+# ============================== teacher (trajectories) ==================================
+
+
 
 
 @cli.group()
@@ -457,6 +459,132 @@ def losses(names, as_json):
 
     rows = describe(list(names) or None)
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows, detail=bool(names)))
+
+
+# ============================== sweep ==========================================================
+
+
+class DefaultCommandGroup(KDBenchGroup):
+    """A group whose first argument, when it is not a subcommand, goes to ``default_command``
+    (``kdbench sweep FILE`` is ``kdbench sweep run FILE``)."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=DefaultCommandGroup)
+def sweep():
+    """Whole benchmark grids: `kdbench sweep FILE` (same as `kdbench sweep run FILE`).
+
+    A sweep file holds a base run spec plus a `grid` (cartesian) and/or a `runs` list. Runs
+    already done in the store are skipped; the teachers the runs need are trained first, once.
+    `kdbench sweep --list` shows the sweeps shipped with kdbench (use them by name).
+    """
+
+
+def _sweep_plan(file, sets, results_dir, data_dir):
+    from .config import parse_assignments
+    from .sweep import expand, load_sweep
+
+    return expand(load_sweep(file), results_dir=results_dir, data_dir=data_dir,
+                  sets=parse_assignments(sets, "--set"))
+
+
+def _sweep_inputs(f):
+    f = click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
+                     show_envvar=True, default=None,
+                     help="Folder holding the dataset's files (every run).")(f)
+    f = results_dir_option(f)
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Set a config field in every run (wins over base, runs and grid), "
+                          "e.g. --set recipe.epochs=5.")(f)
+    return click.argument("file", required=False)(f)
+
+
+@sweep.command("run")
+@_sweep_inputs
+@click.option("--list", "list_sweeps", is_flag=True, help="List the shipped sweep files.")
+@click.option("--dry-run", is_flag=True, help="List the runs with their ids and status; run none.")
+@click.option("--executor", default="local",
+              help="Executor plugin: inline, local, slurm, ray (kdbench-ray).")
+@click.option("--jobs", type=int, default=None, show_default="1, or one per GPU slot",
+              help="local: runs in parallel (CPU threads are divided between them).")
+@click.option("--gpus", default=None, help="local: GPU indices to use, e.g. 0,1.")
+@click.option("--runs-per-gpu", type=int, default=None, show_default="1",
+              help="local: runs sharing one GPU.")
+@click.option("--retries", type=int, default=None, show_default="0 (ray: 3)",
+              help="Retries of a crashed run (local, ray).")
+@click.option("--partition", default=None, help="slurm: partition.")
+@click.option("--time", "time_limit", default=None, show_default="4:00:00",
+              help="slurm: time limit per run (runs past it are requeued and resume).")
+@click.option("--gpus-per-run", type=int, default=None, help="slurm, ray: GPUs per run.")
+@click.option("--cpus-per-run", type=int, default=None, help="slurm, ray: CPUs per run.")
+@click.option("--array-parallelism", type=int, default=None,
+              help="slurm: array tasks running at once.")
+@click.option("--address", default=None, help="ray: address of an existing Ray cluster.")
+@click.option("-X", "--executor-opt", "executor_opts", multiple=True, metavar="KEY=VALUE",
+              help="Any other executor option, e.g. -X account=abc -X cluster=local.")
+@click.option("--lockstep", is_flag=True,
+              help="Train runs that share teacher, data, seed and recipe together.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep_run(file, sets, results_dir, data_dir, list_sweeps, dry_run, executor, jobs, gpus,
+              runs_per_gpu, retries, partition, time_limit, gpus_per_run, cpus_per_run,
+              array_parallelism, address, executor_opts, lockstep, quiet):
+    """Run a sweep file (a path, or the name of a shipped sweep)."""
+    from .config import parse_assignments
+    from .sweep import (dry_run_report, list_sweeps as shipped_list, make_executor, run_sweep,
+                        summary_report)
+
+    if list_sweeps:
+        click.echo(shipped_list())
+        return
+    if not file:
+        raise KDBenchError("give a sweep file (or the name of a shipped one: kdbench sweep "
+                           "--list)")
+    plan = _sweep_plan(file, sets, results_dir, data_dir)
+    if dry_run:
+        click.echo(dry_run_report(plan))
+        return
+    options = {"jobs": jobs, "gpus": gpus, "runs_per_gpu": runs_per_gpu, "retries": retries,
+               "partition": partition, "time": time_limit, "gpus_per_run": gpus_per_run,
+               "cpus_per_run": cpus_per_run, "array_parallelism": array_parallelism,
+               "address": address}
+    options = {k: v for k, v in options.items() if v is not None}
+    options.update(parse_assignments(executor_opts, "-X"))
+    runner = make_executor(executor, **options)
+    summary = run_sweep(plan, runner, progress=not quiet, lockstep=lockstep,
+                        warn=lambda msg: click.echo(msg, err=True))
+    click.echo(summary_report(summary))
+    if summary.exit_code:
+        click.get_current_context().exit(summary.exit_code)
+
+
+@sweep.command("status")
+@_sweep_inputs
+@click.option("--all", "all_runs", is_flag=True, help="List finished runs too.")
+def sweep_status(file, sets, results_dir, data_dir, all_runs):
+    """How far a sweep is, read from the store: counts by status and the unfinished runs."""
+    from .sweep import status_report
+
+    if not file:
+        raise KDBenchError("give a sweep file (or the name of a shipped one: kdbench sweep "
+                           "--list)")
+    click.echo(status_report(_sweep_plan(file, sets, results_dir, data_dir), all_runs=all_runs))
+
+
+@sweep.command("train-teacher", hidden=True)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@results_dir_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sweep_train_teacher(spec, results_dir, quiet):
+    """Train one teacher trajectory from a sweep's teacher spec file (what executors run)."""
+    from .sweep import train_teacher
+
+    click.echo(f"teacher {train_teacher(spec, results_dir, progress=not quiet)} done")
 
 
 def main() -> None:

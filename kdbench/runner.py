@@ -218,7 +218,8 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
     except BaseException as exc:
         if not written and isinstance(exc, KDBenchError) and exc.exit_code == 2:
             raise  # bad input: nothing is written
-        interrupted = isinstance(exc, KeyboardInterrupt)
+        # Ctrl-C, and SystemExit (e.g. a Slurm requeue on preemption): resumable, not failed
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         record.update(status="interrupted" if interrupted else "failed", finished=_now(),
                       error=None if interrupted else f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, KDBenchError) and not interrupted:

@@ -1,0 +1,373 @@
+"""Running a planned sweep: spec files, teachers first, then the runs, progress and the summary.
+
+The state of a sweep is the store: a run whose record says ``done`` is skipped, everything else
+(pending, failed, interrupted, a ``running`` record left by a killed process) runs again, resuming
+from its last saved epoch. A job that ends without a record of its own (bad input found before
+training, a crash, a failed teacher) gets a ``failed`` record with the error, so ``kdbench sweep
+status`` and ``kdbench table`` see it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..errors import KDBenchError, StoreError
+from ..store import SCHEMA_VERSION, Store, atomic_write_json, read_json
+from .executors import Executor, Job, Outcome
+from .plan import Plan, PlannedRun, PlannedTeacher, run_status
+
+SPECS = "specs"
+
+
+@dataclass
+class RunResult:
+    """How one planned run stands after the sweep."""
+
+    status: str  # done | failed | skipped | interrupted | pending
+    error: str | None = None
+    top1: float | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class Summary:
+    """What a sweep invocation did: per-run results, teachers trained, interruption."""
+
+    plan: Plan
+    results: dict[str, RunResult] = field(default_factory=dict)
+    teachers_trained: list[str] = field(default_factory=list)
+    teachers_failed: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results.values())
+
+    @property
+    def succeeded(self) -> int:
+        return self.count("done")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed or self.teachers_failed else 0
+
+    def line(self) -> str:
+        parts = [f"{self.succeeded} succeeded", f"{self.failed} failed",
+                 f"{self.skipped} skipped (already done)"]
+        rest = len(self.results) - self.succeeded - self.failed - self.skipped
+        if rest:
+            parts.append(f"{rest} not run (interrupted)")
+        teachers = f"; teachers: {len(self.teachers_trained)} trained"
+        if self.teachers_failed:
+            teachers += f", {len(self.teachers_failed)} failed"
+        return f"sweep {self.plan.name}: " + ", ".join(parts) + teachers
+
+
+# ============================== spec files and jobs ============================================
+
+
+def run_job(run: PlannedRun) -> Job:
+    spec = f"{SPECS}/{run.run_id}.json"
+    return Job(run.run_id, "run", spec, run.label_text(),
+               inputs=[spec] + [f"teachers/{k}" for k in run.teachers],
+               outputs=[f"runs/{run.run_id}.json"])
+
+
+def teacher_job(teacher: PlannedTeacher) -> Job:
+    spec = f"{SPECS}/teacher-{teacher.key}.json"
+    return Job(f"teacher:{teacher.key}", "teacher", spec, f"teacher {teacher.key}",
+               inputs=[spec], outputs=[f"teachers/{teacher.key}"])
+
+
+def write_spec(store: Store, job: Job, content: dict[str, Any]) -> None:
+    """The job's spec file (JSON, which ``kdbench run --spec`` reads as YAML), written atomically
+    and only when it changes, so a running job never sees it replaced."""
+    path = store.root / job.spec
+    if path.exists():
+        try:
+            if read_json(path, "spec") == content:
+                return
+        except StoreError:
+            pass
+    atomic_write_json(path, content)
+
+
+def teacher_spec(teacher: PlannedTeacher) -> dict[str, Any]:
+    return {"trajectory": teacher.spec, "save_epochs": teacher.save_epochs,
+            "config": teacher.config.to_dict()}
+
+
+def train_teacher(spec_file: str | Path, results_dir: str | Path, progress: bool = True) -> str:
+    """Train (or finish) the trajectory a teacher spec file names; returns its key."""
+    from .. import engine
+    from ..config import RunConfig
+    from ..data import load_dataset
+    from ..teachers import trajectory as traj
+
+    try:
+        data = read_json(Path(spec_file), "teacher spec")
+    except FileNotFoundError:
+        raise KDBenchError(f"teacher spec {str(spec_file)!r} does not exist") from None
+    if not isinstance(data, dict) or not {"trajectory", "save_epochs", "config"} <= set(data):
+        raise StoreError(f"corrupt teacher spec {str(spec_file)!r}: needs trajectory, "
+                         f"save_epochs and config")
+    cfg = RunConfig.from_dict(data["config"])
+    store = Store(results_dir)
+    store.check_writable()
+    engine.set_threads()
+    device = engine.resolve_device(cfg.device)
+    dataset = load_dataset(cfg.data.name, cfg.data.dir, **cfg.data.options).to(device)
+    found = traj.ensure(store, data["trajectory"], list(data["save_epochs"]), dataset, device,
+                        progress=progress)
+    return found.key
+
+
+# ============================== the sweep ======================================================
+
+
+def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
+              lockstep: bool = False, warn: Callable[[str], None] | None = None) -> Summary:
+    """Run every run of ``plan`` that is not done: its teachers first, each once."""
+    from tqdm.auto import tqdm
+
+    store = plan.store
+    store.check_writable()
+    summary = Summary(plan)
+    pending: list[PlannedRun] = []
+    for run in plan.runs:
+        if run.status(store) == "done":
+            summary.results[run.run_id] = RunResult("skipped", **_metrics(store, run.run_id))
+        else:
+            summary.results[run.run_id] = RunResult("pending")
+            pending.append(run)
+    needed = _unique(key for run in pending for key in run.teachers)
+    teachers = [plan.teachers[k] for k in needed if plan.teachers[k].status(store) != "done"]
+
+    teacher_jobs = {}
+    for teacher in teachers:
+        job = teacher_job(teacher)
+        write_spec(store, job, teacher_spec(teacher))
+        teacher_jobs[job.key] = (job, teacher)
+    run_jobs = {}
+    for run in pending:
+        job = run_job(run)
+        write_spec(store, job, run.config.to_dict())
+        run_jobs[job.key] = (job, run)
+
+    bar = tqdm(total=len(teacher_jobs) + len(run_jobs), desc=f"sweep {plan.name}", unit="job",
+               disable=not progress, dynamic_ncols=True)
+
+    def advance() -> None:
+        bar.set_postfix_str(f"done={summary.succeeded} failed={summary.failed}"
+                            + (f" teachers={len(summary.teachers_trained)}"
+                               if teacher_jobs else ""), refresh=False)
+        bar.update(1)
+
+    def on_teacher(job: Job, outcome: Outcome) -> None:
+        teacher = teacher_jobs[job.key][1]
+        if teacher.status(store) == "done":
+            summary.teachers_trained.append(teacher.key)
+        else:
+            summary.teachers_failed[teacher.key] = outcome.error or "did not finish"
+        advance()
+
+    def on_run(job: Job, outcome: Outcome) -> None:
+        run = run_jobs[job.key][1]
+        summary.results[run.run_id] = settle(store, run, outcome)
+        advance()
+
+    try:
+        with executor:
+            if teacher_jobs:
+                executor.run([j for j, _ in teacher_jobs.values()], plan.results_dir, on_teacher)
+            ready = []
+            for job, run in run_jobs.values():
+                bad = [k for k in run.teachers if k in summary.teachers_failed]
+                if bad:
+                    error = f"teacher trajectory {bad[0]} failed: {summary.teachers_failed[bad[0]]}"
+                    summary.results[run.run_id] = settle(store, run, Outcome(None, error))
+                    advance()
+                else:
+                    ready.append(job)
+            if lockstep:
+                # TODO(lockstep): group runs that share teacher, data, seed and recipe once the
+                # runner's lockstep API lands; until then they run one by one.
+                if warn is not None:
+                    warn("kdbench: --lockstep is not available yet; runs are executed one by one")
+            if ready:
+                executor.run(ready, plan.results_dir, on_run)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for rid, result in summary.results.items():
+            if result.status == "pending":
+                status = run_status(store, rid)
+                summary.results[rid] = RunResult("interrupted" if status == "interrupted"
+                                                 else "pending")
+    finally:
+        bar.close()
+    return summary
+
+
+def settle(store: Store, run: PlannedRun, outcome: Outcome) -> RunResult:
+    """The run's result from its record; a job that left none (or a stale ``running`` one) gets
+    a ``failed`` record carrying the executor's error."""
+    try:
+        record = store.load_record(run.run_id)
+    except KDBenchError as exc:
+        return RunResult("failed", str(exc), seconds=outcome.seconds)
+    if record is not None and record["status"] == "done":
+        return RunResult("done", **_metrics(store, run.run_id, record))
+    if outcome.interrupted:
+        return RunResult("interrupted", "interrupted", seconds=outcome.seconds)
+    error = (record or {}).get("error") if (record or {}).get("status") == "failed" else None
+    error = error or outcome.error or "no record written"
+    if record is None or record["status"] in ("running", "interrupted"):
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        base = record or {"schema": SCHEMA_VERSION, "run_id": run.run_id, "created": now,
+                          "config": run.config.to_dict(), "metrics": {}, "teacher": None,
+                          "cost": {}, "env": {}, "extra": {}}
+        failed = {**base, "status": "failed", "error": error, "finished": now}
+        failed.setdefault("extra", {})["sweep"] = {"returncode": outcome.returncode,
+                                                   "attempts": outcome.attempts,
+                                                   "log": outcome.log}
+        store.write_record(failed)
+    return RunResult("failed", error, seconds=outcome.seconds)
+
+
+def _metrics(store: Store, run_id: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    if record is None:
+        try:
+            record = store.load_record(run_id)
+        except KDBenchError:
+            record = None
+    record = record or {}
+    return {"top1": (record.get("metrics") or {}).get("top1_last"),
+            "seconds": (record.get("cost") or {}).get("wall_seconds")}
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# ============================== reports ========================================================
+
+
+def runs_table(plan: Plan, rows: list[tuple[PlannedRun, str, str | None, Any]],
+               limit: int | None = None) -> str:
+    """Runs as a table: id, the sweep's varying values, status, top-1, error."""
+    from tabulate import tabulate
+
+    shown = rows if limit is None or len(rows) <= limit else rows[:limit]
+    body = []
+    for run, status, error, top1 in shown:
+        body.append([run.run_id, *[_cell(run.label.get(a)) for a in plan.axes], status,
+                     "" if top1 is None or (isinstance(top1, float) and math.isnan(top1))
+                     else f"{top1:.2f}", _clip(error or "", 70)])
+    text = tabulate(body, headers=["run", *plan.axes, "status", "top1_last", "error"])
+    if len(shown) < len(rows):
+        text += f"\n... and {len(rows) - len(shown)} more"
+    return text
+
+
+def summary_report(summary: Summary, limit: int = 40) -> str:
+    """The table at the end of a sweep: every run it attempted (failures first), the counts."""
+    plan = summary.plan
+    by_id = {r.run_id: r for r in plan.runs}
+    attempted = [(rid, res) for rid, res in summary.results.items() if res.status != "skipped"]
+    attempted.sort(key=lambda item: item[1].status != "failed")
+    rows = [(by_id[rid], res.status, res.error, res.top1) for rid, res in attempted]
+    parts = []
+    if rows:
+        parts.append(runs_table(plan, rows, limit))
+    for key, error in summary.teachers_failed.items():
+        parts.append(f"teacher {key} failed: {error}")
+    parts.append(summary.line())
+    return "\n".join(parts)
+
+
+def status_report(plan: Plan, *, all_runs: bool = False, limit: int | None = 40) -> str:
+    """Where a sweep stands, read from the store: counts by status, teachers, unfinished runs."""
+    store = plan.store
+    statuses = {run.run_id: run.status(store) for run in plan.runs}
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    teacher_status = {k: t.status(store) for k, t in plan.teachers.items()}
+    rows = []
+    for run in plan.runs:
+        status = statuses[run.run_id]
+        if all_runs or status != "done":
+            record = _safe_record(store, run.run_id)
+            rows.append((run, status, (record or {}).get("error"),
+                         ((record or {}).get("metrics") or {}).get("top1_last")))
+    parts = [f"sweep {plan.name}: {len(plan.runs)} runs in {plan.results_dir} — "
+             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=_status_order))]
+    if plan.teachers:
+        done = sum(s == "done" for s in teacher_status.values())
+        parts.append(f"teachers: {done}/{len(plan.teachers)} trained")
+    if rows:
+        parts.append(runs_table(plan, rows, limit))
+    return "\n".join(parts)
+
+
+def dry_run_report(plan: Plan) -> str:
+    """Every run the sweep expands to, with its id and status, and the teachers it needs."""
+    from tabulate import tabulate
+
+    text = status_report(plan, all_runs=True, limit=None)
+    store = plan.store
+    if plan.teachers:
+        users: dict[str, int] = {}
+        for run in plan.runs:
+            for key in run.teachers:
+                users[key] = users.get(key, 0) + 1
+        text += "\n\n" + tabulate(
+            [[t.key, t.status(store), ",".join(map(str, t.save_epochs)), users.get(t.key, 0)]
+             for t in plan.teachers.values()],
+            headers=["teacher trajectory", "status", "saved epochs", "runs"])
+    if plan.duplicates:
+        text += (f"\n({plan.duplicates} grid point(s) resolve to a run listed already and are "
+                 f"run once)")
+    return text
+
+
+def _safe_record(store: Store, run_id: str) -> dict[str, Any] | None:
+    try:
+        return store.load_record(run_id)
+    except KDBenchError:
+        return None
+
+
+_ORDER = ("done", "failed", "interrupted", "running", "pending", "corrupt")
+
+
+def _status_order(item: tuple[str, int]) -> int:
+    return _ORDER.index(item[0]) if item[0] in _ORDER else len(_ORDER)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
