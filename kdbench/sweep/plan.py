@@ -312,25 +312,13 @@ def expand(sweep: dict[str, Any], *, results_dir: str | os.PathLike[str],
 
 
 def teacher_needs(config: RunConfig) -> list[dict[str, Any]]:
-    """Trajectory specs a resolved run trains or reads, so a sweep can train them first.
-
-    A teacher source may say so itself with a ``trajectories`` callable in its registry metadata
-    (``trajectories(config) -> list of trajectory specs``; an empty list for sources that need
-    none, e.g. online peers); otherwise it is the run's own trajectory, unless the teacher comes
-    from fixed weights.
-    """
-    from ..plugins import get
+    """Trajectory specs a resolved run trains or reads, so a sweep can train them first: one per
+    seed its teacher source draws from (the source's ``seeds`` registration, e.g. an independent
+    ensemble's s..s+K-1; none for a teacher given as weights)."""
+    from ..teachers.manage import seeds_needed
     from ..teachers.trajectory import trajectory_spec
 
-    if config.teacher is None:
-        return []
-    entry = get("teacher_source", config.teacher.source)
-    needs = entry.metadata.get("trajectories")
-    if needs is not None:
-        return list(needs(config))
-    if config.teacher.weights:
-        return []
-    return [trajectory_spec(config)]
+    return [trajectory_spec(config, seed) for seed in seeds_needed(config)]
 
 
 def _short(value: Any) -> str:
