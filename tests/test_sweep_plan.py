@@ -122,13 +122,15 @@ def test_teachers_are_planned_once_with_every_epoch_their_runs_need(tmp_path, re
         "base": BASE, "grid": {"seed": [0, 1]},
         "runs": [{"teacher.source": "full"},
                  {"teacher.source": "intermediate", "teacher.save_epochs": [1, 3]},
-                 {"loss.name": "ce"}]})
+                 {"loss.name": "ce"},
+                 {"teacher.source": "independent", "teacher.options.members_count": 2},
+                 {"loss.name": "dml", "teacher.source": "peers"}]})
     plan = expand(load_sweep(f), results_dir=results)
     cfg = plan.runs[0].config
-    key = trajectory_key(trajectory_spec(cfg))
-    assert list(plan.teachers) == [key]
-    assert plan.teachers[key].save_epochs == [1, 2, 3, 4]
-    assert [len(r.teachers) for r in plan.runs] == [1, 1, 1, 1, 0, 0]
+    keys = [trajectory_key(trajectory_spec(cfg, seed)) for seed in (0, 1)]
+    assert list(plan.teachers) == keys  # seed 1: the independent ensemble's second member
+    assert plan.teachers[keys[0]].save_epochs == [1, 2, 3, 4]
+    assert [len(r.teachers) for r in plan.runs] == [1, 1, 1, 1, 0, 0, 2, 2, 0, 0]
 
 
 @pytest.mark.parametrize("content, message", [

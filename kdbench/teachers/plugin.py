@@ -21,4 +21,5 @@ def register_teacher_sources(register):
     register("independent", sources.independent, features=False, seeds=sources.independent_seeds,
              resolve=opt.settings({"members_count": opt.ENSEMBLE_SIZE, **_ENSEMBLE},
                                   check=opt.check_independent))
-    register("peers", online.peers, resolve=online.resolve)
+    # the peers train with the student: no trajectory to train first (kdbench sweep asks)
+    register("peers", online.peers, resolve=online.resolve, seeds=lambda config: [])
