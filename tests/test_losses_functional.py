@@ -28,7 +28,7 @@ def kl(p, q):
 
 
 def avgpool(f, size):  # (B, C, H, W) -> (B, C, size, size), H divisible by size
-    b, c, h, w = f.shape
+    b, c, h, _ = f.shape
     k = h // size
     return f.reshape(b, c, size, k, size, k).mean(axis=(3, 5))
 
@@ -205,8 +205,9 @@ def test_ft_l1_of_normalised_factors():
 
 
 def test_fsp_matrices_of_consecutive_layers():
-    s = [rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 2, 2, 2))]
-    te = [rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 2, 2, 2))]
+    shapes = [(2, 3, 4, 4), (2, 3, 4, 4), (2, 2, 2, 2)]  # the last pair at half resolution
+    s = [rng.normal(size=shape) for shape in shapes]
+    te = [rng.normal(size=shape) for shape in shapes]
 
     def g(bot, top):
         if bot.shape[2] > top.shape[2]:
@@ -269,7 +270,8 @@ def test_rkd_angle_over_all_triplets():
 
 
 def test_rkd_teacher_side_has_no_gradient():
-    es, et = t(rng.normal(size=(4, 3))).requires_grad_(), t(rng.normal(size=(4, 3))).requires_grad_()
+    es = t(rng.normal(size=(4, 3))).requires_grad_()
+    et = t(rng.normal(size=(4, 3))).requires_grad_()
     KF.rkd(es, et).backward()
     assert et.grad is None and es.grad is not None
 

@@ -7,13 +7,13 @@ import json
 import textwrap
 
 import pytest
-import torch
+from conftest import tiny_overrides
 
 from kdbench.config import build_config
 from kdbench.runner import run
 from kdbench.store import Store
 
-from conftest import tiny_overrides
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 PLUGIN = textwrap.dedent('''
     """Test-only plugins: a wider resnet8, a logits-only model, a dataset without sample
@@ -66,16 +66,6 @@ PLUGIN = textwrap.dedent('''
     def register_losses(register):
         register("boom", Boom, defaults={"w_ce": 1.0, "w_boom": 1.0}, taps=("logits",))
 ''')
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models: one thread (the runner keeps OMP_NUM_THREADS when it is set)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

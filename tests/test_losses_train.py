@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_thread
 
 from kdbench import engine
 from kdbench.config import Recipe
@@ -34,12 +35,10 @@ def small_options(name: str) -> dict:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and on a shared CPU far less wasteful."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread_module():
+    """Tiny models: one thread for the whole module (the teacher fixture included)."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

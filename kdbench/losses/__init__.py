@@ -10,7 +10,8 @@ from typing import Any
 
 from .base import TAPS, DistillContext, Distiller
 
-__all__ = ["TAPS", "DistillContext", "Distiller", "entry", "resolve", "build", "describe", "format_table"]
+__all__ = ["TAPS", "DistillContext", "Distiller", "build", "describe", "entry", "format_table",
+           "resolve"]
 
 
 def entry(name: str):

@@ -6,6 +6,7 @@ Shapes follow RepDistiller's modules of the same role (``ConvReg``, ``Embed``, `
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -62,7 +63,7 @@ def _leaky() -> nn.Module:
 
 def _conv_stack(conv, channels: list[int], bn: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for cin, cout in zip(channels[:-1], channels[1:]):
+    for cin, cout in itertools.pairwise(channels):
         layers.append(conv(cin, cout, 3, 1, 1))
         if bn:
             layers.append(nn.BatchNorm2d(cout))

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kd", "dkd", "dml", "hint", "at", "attention_map", "sp", "cc", "vid", "rkd",
-           "rkd_distance", "rkd_angle", "pkt", "ab", "ft", "factor", "fsp", "fsp_matrix", "nst",
-           "crd", "crd_scores", "nce_contrast", "pool_to_common"]
+__all__ = ["ab", "at", "attention_map", "cc", "crd", "crd_scores", "dkd", "dml", "factor", "fsp",
+           "fsp_matrix", "ft", "hint", "kd", "nce_contrast", "nst", "pkt", "pool_to_common", "rkd",
+           "rkd_angle", "rkd_distance", "sp", "vid"]
 
 
 # ============================== logits ==========================================================

@@ -26,85 +26,86 @@ def finalize_ft(weights, options, *, student=None, teacher=None) -> None:
 
 #: name -> (factory, registration metadata)
 LOSSES: dict[str, tuple[type, dict]] = {
-    "ce": (CE, dict(
-        description="cross-entropy only: the vanilla student (no teacher)", paper="-",
-        defaults={"w_ce": 1.0}, taps=("logits",))),
-    "kd": (KD, dict(
-        description="Hinton KD: softened-logit KL with T² scaling",
-        paper="Hinton et al., Distilling the Knowledge in a Neural Network, NIPS-W 2015",
-        defaults={"w_ce": 0.1, "w_kd": 0.9, "T": 4.0}, combo={"w_kd": 1.0}, taps=("logits",))),
-    "dkd": (DKD, dict(
-        description="decoupled KD: α·target-class + β·non-target-class KL, linear warm-up",
-        paper="Zhao et al., Decoupled Knowledge Distillation, CVPR 2022",
-        defaults={"w_ce": 1.0, "w_dkd": 1.0, "alpha": 1.0, "beta": 8.0, "T": 4.0, "warmup": 20,
+    "ce": (CE, {
+        "description": "cross-entropy only: the vanilla student (no teacher)", "paper": "-",
+        "defaults": {"w_ce": 1.0}, "taps": ("logits",)}),
+    "kd": (KD, {
+        "description": "Hinton KD: softened-logit KL with T² scaling",
+        "paper": "Hinton et al., Distilling the Knowledge in a Neural Network, NIPS-W 2015",
+        "defaults": {"w_ce": 0.1, "w_kd": 0.9, "T": 4.0}, "combo": {"w_kd": 1.0},
+        "taps": ("logits",)}),
+    "dkd": (DKD, {
+        "description": "decoupled KD: α·target-class + β·non-target-class KL, linear warm-up",
+        "paper": "Zhao et al., Decoupled Knowledge Distillation, CVPR 2022",
+        "defaults": {"w_ce": 1.0, "w_dkd": 1.0, "alpha": 1.0, "beta": 8.0, "T": 4.0, "warmup": 20,
                   "beta_table": False},
-        finalize=finalize_dkd, taps=("logits",))),
-    "dml": (DML, dict(
-        description="deep mutual learning: KL to each peer's prediction (use --teacher peers)",
-        paper="Zhang et al., Deep Mutual Learning, CVPR 2018",
-        defaults={"w_ce": 1.0, "w_dml": 1.0}, taps=("logits",))),
-    "fitnet": (FitNet, dict(
-        description="FitNet hint: MSE of a conv-regressed student stage to the teacher's",
-        paper="Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015",
-        defaults={"w_ce": 1.0, "w_hint": 100.0, "hint_stage": 2, "two_stage": False, **_INIT},
-        taps=("logits", "stages"))),
-    "at": (AT, dict(
-        description="attention transfer: L2-normalised spatial attention maps, every stage",
-        paper="Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017",
-        defaults={"w_ce": 1.0, "w_at": 1000.0, "p": 2.0}, taps=("logits", "stages"))),
-    "sp": (SP, dict(
-        description="similarity-preserving: batch Gram matrices of the last stage",
-        paper="Tung & Mori, Similarity-Preserving Knowledge Distillation, ICCV 2019",
-        defaults={"w_ce": 1.0, "w_sp": 3000.0}, taps=("logits", "stages"))),
-    "cc": (CC, dict(
-        description="correlation congruence on 128-d linear embeddings",
-        paper="Peng et al., Correlation Congruence for Knowledge Distillation, ICCV 2019",
-        defaults={"w_ce": 1.0, "w_cc": 0.02, "feat_dim": 128}, taps=("logits", "embedding"))),
-    "vid": (VID, dict(
-        description="variational information distillation: Gaussian regressor per stage",
-        paper="Ahn et al., Variational Information Distillation for Knowledge Transfer, "
+        "finalize": finalize_dkd, "taps": ("logits",)}),
+    "dml": (DML, {
+        "description": "deep mutual learning: KL to each peer's prediction (use --teacher peers)",
+        "paper": "Zhang et al., Deep Mutual Learning, CVPR 2018",
+        "defaults": {"w_ce": 1.0, "w_dml": 1.0}, "taps": ("logits",)}),
+    "fitnet": (FitNet, {
+        "description": "FitNet hint: MSE of a conv-regressed student stage to the teacher's",
+        "paper": "Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015",
+        "defaults": {"w_ce": 1.0, "w_hint": 100.0, "hint_stage": 2, "two_stage": False, **_INIT},
+        "taps": ("logits", "stages")}),
+    "at": (AT, {
+        "description": "attention transfer: L2-normalised spatial attention maps, every stage",
+        "paper": "Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017",
+        "defaults": {"w_ce": 1.0, "w_at": 1000.0, "p": 2.0}, "taps": ("logits", "stages")}),
+    "sp": (SP, {
+        "description": "similarity-preserving: batch Gram matrices of the last stage",
+        "paper": "Tung & Mori, Similarity-Preserving Knowledge Distillation, ICCV 2019",
+        "defaults": {"w_ce": 1.0, "w_sp": 3000.0}, "taps": ("logits", "stages")}),
+    "cc": (CC, {
+        "description": "correlation congruence on 128-d linear embeddings",
+        "paper": "Peng et al., Correlation Congruence for Knowledge Distillation, ICCV 2019",
+        "defaults": {"w_ce": 1.0, "w_cc": 0.02, "feat_dim": 128}, "taps": ("logits", "embedding")}),
+    "vid": (VID, {
+        "description": "variational information distillation: Gaussian regressor per stage",
+        "paper": "Ahn et al., Variational Information Distillation for Knowledge Transfer, "
               "CVPR 2019",
-        defaults={"w_ce": 1.0, "w_vid": 1.0, "init_var": 5.0, "eps": 1e-5},
-        taps=("logits", "stages"))),
-    "rkd": (RKD, dict(
-        description="relational KD: distance and angle potentials of the embeddings",
-        paper="Park et al., Relational Knowledge Distillation, CVPR 2019",
-        defaults={"w_ce": 1.0, "w_rkd": 1.0, "distance": 25.0, "angle": 50.0},
-        taps=("logits", "embedding"))),
-    "pkt": (PKT, dict(
-        description="probabilistic knowledge transfer: cosine-kernel conditional KL",
-        paper="Passalis & Tefas, Learning Deep Representations with Probabilistic Knowledge "
+        "defaults": {"w_ce": 1.0, "w_vid": 1.0, "init_var": 5.0, "eps": 1e-5},
+        "taps": ("logits", "stages")}),
+    "rkd": (RKD, {
+        "description": "relational KD: distance and angle potentials of the embeddings",
+        "paper": "Park et al., Relational Knowledge Distillation, CVPR 2019",
+        "defaults": {"w_ce": 1.0, "w_rkd": 1.0, "distance": 25.0, "angle": 50.0},
+        "taps": ("logits", "embedding")}),
+    "pkt": (PKT, {
+        "description": "probabilistic knowledge transfer: cosine-kernel conditional KL",
+        "paper": "Passalis & Tefas, Learning Deep Representations with Probabilistic Knowledge "
               "Transfer, ECCV 2018",
-        defaults={"w_ce": 1.0, "w_pkt": 30000.0}, taps=("logits", "embedding"))),
-    "ab": (AB, dict(
-        description="activation boundaries of pre-activations, in a 30-epoch init stage",
-        paper="Heo et al., Knowledge Transfer via Distillation of Activation Boundaries Formed "
+        "defaults": {"w_ce": 1.0, "w_pkt": 30000.0}, "taps": ("logits", "embedding")}),
+    "ab": (AB, {
+        "description": "activation boundaries of pre-activations, in a 30-epoch init stage",
+        "paper": "Heo et al., Knowledge Transfer via Distillation of Activation Boundaries Formed "
               "by Hidden Neurons, AAAI 2019",
-        defaults={"w_ce": 1.0, "w_ab": 1.0, "margin": 1.0, "main_term": False, **_INIT},
-        taps=("logits", "preact"))),
-    "ft": (FT, dict(
-        description="factor transfer: paraphraser (30-epoch init stage) and translator",
-        paper="Kim et al., Paraphrasing Complex Network: Network Compression via Factor "
+        "defaults": {"w_ce": 1.0, "w_ab": 1.0, "margin": 1.0, "main_term": False, **_INIT},
+        "taps": ("logits", "preact")}),
+    "ft": (FT, {
+        "description": "factor transfer: paraphraser (30-epoch init stage) and translator",
+        "paper": "Kim et al., Paraphrasing Complex Network: Network Compression via Factor "
               "Transfer, NeurIPS 2018",
-        defaults={"w_ce": 1.0, "w_ft": 200.0, "k": 0.5, "p1": 2.0, "p2": 1.0, **_INIT},
-        finalize=finalize_ft, taps=("logits", "stages"))),
-    "fsp": (FSP, dict(
-        description="flow of solution procedure matrices, in a 30-epoch init stage",
-        paper="Yim et al., A Gift from Knowledge Distillation: Fast Optimization, Network "
+        "defaults": {"w_ce": 1.0, "w_ft": 200.0, "k": 0.5, "p1": 2.0, "p2": 1.0, **_INIT},
+        "finalize": finalize_ft, "taps": ("logits", "stages")}),
+    "fsp": (FSP, {
+        "description": "flow of solution procedure matrices, in a 30-epoch init stage",
+        "paper": "Yim et al., A Gift from Knowledge Distillation: Fast Optimization, Network "
               "Minimization and Transfer Learning, CVPR 2017",
-        defaults={"w_ce": 1.0, "w_fsp": 50.0, "main_term": False, **_INIT},
-        taps=("logits", "stages"))),
-    "nst": (NST, dict(
-        description="neuron selectivity transfer: polynomial-kernel MMD, every stage",
-        paper="Huang & Wang, Like What You Like: Knowledge Distill via Neuron Selectivity "
+        "defaults": {"w_ce": 1.0, "w_fsp": 50.0, "main_term": False, **_INIT},
+        "taps": ("logits", "stages")}),
+    "nst": (NST, {
+        "description": "neuron selectivity transfer: polynomial-kernel MMD, every stage",
+        "paper": "Huang & Wang, Like What You Like: Knowledge Distill via Neuron Selectivity "
               "Transfer, 2017",
-        defaults={"w_ce": 1.0, "w_nst": 50.0}, taps=("logits", "stages"))),
-    "crd": (CRD, dict(
-        description="contrastive representation distillation: NCE over a memory bank",
-        paper="Tian et al., Contrastive Representation Distillation, ICLR 2020",
-        defaults={"w_ce": 1.0, "w_crd": 0.8, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07,
+        "defaults": {"w_ce": 1.0, "w_nst": 50.0}, "taps": ("logits", "stages")}),
+    "crd": (CRD, {
+        "description": "contrastive representation distillation: NCE over a memory bank",
+        "paper": "Tian et al., Contrastive Representation Distillation, ICLR 2020",
+        "defaults": {"w_ce": 1.0, "w_crd": 0.8, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07,
                   "nce_m": 0.5, "negatives": "class"},
-        taps=("logits", "embedding", "index"))),
+        "taps": ("logits", "embedding", "index")}),
 }
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from . import options as opt
 from . import online, sources
+from . import options as opt
 
 _ENSEMBLE = {"ensemble_mode": "logit"}
 
