@@ -78,7 +78,8 @@ def cli(plugins_dir: str | None) -> None:
 
 def results_dir_option(f):
     return click.option("--results-dir", type=click.Path(file_okay=False),
-                        envvar="KDBENCH_RESULTS_DIR", show_envvar=True, default="results",
+                        envvar="KDBENCH_RESULTS_DIR", show_envvar=True, default=None,
+                        show_default="results (or the spec's)",
                         help="Store of run records (runs/) and teacher trajectories "
                              "(teachers/).")(f)
 
@@ -284,6 +285,7 @@ def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
 
     if layout_name not in LAYOUTS:
         raise UnknownNameError("table layout", layout_name, LAYOUTS)
+    results_dir = results_dir or "results"
     df = load_records(results_dir)
     if df.empty:
         raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r}")

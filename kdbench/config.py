@@ -115,7 +115,8 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        return run_id(self)
+        """The id of this run: the hash of the resolved config (defaults filled in)."""
+        return run_id(resolve(self))
 
 
 #: Fields that say where or on what a run happens, not what it is.
@@ -138,7 +139,8 @@ def canonical_json(obj: Any) -> str:
 
 
 def run_id(config: RunConfig) -> str:
-    """Stable id of a resolved config: 16 hex digits of the SHA-256 of its canonical JSON."""
+    """Stable id of an already *resolved* config: 16 hex digits of the SHA-256 of its canonical
+    JSON (``RunConfig.run_id`` resolves first)."""
     return hashlib.sha256(canonical_json(identity(config)).encode()).hexdigest()[:16]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from . import __version__, engine
-from .config import RunConfig, resolve
+from .config import RunConfig, resolve, run_id
 from .errors import ConfigError, KDBenchError
 from .store import SCHEMA_VERSION, Store
 
@@ -136,7 +136,7 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
     if isinstance(config, dict):
         config = RunConfig.from_dict(config)
     cfg = resolve(config)
-    rid = cfg.run_id
+    rid = run_id(cfg)
     store = Store(cfg.results_dir)
     store.check_writable()
     existing = store.load_record(rid)
@@ -152,7 +152,7 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         "schema": SCHEMA_VERSION, "run_id": rid, "status": "running", "error": None,
         "created": _now(), "finished": None, "config": cfg.to_dict(), "metrics": {},
         "teacher": None, "cost": {}, "env": environment(device), "extra": {}}
-    written = False
+    started = False
     try:
         check_loss(cfg, dataset)
         # ---- teacher (may train its trajectory once) -------------------------------------------
@@ -185,8 +185,9 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         # ---- train ------------------------------------------------------------------------------
         record["cost"].update(student_params=count_parameters(student),
                               connector_params=distiller.connector_parameters())
-        store.write_record(record)
-        written = True
+        if not keep_existing:  # a forced rerun leaves the done record until it is done too
+            store.write_record(record)
+        started = True
         notify("kdbench_run_start", config=cfg.to_dict(), run_id=rid)
 
         def on_epoch_end(epoch: int, trainees: list[engine.Trainee]) -> None:
@@ -216,7 +217,7 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         state_path.unlink(missing_ok=True)
         return record
     except BaseException as exc:
-        if not written and isinstance(exc, KDBenchError) and exc.exit_code == 2:
+        if not started and isinstance(exc, KDBenchError) and exc.exit_code == 2:
             raise  # bad input: nothing is written
         # Ctrl-C, and SystemExit (e.g. a Slurm requeue on preemption): resumable, not failed
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))

@@ -34,7 +34,7 @@ def results(tmp_path) -> Path:
     return tmp_path / "results"
 
 
-def tiny_overrides(results_dir: Path, **extra: Any) -> dict[str, Any]:
+def tiny_overrides(results_dir: Path, /, **extra: Any) -> dict[str, Any]:
     """A run on the synthetic dataset that trains in about a second (teacher included)."""
     base = {
         "data.name": "synthetic", "student": "resnet8", "teacher.arch": "resnet8",
