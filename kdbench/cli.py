@@ -76,12 +76,16 @@ def cli(plugins_dir: str | None) -> None:
     warnings.showwarning = _showwarning
 
 
-def results_dir_option(f):
-    return click.option("--results-dir", type=click.Path(file_okay=False),
-                        envvar="KDBENCH_RESULTS_DIR", show_envvar=True, default=None,
-                        show_default="results (or the spec's)",
-                        help="Store of run records (runs/) and teacher trajectories "
-                             "(teachers/).")(f)
+def results_dir_option(f=None, *, spec_default: bool = False):
+    """``--results-dir``; with ``spec_default`` an unset flag leaves a spec file's value alone."""
+    def deco(fn):
+        return click.option("--results-dir", type=click.Path(file_okay=False),
+                            envvar="KDBENCH_RESULTS_DIR", show_envvar=True,
+                            default=None if spec_default else "results",
+                            show_default="results (or the spec's)" if spec_default else True,
+                            help="Store of run records (runs/) and teacher trajectories "
+                                 "(teachers/).")(fn)
+    return deco(f) if f is not None else deco
 
 
 def _from_preset(field: str) -> str:
@@ -201,7 +205,7 @@ def teacher_overrides(flags: dict[str, Any]) -> dict[str, Any]:
               help="auto, fp32, bf16 or fp16 (autocast).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Set any config field by dotted path, e.g. teacher.recipe.epochs=10.")
-@results_dir_option
+@results_dir_option(spec_default=True)
 @click.option("--force", is_flag=True, help="Rerun even if a finished record exists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
@@ -285,7 +289,6 @@ def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
 
     if layout_name not in LAYOUTS:
         raise UnknownNameError("table layout", layout_name, LAYOUTS)
-    results_dir = results_dir or "results"
     df = load_records(results_dir)
     if df.empty:
         raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r}")
