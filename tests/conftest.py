@@ -20,12 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def hermetic(monkeypatch):
-    """No installed third-party plugins, no local plugins folder, no stray env settings."""
+    """No installed third-party plugins, no local plugins folder, no stray env settings, torch
+    on one thread (subprocesses inherit OMP_NUM_THREADS=1)."""
     monkeypatch.setenv("KDBENCH_LOAD_PLUGINS", "")
     for var in ("KDBENCH_PLUGINS_DIR", "KDBENCH_RESULTS_DIR", "KDBENCH_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
     plugins.reset()
-    yield
+    with one_thread():  # tiny models: one thread is faster than two spin-waiting ones
+        yield
     plugins.reset()
 
 
