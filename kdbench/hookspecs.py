@@ -49,8 +49,10 @@ def register_losses(register: Register) -> None:
     """Register KD losses: ``register(name, factory, description=, paper=, defaults=, taps=)``.
 
     ``factory(ctx: kdbench.losses.DistillContext) -> kdbench.losses.Distiller``. ``defaults``
-    holds every weight (``w_*``) and option with its default; they appear in ``--help`` and in
-    each record.
+    holds every weight (``w_*``) and option with its default; they appear in ``kdbench losses``
+    and in each record. Optional: ``combo`` (weights used when the loss is added to another, as
+    in ``crd+kd``) and ``finalize(weights, options, student=, teacher=)`` (defaults that depend
+    on the architecture names, filled in when the config is resolved).
     """
 
 

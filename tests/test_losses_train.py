@@ -211,6 +211,8 @@ def test_fitnet_hint_stage_out_of_range(data, teacher):
 def test_bad_option_values_are_config_errors(data, teacher):
     with pytest.raises(ConfigError, match="option T must be > 0"):
         make("kd", data, teacher, T=0)
+    with pytest.raises(ConfigError, match="init_lr must be a number > 0"):
+        make("fsp", data, teacher, init_lr="fast")
     with pytest.raises(ConfigError, match="negatives='nearby'"):
         make("crd", data, teacher, negatives="nearby")
     with pytest.raises(ConfigError, match="has no option 'tau'.*valid: T"):
@@ -291,6 +293,14 @@ def test_dkd_beta_table_per_pair():
     assert beta("resnet8x4", "resnet32x4") == 8.0
     assert beta("resnet8", "resnet20") == 8.0  # not in the table: the default
     assert resolve("dkd", student="resnet20", teacher="resnet56")[1]["beta"] == 8.0  # opt-in
+
+
+def test_ft_init_lr_follows_repdistiller_per_student():
+    def lr(student, **options):
+        return resolve("ft", options=options, student=student, teacher="resnet56")[1]["init_lr"]
+    assert lr("resnet20") == 0.01 and lr("wrn_16_2") == 0.01 and lr("resnet8x4") == 0.01
+    assert lr("vgg8") is None and lr("resnet50") is None  # the base lr
+    assert lr("resnet20", init_lr=0.02) == 0.02
 
 
 # ============================== composites ======================================================

@@ -35,8 +35,12 @@ class _InitStage:
         epochs = option(o, "init_epochs", loss, nonneg=True, integer=True)
         self.init_epochs = epochs if enabled else 0
         lr = o.get("init_lr")
-        if lr is not None and not float(lr) > 0:
-            raise ConfigError(f"loss {loss!r} option init_lr must be > 0, got {lr!r}")
+        try:
+            ok = lr is None or float(lr) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"loss {loss!r} option init_lr must be a number > 0, got {lr!r}")
         self.init_lr = None if lr is None else float(lr)
 
 

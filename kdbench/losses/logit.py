@@ -47,13 +47,14 @@ DKD_BETA = {
 }
 
 
-def _arch_key(name: str | None) -> str:
+def arch_key(name: str | None) -> str:
+    """An architecture name compared across projects: lower case, letters and digits only."""
     return re.sub(r"[^a-z0-9]", "", (name or "").lower())
 
 
 def dkd_beta(teacher: str | None, student: str | None, default: float = 8.0) -> float:
     """mdistiller's β for a (teacher, student) pair, else ``default``."""
-    return DKD_BETA.get((_arch_key(teacher), _arch_key(student)), default)
+    return DKD_BETA.get((arch_key(teacher), arch_key(student)), default)
 
 
 def finalize_dkd(weights: dict[str, float], options: dict[str, Any], *, student: str | None,

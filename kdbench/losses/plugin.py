@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..hookspecs import hookimpl
 from .contrastive import CRD
 from .feature import AB, AT, FSP, FT, NST, SP, VID, FitNet
-from .logit import CE, DKD, DML, KD, finalize_dkd
+from .logit import CE, DKD, DML, KD, arch_key, finalize_dkd
 from .relation import CC, PKT, RKD
 
 __all__ = ["CE", "KD", "LOSSES", "register_losses"]
@@ -17,10 +17,15 @@ __all__ = ["CE", "KD", "LOSSES", "register_losses"]
 _INIT = {"init_epochs": 30, "init_lr": None}
 
 
+#: the students for which RepDistiller pre-trains FT's paraphraser at lr 0.01 (helper/pretrain.py)
+FT_LOW_LR = {"resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+             "resnet8x4", "resnet32x4", "wrn161", "wrn162", "wrn401", "wrn402"}
+
+
 def finalize_ft(weights, options, *, student=None, teacher=None) -> None:
-    """RepDistiller pre-trains FT's paraphraser at lr 0.01 for ResNet/WRN students, else at the
-    base lr; an explicit ``init_lr`` wins."""
-    if options.get("init_lr") is None and (student or "").lower().startswith(("resnet", "wrn")):
+    """RepDistiller pre-trains FT's paraphraser at lr 0.01 for its CIFAR ResNet/WRN students,
+    else at the base lr; an explicit ``init_lr`` wins."""
+    if options.get("init_lr") is None and arch_key(student) in FT_LOW_LR:
         options["init_lr"] = 0.01
 
 
