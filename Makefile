@@ -18,9 +18,11 @@ RESULTS   ?= demo-results
 
 install: $(STAMP)
 
+$(STAMP): pyproject.toml plugins/kdbench-ray/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e '.[dev,slurm]'
+	$(PIP) install -q -e ./plugins/kdbench-ray
 	@touch $(STAMP)
 
 test: install
