@@ -119,7 +119,7 @@ _TEACHER_FLAGS = {  # flag parameter -> config field
     "members_count": "teacher.options.members_count",
     "ensemble_mode": "teacher.options.ensemble_mode", "save_every": "teacher.save_every",
     "save_epochs": "teacher.save_epochs", "teacher_weights": "teacher.weights",
-    "peers": "teacher.options.peers",
+    "peers": "teacher.options.peers", "select": "teacher.options.select",
 }
 
 
@@ -129,6 +129,10 @@ def teacher_source_options(f):
         click.option("--teacher-epoch-frac", type=float, default=None, show_default="0.5",
                      help="--teacher intermediate: the saved checkpoint nearest this fraction "
                           "of teacher training."),
+        click.option("--select", default=None, metavar="ESTIMATOR",
+                     help="--teacher intermediate: choose the checkpoint by Algorithm 1 of "
+                          "Checkpoint KD with this MI estimator (e.g. recon; options: --set "
+                          "teacher.options.select_options.samples=500 ...)."),
         click.option("--members", default=None, callback=_int_list, metavar="E1,E2,...",
                      help="--teacher snapshot: the checkpoint epochs to ensemble."),
         click.option("--members-count", type=int, default=None, show_default="3",
@@ -590,6 +594,62 @@ def sweep_train_teacher(spec, results_dir, quiet):
     from .sweep import train_teacher
 
     click.echo(f"teacher {train_teacher(spec, results_dir, progress=not quiet)} done")
+
+
+# ============================== mi and select (MI estimators, Algorithm 1) =====================
+
+
+def _mi_options(f):
+    options = [
+        click.argument("trajectory"),
+        click.option("--estimator", default="recon",
+                     help="MI estimator plugin (see `kdbench plugins --kind mi_estimator`)."),
+        click.option("--layer", default="embedding",
+                     help="Features T: embedding, stage-K (K from 1) or logits."),
+        click.option("--samples", type=int, default=1000,
+                     help="Probe samples, drawn from the training split."),
+        click.option("--seed", type=int, default=0,
+                     help="Seed of the probe samples and of the estimator's training."),
+        click.option("--repeats", type=int, default=1,
+                     help="Trained estimators: seeds seed..seed+R-1; the mean leaves out "
+                          "diverged repeats."),
+        click.option("--opt", "options", multiple=True, metavar="NAME=VALUE",
+                     help="Estimator setting, e.g. --opt noise_variance=0.01."),
+        click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
+                     show_envvar=True, default=None,
+                     help="Folder holding the trajectory's dataset files."),
+        click.option("--device", default="auto", help="auto, cpu, cuda[:N] or mps."),
+        results_dir_option,
+        click.option("--force", is_flag=True, help="Estimate again instead of using the cache."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@_mi_options
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              show_default="beside the cache in <trajectory>/mi/",
+              help="Where to write the information-plane PNG.")
+def mi(**kwargs):
+    """I(X;T) and I(T;Y) at every checkpoint of a teacher trajectory (a key or folder): the table
+    and the information plane, cached in the trajectory folder."""
+    from .mi.commands import mi_command
+
+    click.echo(mi_command(**kwargs))
+
+
+@cli.command()
+@_mi_options
+def select(**kwargs):
+    """Choose a trajectory's teacher checkpoint by Algorithm 1 of Checkpoint KD: min-max
+    normalised I(X;T) + I(T;Y), argmax."""
+    from .mi.commands import select_command
+
+    click.echo(select_command(**kwargs))
 
 
 def main() -> None:

@@ -84,7 +84,9 @@ def load_records(results_dir: str | Path = "results", *, warn: bool = True) -> p
                 warnings.warn(f"skipping {rec}", RuntimeWarning, stacklevel=2)
             continue
         rows.append(record_row(rec))
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["results_dir"] = str(results_dir)  # layouts that read more than the rows need it
+    return df
 
 
 def apply_where(df: pd.DataFrame, where: Iterable[str]) -> pd.DataFrame:
@@ -193,3 +195,4 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
 
 # The paper layouts register themselves on import (kept last: they use the helpers above).
 from .teachers import tables as _teacher_tables  # noqa: E402,F401
+from .mi import report as _selection_table  # noqa: E402,F401

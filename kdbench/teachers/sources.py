@@ -29,6 +29,13 @@ def intermediate(ctx: TeacherContext) -> Teacher:
     """One intermediate checkpoint: --teacher-epoch E or --teacher-epoch-frac F, default half-way."""
     t = ctx.config.teacher
     assert t is not None
+    if t.options.get("select"):  # --select ESTIMATOR: Checkpoint KD's Algorithm 1 (kdbench.mi)
+        from ..mi.selection import select_teacher_epoch
+
+        epoch, selection = select_teacher_epoch(ctx)
+        teacher = ctx.checkpoint_teacher(ctx.trajectory(), epoch, "intermediate")
+        teacher.provenance["selection"] = selection
+        return teacher
     planned = ctx.planned_epochs()
     frac = t.options.get("epoch_frac")
     epoch = t.epoch if t.epoch is not None else nearest_saved(planned, t.recipe.epochs * (

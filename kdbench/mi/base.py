@@ -1,0 +1,178 @@
+"""The MI-estimator contract: features T of N probe samples, inputs X, labels Y → I(X;T), I(T;Y).
+
+An estimator is registered through ``register_mi_estimators`` as a class (or factory) taking its
+settings as keyword arguments; ``estimate(t, x, y, seed=, device=)`` returns an :class:`Estimate`.
+Values are in nats unless the estimator says it gives a dependence score (``unit == "score"``);
+``kind`` says whether a nats value is a plain estimate, an upper or a lower bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Iterator
+
+import torch
+
+from ..errors import ConfigError, DataError, TrainingError
+
+UNITS = ("nats", "score")
+
+
+class EstimatorDiverged(TrainingError):
+    """An estimator's own training (decoder, probe, critic) produced a non-finite loss."""
+
+
+@dataclass
+class Estimate:
+    """One estimate of I(X;T) and I(T;Y), the unit, the settings used and diagnostics."""
+
+    i_xt: float
+    i_ty: float
+    unit: str = "nats"
+    kind: str = "estimate"  # estimate | upper bound | lower bound | dependence
+    settings: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Estimator:
+    """Base class: validated settings (``defaults`` overlaid by keyword arguments) and input checks.
+
+    Subclasses set ``name``, ``unit``, ``kind``, ``defaults``, ``min_samples`` and implement
+    :meth:`_estimate` on float tensors ``t`` (N, ...), ``x`` (N, ...) and long ``y`` (N,).
+    """
+
+    name: ClassVar[str] = "?"
+    unit: ClassVar[str] = "nats"
+    kind: ClassVar[str] = "estimate"
+    defaults: ClassVar[dict[str, Any]] = {}
+    min_samples: ClassVar[int] = 2
+    #: True when the estimate depends on ``seed`` (trained networks); repeats only make sense then.
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = resolve_settings(self.name, self.defaults, settings)
+
+    def estimate(self, t: Any, x: Any, y: Any, *, seed: int = 0,
+                 device: torch.device | str = "cpu") -> Estimate:
+        device = torch.device(device)
+        t, x, y = check_inputs(self.name, t, x, y, self.min_samples)
+        with torch.random.fork_rng(devices=[]), cpu_threads(self.settings.get("threads", 0),
+                                                            device):
+            torch.manual_seed(seed)
+            i_xt, i_ty, details = self._estimate(t.to(device), x.to(device), y.to(device),
+                                                 seed=seed, device=device)
+        for what, value in (("I(X;T)", i_xt), ("I(T;Y)", i_ty)):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise EstimatorDiverged(f"estimator {self.name!r} gave a non-finite {what}")
+        return Estimate(float(i_xt), float(i_ty), self.unit, self.kind,
+                        {**self.settings, "seed": seed}, details)
+
+    def _estimate(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, seed: int,
+                  device: torch.device) -> tuple[float, float, dict[str, Any]]:  # pragma: no cover
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int, device: torch.device) -> Iterator[None]:
+    """Run with ``threads`` intra-op CPU threads (0: leave torch's setting), then restore.
+
+    The trained estimators' networks are small: on the CPU, synchronising threads for their tiny
+    matrix products costs far more than it saves (10× and more on a busy machine), so they
+    default to one thread.
+    """
+    if threads <= 0 or device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def resolve_settings(name: str, defaults: dict[str, Any], given: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """``defaults`` overlaid by ``given``; unknown keys and uncoercible values are errors."""
+    out = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            raise ConfigError(f"MI estimator {name!r} has no setting {key!r} (valid: "
+                              f"{', '.join(sorted(defaults)) or 'none'})")
+        kind = type(defaults[key])
+        try:
+            out[key] = kind(float(value)) if kind is int else kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} must be "
+                              f"{kind.__name__}") from None
+        if kind is int and float(value) != out[key]:
+            raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} must be an integer")
+    return out
+
+
+def check_inputs(name: str, t: Any, x: Any, y: Any, min_samples: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tensors of matching length, at least ``min_samples`` of them, finite features."""
+    t, x, y = torch.as_tensor(t), torch.as_tensor(x), torch.as_tensor(y)
+    # float64 stays float64 (the closed-form estimators compute in it); anything else is float32
+    t = t if t.dtype == torch.float64 else t.float()
+    x = x if x.dtype == torch.float64 else x.float()
+    if t.dim() < 2 or x.dim() < 2:
+        raise DataError(f"MI estimator {name!r}: T and X need a sample axis and a feature axis, "
+                        f"got shapes {tuple(t.shape)} and {tuple(x.shape)}")
+    n = t.shape[0]
+    if x.shape[0] != n or y.shape != (n,):
+        raise DataError(f"MI estimator {name!r}: T, X and Y must hold the same samples, got "
+                        f"{n}, {x.shape[0]} and {tuple(y.shape)}")
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise DataError(f"MI estimator {name!r}: labels Y must be integers")
+    if n < min_samples:
+        raise ConfigError(f"MI estimator {name!r} needs at least {min_samples} samples, got {n} "
+                          f"(raise --samples)")
+    for what, v in (("T", t), ("X", x)):
+        if not torch.isfinite(v).all():
+            raise DataError(f"MI estimator {name!r}: {what} contains NaN or inf values")
+    return t, x, y.long()
+
+
+# -- small shared helpers ---------------------------------------------------------------------
+
+def flat(v: torch.Tensor) -> torch.Tensor:
+    return v.reshape(v.shape[0], -1)
+
+
+def sq_dists(v: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared Euclidean distances between the rows of ``v`` (float64)."""
+    v = flat(v).double()
+    sq = (v * v).sum(1)
+    return (sq[:, None] + sq[None, :] - 2.0 * v @ v.T).clamp_min(0.0)
+
+
+def plugin_entropy(ids: torch.Tensor) -> float:
+    """Plug-in entropy (nats) of a discrete variable given as one integer id per sample."""
+    _, counts = torch.unique(ids, return_counts=True)
+    p = counts.double() / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+def row_ids(v: torch.Tensor) -> torch.Tensor:
+    """One integer id per distinct row of ``v`` (N, D)."""
+    return torch.unique(flat(v), dim=0, return_inverse=True)[1]
+
+
+def joint_ids(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return row_ids(torch.stack([a, b], dim=1))
+
+
+def split_indices(n: int, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded train / held-out split of ``range(n)``; both parts get at least two samples."""
+    if not 0.0 < holdout < 1.0:
+        raise ConfigError(f"holdout must be in (0, 1), got {holdout}")
+    g = torch.Generator().manual_seed(int(seed) * 7919 + 1)
+    order = torch.randperm(n, generator=g)
+    n_held = min(max(2, round(holdout * n)), n - 2)
+    return order[n_held:], order[:n_held]

@@ -1,0 +1,64 @@
+"""The logic behind ``kdbench mi`` and ``kdbench select`` (the CLI functions only call these)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .analysis import (MIRequest, TrajectoryMI, estimate_trajectory, format_result,
+                       plot_information_plane, resolve_trajectory, trajectory_dataset)
+from .selection import Selection
+
+
+def _estimate(trajectory: str, estimator: str, layer: str, samples: int, seed: int,
+              repeats: int, options: tuple[str, ...], data_dir: str | None, device: str,
+              results_dir: str, force: bool, quiet: bool) -> TrajectoryMI:
+    from ..config import parse_assignments
+    from ..engine import resolve_device, set_threads
+
+    traj = resolve_trajectory(trajectory, results_dir)
+    if not traj.done:
+        warnings.warn(f"kdbench: trajectory {traj.key!r} is still training; using its "
+                      f"{len(traj.epochs)} saved checkpoints", RuntimeWarning, stacklevel=2)
+    set_threads()
+    dataset = trajectory_dataset(traj, data_dir)
+    request = MIRequest(estimator, layer, samples, seed, repeats,
+                        parse_assignments(options, "--opt"))
+    return estimate_trajectory(traj, dataset, request, resolve_device(device), force=force,
+                               progress=not quiet)
+
+
+def _as_json(result: TrajectoryMI, selection: Selection | None, plot: Path | None) -> str:
+    out: dict[str, Any] = {
+        "trajectory": result.trajectory, "request": asdict(result.request),
+        "settings": result.settings, "unit": result.unit, "kind": result.kind,
+        "cache": str(result.cache), "checkpoints": [asdict(r) for r in result.rows]}
+    if plot is not None:
+        out["plot"] = str(plot)
+    if selection is not None:
+        out["selection"] = selection.to_dict()
+    return json.dumps(out, indent=2, default=str)
+
+
+def mi_command(*, plot: str | None, as_json: bool, **kwargs: Any) -> str:
+    """Estimate every checkpoint, draw the information plane, return the text to print."""
+    result = _estimate(**kwargs)
+    path = plot_information_plane(result, plot or result.cache.with_suffix(".png"))
+    if as_json:
+        return _as_json(result, None, path)
+    return f"{format_result(result)}\n\ninformation plane: {path}\ncache: {result.cache}"
+
+
+def select_command(*, as_json: bool, **kwargs: Any) -> str:
+    """Run Algorithm 1 on the (cached) estimates and return the text to print."""
+    result = _estimate(**kwargs)
+    selection = result.select()
+    if as_json:
+        return _as_json(result, selection, None)
+    i = selection.epochs.index(selection.chosen)
+    return (f"{format_result(result, selection)}\n\nchosen: epoch {selection.chosen} "
+            f"(score {selection.scores[i]:.3f} = {selection.norm_xt[i]:.3f} + "
+            f"{selection.norm_ty[i]:.3f})")

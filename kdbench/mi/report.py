@@ -1,0 +1,153 @@
+"""``kdbench table --layout selection``: how well each estimator's choice predicts the student.
+
+Input: records of students distilled from every checkpoint of a trajectory (the checkpoint
+curve: ``kdbench run --teacher intermediate --teacher-epoch all``, any number of seeds) and MI estimates of that trajectory — the caches ``kdbench mi``/``kdbench select`` leave in
+``<results>/teachers/<key>/mi/`` and the scores kept by runs made with ``--select``. Per
+trajectory, student and loss, and per estimator (with its layer and probe size): Algorithm 1's
+chosen epoch, the student accuracy there (mean over seeds), the best epoch by brute force, the
+gap between the two, the Spearman rank correlation between the score and the student accuracy
+across checkpoints, and the wall time of the selection (estimating every checkpoint) beside the
+brute force's (the students' ``cost.wall_seconds`` summed).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from ..errors import KDBenchError, UnknownNameError
+from ..store import Store, read_json
+from ..table import FORMATS, METRICS, apply_where, layout
+from .selection import algorithm1
+
+
+def _mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
+                ) -> dict[str, dict[int, tuple[float, float, float]]]:
+    """estimator label -> {epoch: (I(X;T), I(T;Y), seconds)} from caches and --select runs."""
+    sources: dict[str, dict[int, tuple[float, float, float]]] = {}
+    folder = Store(results_dir).teachers / key / "mi"
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            doc = read_json(path, "MI cache")
+            req = doc["request"]
+            label = f"{req['estimator']} ({req['layer']}, n={req['samples']})"
+            series = {int(e): (v["i_xt"], v["i_ty"], float(v.get("seconds", 0.0)))
+                      for e, v in doc["epochs"].items()
+                      if v.get("i_xt") is not None and v.get("i_ty") is not None}
+        except (KDBenchError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            warnings.warn(f"kdbench: skipping MI cache {str(path)!r}: {exc}", RuntimeWarning,
+                          stacklevel=3)
+            continue
+        if label in sources:  # same estimator and layer, other settings: keep both apart
+            label = f"{label} [{path.stem.rsplit('-', 1)[-1]}]"
+        sources[label] = series
+    for rec in records:
+        sel = (rec.get("teacher") or {}).get("selection")
+        if not sel:
+            continue
+        label = f"{sel['estimator']} ({sel['layer']}, n={sel['samples']})"
+        if label in sources:
+            continue
+        per = sel.get("estimate_seconds", 0.0) / max(len(sel["epochs"]), 1)
+        sources[label] = {int(e): (a, b, per)
+                          for e, a, b in zip(sel["epochs"], sel["i_xt"], sel["i_ty"])}
+    return sources
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return math.nan
+    return float(spearmanr(a, b).statistic)
+
+
+def selection_rows(df: pd.DataFrame, results_dir: str | Path, metric: str = "top1_last"
+                   ) -> list[dict[str, Any]]:
+    """One dict per (trajectory, student, loss, estimator); see the module docstring."""
+    results_dir = Path(results_dir)
+    raw = {rec["run_id"]: rec for _, rec in Store(results_dir).iter_records()
+           if isinstance(rec, dict)}
+    curve: dict[tuple[str, str, str], list[tuple[int, float, float]]] = {}
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for run_id, value in zip(df["run_id"], df[metric]):
+        rec = raw.get(run_id)
+        prov = (rec or {}).get("teacher") or {}
+        if rec is None or not prov.get("trajectory"):
+            continue
+        by_key.setdefault(prov["trajectory"], []).append(rec)
+        if prov.get("selection") or len(prov.get("epochs", [])) != 1:
+            continue  # chosen by --select, or an ensemble: not a point of the checkpoint curve
+        group = (prov["trajectory"], rec["config"]["student"], rec["config"]["loss"]["name"])
+        curve.setdefault(group, []).append(
+            (int(prov["epochs"][0]), float(value),
+             float((rec.get("cost") or {}).get("wall_seconds", 0.0))))
+    out = []
+    for (key, student, loss), points in sorted(curve.items()):
+        frame = pd.DataFrame(points, columns=["epoch", "acc", "seconds"])
+        acc = frame.groupby("epoch")["acc"].mean()
+        runs = frame.groupby("epoch").size()
+        sources = _mi_sources(results_dir, key, by_key.get(key, []))
+        if not sources:
+            warnings.warn(f"kdbench: no MI estimates for trajectory {key!r} (run `kdbench "
+                          f"select {key}`)", RuntimeWarning, stacklevel=3)
+        for label, series in sources.items():
+            epochs = sorted(set(series) & set(acc.index))
+            if len(epochs) < 2:
+                continue
+            sel = algorithm1(epochs, [series[e][0] for e in epochs],
+                             [series[e][1] for e in epochs])
+            accs = [float(acc[e]) for e in epochs]
+            best = max(epochs, key=lambda e: (acc[e], -e))
+            out.append({
+                "trajectory": key, "student": student, "loss": loss, "estimator": label,
+                "checkpoints": len(epochs), "seeds": int(runs[epochs].min()),
+                "chosen": sel.chosen, "acc_chosen": float(acc[sel.chosen]), "best": best,
+                "acc_best": float(acc[best]), "gap": float(acc[best] - acc[sel.chosen]),
+                "spearman": _spearman(sel.scores, accs),
+                "selection_s": sum(series[e][2] for e in epochs),
+                "brute_force_s": float(frame[frame["epoch"].isin(epochs)]["seconds"].sum())})
+    return out
+
+
+@layout("selection")
+def selection_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
+                    cols: Iterable[str] | None = None, metric: str = "top1_last",
+                    where: Iterable[str] = (), fmt: str = "github", digits: int = 2) -> str:
+    """Checkpoint selection quality and cost per estimator (``--rows``/``--cols`` unused)."""
+    from ..teachers.tables import _render
+
+    if fmt not in FORMATS:
+        raise UnknownNameError("table format", fmt, FORMATS)
+    if metric not in df.columns:
+        raise UnknownNameError("metric", metric, [m for m in METRICS if m in df.columns])
+    results_dir = df.attrs.get("results_dir")
+    if results_dir is None:
+        raise KDBenchError("the selection layout needs records loaded with load_records()")
+    df = apply_where(df, where)
+    df = df[df["status"] == "done"]
+    rows_out = selection_rows(df, results_dir, metric)
+    if not rows_out:
+        raise KDBenchError("no trajectory has both students distilled from two or more of its "
+                           "checkpoints and MI estimates of them (run `kdbench run --teacher "
+                           "intermediate --teacher-epoch all` and `kdbench select TRAJECTORY`)")
+    table = pd.DataFrame(rows_out)
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    d = digits
+    body = [[r["trajectory"], r["student"], r["loss"], r["estimator"],
+             f"{r['checkpoints']} × {r['seeds']}", r["chosen"], f"{r['acc_chosen']:.{d}f}",
+             r["best"], f"{r['acc_best']:.{d}f}", f"{r['gap']:.{d}f}",
+             "" if math.isnan(r["spearman"]) else f"{r['spearman']:.{d}f}",
+             f"{r['selection_s']:.1f}", f"{r['brute_force_s']:.1f}"] for r in rows_out]
+    headers = ["trajectory", "student", "loss", "estimator", "ckpts × seeds", "chosen epoch",
+               f"{metric} chosen", "best epoch", f"{metric} best", "gap", "Spearman",
+               "selection s", "brute force s"]
+    caption = (f"Algorithm 1 (Checkpoint KD) vs brute force: student {metric} (%) mean over "
+               f"seeds; gap = best − chosen; Spearman = rank correlation of score and student "
+               f"accuracy across checkpoints")
+    return _render(body, headers, fmt, caption)

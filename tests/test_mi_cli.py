@@ -1,0 +1,220 @@
+"""`kdbench mi`, `kdbench select` and `kdbench run --select` end to end on a tiny trajectory
+(synthetic data, resnet8, 4 epochs saved every 2), plus their bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import pytest
+import torch
+
+from kdbench import plugins
+from kdbench.config import build_config, resolve
+from kdbench.data import load_dataset
+from kdbench.mi.selection import minmax
+from kdbench.store import Store
+from kdbench.teachers import trajectory as traj
+
+from conftest import one_thread, tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+FAST_RECON = ("--opt", "epochs=3", "--opt", "patience=2", "--opt", "hidden=32")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One tiny trained trajectory shared by this module's tests (results dir, key)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KDBENCH_LOAD_PLUGINS", "")
+    plugins.reset()
+    results = tmp_path_factory.mktemp("mi") / "results"
+    cfg = resolve(build_config(tiny_overrides(results)))
+    with one_thread():
+        t = traj.ensure(Store(results), traj.trajectory_spec(cfg),
+                        cfg.teacher.checkpoint_epochs(), load_dataset("synthetic"),
+                        torch.device("cpu"), progress=False)
+    assert t.epochs == [2, 4]
+    yield results, t.key
+    plugins.reset()
+    mp.undo()
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output[result.output.index("{"):])
+
+
+def test_mi_table_plot_and_cache(store, cli_runner):
+    results, key = store
+    args = ("mi", key, "--estimator", "kde", "--samples", "64", "--results-dir", results,
+            "--quiet")
+    out = cli_runner(*args)
+    assert out.exit_code == 0, out.output
+    assert "kde (upper bound) on embedding" in out.output
+    lines = [line.split() for line in out.output.splitlines()]
+    assert [row[0] for row in lines if row and row[0] in ("2", "4")] == ["2", "4"]
+    cache = next((results / "teachers" / key / "mi").glob("kde-embedding-n64-*.json"))
+    png = cache.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads(cache.read_text())
+    assert sorted(doc["epochs"]) == ["2", "4"] and doc["unit"] == "nats"
+    first = _json(cli_runner(*args, "--json"))
+    # a second call reads the cache: it works even with the checkpoint files moved away
+    ckpts = sorted((results / "teachers" / key).glob("epoch_*.pt"))
+    for p in ckpts:
+        p.rename(p.with_suffix(".bak"))
+    try:
+        again = _json(cli_runner(*args, "--json"))
+    finally:
+        for p in ckpts:
+            p.with_suffix(".bak").rename(p)
+    assert again["checkpoints"] == first["checkpoints"]
+    assert [c["epoch"] for c in again["checkpoints"]] == [2, 4]
+
+
+def test_select_recon_end_to_end(store, cli_runner):
+    """The choice is the argmax of the min-max normalised sum, recomputed here from the
+    printed estimates."""
+    results, key = store
+    out = cli_runner("select", key, "--estimator", "recon", "--layer", "stage-2", "--samples",
+                     "64", *FAST_RECON, "--results-dir", results, "--quiet", "--json")
+    data = _json(out)
+    rows = data["checkpoints"]
+    nx = minmax([r["i_xt"] for r in rows])
+    ny = minmax([r["i_ty"] for r in rows])
+    scores = [a + b for a, b in zip(nx, ny)]
+    expected = max(zip(scores, [-r["epoch"] for r in rows]))
+    assert data["selection"]["chosen"] == -expected[1]
+    assert data["selection"]["scores"] == pytest.approx(scores)
+    assert data["settings"]["epochs"] == 3 and data["request"]["layer"] == "stage-2"
+    text = cli_runner("select", key, "--estimator", "recon", "--layer", "stage-2", "--samples",
+                      "64", *FAST_RECON, "--results-dir", results, "--quiet").output
+    assert f"chosen: epoch {data['selection']['chosen']}" in text and "← chosen" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--layer", "stage-9"), "unknown layer 'stage-9'; did you mean"),
+    (("--estimator", "recon", "--samples", "5"), "needs at least 20 samples"),
+    (("--samples", "100000"), "exceeds the 256 training images"),
+    (("--estimator", "recno"), "unknown MI estimator 'recno'; did you mean recon"),
+    (("--estimator", "kde", "--opt", "bandwidth=2"), "has no setting 'bandwidth'"),
+])
+def test_bad_input(store, cli_runner, args, message):
+    results, key = store
+    out = cli_runner("mi", key, *args, "--results-dir", results, "--quiet")
+    assert out.exit_code == 2
+    assert message in out.output and "Traceback" not in out.output
+
+
+def test_unknown_trajectory_and_single_checkpoint(store, cli_runner, tmp_path):
+    results, key = store
+    out = cli_runner("select", key[:-3], "--results-dir", results, "--quiet")
+    assert out.exit_code == 2 and f"did you mean {key}" in out.output
+    single = tmp_path / "single"
+    shutil.copytree(results / "teachers" / key, single)
+    manifest = json.loads((single / "manifest.json").read_text())
+    del manifest["checkpoints"]["2"]  # as if it had been trained with save_epochs [4]
+    (single / "manifest.json").write_text(json.dumps(manifest))
+    out = cli_runner("select", single, "--estimator", "kde", "--samples", "32", "--quiet")
+    assert out.exit_code == 2
+    assert "needs estimates at two or more checkpoints, got 1" in out.output
+
+
+FLAKY = textwrap.dedent('''
+    import kdbench
+    from kdbench.mi.base import Estimator, EstimatorDiverged
+
+    class Flaky(Estimator):
+        """Diverges for the seeds in `bad`; otherwise I(X;T) = 10·seed, I(T;Y) = 1."""
+        name = "flaky"
+        stochastic = True
+        defaults = {"bad": "1"}
+
+        def _estimate(self, t, x, y, *, seed, device):
+            if str(seed) in self.settings["bad"].split(","):
+                raise EstimatorDiverged(f"flaky critic diverged at seed {seed}")
+            return 10.0 * seed, 1.0, {}
+
+    @kdbench.hookimpl
+    def register_mi_estimators(register):
+        register("flaky", Flaky)
+''')
+
+
+def test_diverged_repeats_are_reported_not_averaged(store, cli_runner, tmp_path, monkeypatch):
+    """Repeats with seeds 0, 1, 2; seed 1 diverges: the mean is (0 + 20) / 2 = 10, the table
+    says 2/3 and the cache keeps the error. All repeats diverging leaves no estimate, and
+    selection refuses with the reason."""
+    results, key = store
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "flaky.py").write_text(FLAKY)
+    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(tmp_path / "plugins"))
+    plugins.reset()
+    out = cli_runner("mi", key, "--estimator", "flaky", "--repeats", "3", "--samples", "16",
+                     "--results-dir", results, "--quiet", "--json")
+    data = _json(out)
+    for row in data["checkpoints"]:
+        assert row["i_xt"] == pytest.approx(10.0) and row["values"] == [[0.0, 1.0], [20.0, 1.0]]
+        assert row["diverged"] == ["seed 1: flaky critic diverged at seed 1"]
+    assert "1 of 3 repeats diverged" in out.output
+    text = cli_runner("mi", key, "--estimator", "flaky", "--repeats", "3", "--samples", "16",
+                      "--results-dir", results, "--quiet").output
+    assert "2/3" in text
+    out = cli_runner("select", key, "--estimator", "flaky", "--opt", "bad=0,1", "--repeats",
+                     "2", "--samples", "16", "--results-dir", results, "--quiet")
+    assert out.exit_code == 2
+    assert "got 0" in out.output and "flaky critic diverged at seed 0" in out.output
+
+
+def test_run_with_select_records_the_choice(store, cli_runner):
+    results, key = store
+    base = ("run", "--dataset", "synthetic", "--student", "resnet8", "--teacher-arch", "resnet8",
+            "--epochs", "1", "--batch-size", "64", "--precision", "fp32", "--device", "cpu",
+            "--set", "teacher.recipe.epochs=4", "--set", "teacher.recipe.batch_size=64",
+            "--set", "teacher.recipe.milestones=[]", "--set", "teacher.save_every=2",
+            "--set", "recipe.milestones=[]", "--results-dir", results, "--quiet")
+    out = cli_runner(*base, "--teacher", "intermediate", "--select", "hsic",
+                     "--set", "teacher.options.select_options.samples=48", "--json")
+    record = _json(out)
+    sel = record["teacher"]["selection"]
+    assert record["teacher"]["trajectory"] == key  # the fixture's trajectory, reused
+    assert record["teacher"]["epochs"] == [sel["chosen"]] and sel["epochs"] == [2, 4]
+    assert sel["estimator"] == "hsic" and sel["samples"] == 48 and len(sel["scores"]) == 2
+    options = record["config"]["teacher"]["options"]
+    assert options["select"] == "hsic" and options["select_options"]["samples"] == 48
+    assert options["select_options"]["layer"] == "embedding"  # defaults completed and recorded
+    runs_before = sorted(p.name for p in (results / "runs").glob("*.json"))
+    for args, message in [
+        (("--teacher", "full", "--select", "hsic"), "option of teacher source 'full'"),
+        (("--teacher", "intermediate", "--select", "hsci"), "unknown MI estimator 'hsci'"),
+        (("--teacher", "intermediate", "--select", "hsic", "--teacher-epoch", "2"),
+         "--select and --teacher-epoch/--teacher-epoch-frac"),
+        (("--teacher", "intermediate", "--select", "hsic", "--set",
+          "teacher.options.select_options.layers=2"), "unknown selection option 'layers'"),
+        (("--teacher", "intermediate", "--select", "kde", "--set",
+          "teacher.options.select_options.layer=stage-7"), "unknown layer 'stage-7'"),
+    ]:
+        bad = cli_runner(*base, *args)
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+    assert sorted(p.name for p in (results / "runs").glob("*.json")) == runs_before
+
+
+def test_layer_names_follow_the_model():
+    from kdbench.mi.features import layer_names
+    from kdbench.models import create_model
+
+    assert layer_names(create_model("resnet8", 4)) == ["embedding", "stage-1", "stage-2",
+                                                      "stage-3", "logits"]
+
+
+def test_probe_is_seeded_and_from_the_training_split():
+    from kdbench.mi.features import probe_set
+
+    data = load_dataset("synthetic")
+    a, b = (probe_set(data, 50, 3, torch.device("cpu")) for _ in range(2))
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.x, b.x)
+    assert torch.equal(a.y, data.train.labels[a.indices])
+    assert not torch.equal(a.indices, probe_set(data, 50, 4, torch.device("cpu")).indices)
