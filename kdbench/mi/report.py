@@ -1,7 +1,8 @@
 """``kdbench table --layout selection``: how well each estimator's choice predicts the student.
 
 Input: records of students distilled from every checkpoint of a trajectory (the checkpoint
-curve: ``kdbench run --teacher intermediate --teacher-epoch all``, any number of seeds) and MI estimates of that trajectory — the caches ``kdbench mi``/``kdbench select`` leave in
+curve: ``kdbench run --teacher intermediate --teacher-epoch all``, any number of seeds) and MI
+estimates of that trajectory — the caches ``kdbench mi``/``kdbench select`` leave in
 ``<results>/teachers/<key>/mi/`` and the scores kept by runs made with ``--select``. Per
 trajectory, student and loss, and per estimator (with its layer and probe size): Algorithm 1's
 chosen epoch, the student accuracy there (mean over seeds), the best epoch by brute force, the
