@@ -194,5 +194,5 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
 
 
 # The paper layouts register themselves on import (kept last: they use the helpers above).
-from .teachers import tables as _teacher_tables  # noqa: E402,F401
 from .mi import report as _selection_table  # noqa: E402,F401
+from .teachers import tables as _teacher_tables  # noqa: E402,F401

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import one_thread, tiny_overrides
 
 from kdbench import plugins
 from kdbench.config import build_config, resolve
@@ -16,8 +17,6 @@ from kdbench.data import load_dataset
 from kdbench.mi.selection import minmax
 from kdbench.store import Store
 from kdbench.teachers import trajectory as traj
-
-from conftest import one_thread, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -7,12 +7,11 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import tiny_overrides
 
 from kdbench.config import build_config
 from kdbench.errors import KDBenchError
 from kdbench.mi.selection import algorithm1, minmax
-
-from conftest import tiny_overrides
 
 EPOCHS = [20, 40, 60, 80]
 I_XT = [3.0, 2.5, 2.0, 1.0]

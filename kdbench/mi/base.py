@@ -9,8 +9,10 @@ Values are in nats unless the estimator says it gives a dependence score (``unit
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 
@@ -66,7 +68,7 @@ class Estimator:
             i_xt, i_ty, details = self._estimate(t.to(device), x.to(device), y.to(device),
                                                  seed=seed, device=device)
         for what, value in (("I(X;T)", i_xt), ("I(T;Y)", i_ty)):
-            if value != value or value in (float("inf"), float("-inf")):
+            if not math.isfinite(value):
                 raise EstimatorDiverged(f"estimator {self.name!r} gave a non-finite {what}")
         return Estimate(float(i_xt), float(i_ty), self.unit, self.kind,
                         {**self.settings, "seed": seed}, details)

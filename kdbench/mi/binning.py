@@ -17,6 +17,8 @@ textbook histogram estimator.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from .base import Estimator, flat, joint_ids, plugin_entropy, row_ids
@@ -40,7 +42,7 @@ class Binning(Estimator):
     unit = "nats"
     kind = "estimate"
     min_samples = 10
-    defaults = {"bins": 30, "bin_size": 0.0}
+    defaults: ClassVar[dict[str, Any]] = {"bins": 30, "bin_size": 0.0}
 
     def _estimate(self, t, x, y, *, seed, device):
         bins, size = self.settings["bins"], self.settings["bin_size"]

@@ -8,8 +8,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .analysis import (MIRequest, TrajectoryMI, estimate_trajectory, format_result,
-                       plot_information_plane, resolve_trajectory, trajectory_dataset)
+from .analysis import (
+    MIRequest,
+    TrajectoryMI,
+    estimate_trajectory,
+    format_result,
+    plot_information_plane,
+    resolve_trajectory,
+    trajectory_dataset,
+)
 from .selection import Selection
 
 

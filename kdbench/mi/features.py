@@ -12,6 +12,7 @@ from ..data.base import Normalizer
 from ..errors import ConfigError, UnknownNameError
 from ..teachers.trajectory import Trajectory
 
+
 def layer_names(model: nn.Module) -> list[str]:
     """Layers an estimator can read: the pooled embedding, the logits and every stage."""
     stages = [f"stage-{i + 1}" for i in range(len(getattr(model, "stage_info", [])))]

@@ -13,6 +13,8 @@ score is not a number of nats and is only comparable within one estimator and la
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from ..errors import ConfigError
@@ -49,7 +51,7 @@ class HSIC(Estimator):
     unit = "score"
     kind = "dependence"
     min_samples = 10
-    defaults = {"sigma_factor": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {"sigma_factor": 1.0}
 
     def _estimate(self, t, x, y, *, seed, device):
         factor = self.settings["sigma_factor"]

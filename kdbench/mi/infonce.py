@@ -18,6 +18,7 @@ networks train with: one is the fastest for them; raise it for conv decoders on 
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -41,15 +42,16 @@ def mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
 
 
 class InfoNCE(Estimator):
-    """InfoNCE lower bound with a learned separable critic g(a)ᵀh(b) (van den Oord 2018, Poole 2019)."""
+    """InfoNCE lower bound, learned separable critic g(a)ᵀh(b) (van den Oord 2018, Poole 2019)."""
 
     name = "infonce"
     unit = "nats"
     kind = "lower bound"
     stochastic = True
     min_samples = 20
-    defaults = {"holdout": 0.2, "lr": 5e-4, "epochs": 200, "patience": 20, "batch_size": 128,
-                "hidden": 256, "threads": 1, "layers": 2, "embed": 32}
+    defaults: ClassVar[dict[str, Any]] = {
+        "holdout": 0.2, "lr": 5e-4, "epochs": 200, "patience": 20, "batch_size": 128,
+        "hidden": 256, "threads": 1, "layers": 2, "embed": 32}
 
     def _estimate(self, t, x, y, *, seed, device):
         s = self.settings

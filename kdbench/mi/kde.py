@@ -20,6 +20,7 @@ Gaussian X and T = A·X the bound tends to I(X; T + ε) = ½·log det(I + A·Σ_
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 
@@ -43,7 +44,7 @@ class KDE(Estimator):
     unit = "nats"
     kind = "upper bound"
     min_samples = 10
-    defaults = {"noise_variance": 0.1}
+    defaults: ClassVar[dict[str, Any]] = {"noise_variance": 0.1}
 
     def _estimate(self, t, x, y, *, seed, device):
         var = self.settings["noise_variance"]

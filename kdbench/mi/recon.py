@@ -32,7 +32,7 @@ networks train with: one is the fastest for them; raise it for conv decoders on 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -89,15 +89,16 @@ def probe_head(t_shape: tuple[int, ...], num_classes: int, widen: int = 1) -> nn
 
 
 class Recon(Estimator):
-    """Reconstruction/probe MI (Checkpoint KD after InfoPro): H(X) − min decoder NLL, H(Y) − min CE."""
+    """Reconstruction/probe MI (Checkpoint KD after InfoPro): H(X) − min NLL, H(Y) − min CE."""
 
     name = "recon"
     unit = "nats"
     kind = "estimate"
     stochastic = True
     min_samples = 20
-    defaults = {"holdout": 0.2, "lr": 1e-3, "epochs": 200, "patience": 20, "batch_size": 128,
-                "hidden": 256, "threads": 1, "widen": 1}
+    defaults: ClassVar[dict[str, Any]] = {
+        "holdout": 0.2, "lr": 1e-3, "epochs": 200, "patience": 20, "batch_size": 128,
+        "hidden": 256, "threads": 1, "widen": 1}
 
     def _estimate(self, t, x, y, *, seed, device):
         s = self.settings

@@ -14,8 +14,9 @@ tie the earlier checkpoint wins: it is the cheaper teacher to train.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ConfigError, KDBenchError
 

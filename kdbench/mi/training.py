@@ -4,14 +4,15 @@ on a held-out objective, and divergence reported as :class:`EstimatorDiverged`."
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .base import EstimatorDiverged
-
 
 #: A minibatch loss this many times larger (in magnitude) than the first one, or non-finite,
 #: counts as divergence: early stopping would otherwise quietly fall back to the untrained
@@ -37,8 +38,9 @@ def fit_early_stopping(model: nn.Module, train_loss: Callable[[torch.Tensor], to
 
     ``train_loss(idx)`` is the minibatch loss on ``idx``, a shuffled slice of ``train_idx``;
     ``heldout()`` returns (value, extra) on the held-out split, evaluated before training (epoch 0)
-    and after every epoch; training stops ``patience`` epochs after the last improvement. A non-finite training
-    loss or held-out value raises :class:`EstimatorDiverged` naming ``what`` and the epoch.
+    and after every epoch; training stops ``patience`` epochs after the last improvement. A
+    non-finite or exploding (``DIVERGENCE_FACTOR``) training loss, or a non-finite held-out value,
+    raises :class:`EstimatorDiverged` naming ``what`` and the epoch.
     """
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     sign = -1.0 if maximize else 1.0
@@ -48,7 +50,7 @@ def fit_early_stopping(model: nn.Module, train_loss: Callable[[torch.Tensor], to
         with torch.no_grad():
             value, extra = heldout()
         model.train()
-        if value != value or abs(value) == float("inf"):
+        if not math.isfinite(value):
             raise EstimatorDiverged(f"{what} diverged: non-finite held-out value at epoch "
                                     f"{epoch} (lr {lr:g})")
         return value, extra
@@ -68,7 +70,7 @@ def fit_early_stopping(model: nn.Module, train_loss: Callable[[torch.Tensor], to
             loss = train_loss(idx)
             value = float(loss.detach())
             first = value if first is None else first
-            if value != value or abs(value) > DIVERGENCE_FACTOR * max(abs(first), 1.0):
+            if not math.isfinite(value) or abs(value) > DIVERGENCE_FACTOR * max(abs(first), 1.0):
                 raise EstimatorDiverged(f"{what} diverged: training loss {value:.3g} at epoch "
                                         f"{epoch} (first minibatch {first:.3g}; lr {lr:g})")
             opt.zero_grad(set_to_none=True)
