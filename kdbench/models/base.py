@@ -47,17 +47,21 @@ class KDModel(nn.Module):
     """Base class: ``forward(x)`` gives logits, ``features(x)`` gives :class:`Features`.
 
     Subclasses set ``num_classes``, ``in_chans``, ``embedding_dim``, ``stage_info`` (a list of
-    :class:`StageInfo`, known without running data so losses can size connectors up front) and
-    ``min_input_size`` (the smallest square input the model accepts).
+    :class:`StageInfo`, known without running data so losses can size connectors up front),
+    ``stem_info`` (the same for ``Features.stem``, or None) and ``min_input_size`` (the smallest
+    square input the model accepts).
     """
 
     num_classes: int
     in_chans: int
     embedding_dim: int
     stage_info: list[StageInfo]
+    stem_info: StageInfo | None = None
     min_input_size: int = 1
     #: False for models whose intermediate features cannot be extracted (logit-only losses work).
     has_features: bool = True
+    #: False for models with stages but no pre-activation tap (``Features.preact`` stays empty).
+    has_preact: bool = True
 
     def features(self, x: torch.Tensor) -> Features:  # pragma: no cover - abstract
         raise NotImplementedError

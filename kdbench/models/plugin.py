@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from . import resnet
+from .zoo import ZOO
 
 
 @hookimpl
 def register_models(register):
-    for fn in (resnet.resnet8, resnet.resnet20, resnet.resnet56):
-        register(fn.__name__, fn, family="resnet")
+    for name, (factory, family) in ZOO.items():
+        register(name, factory, family=family)
