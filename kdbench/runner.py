@@ -89,6 +89,10 @@ def check_features(cfg: RunConfig, student: Any, teacher: Any) -> None:
             raise ConfigError(f"loss {cfg.loss.name!r} taps {', '.join(sorted(taps))} "
                               f"features, but the {role} {name!r} gives logits only; use a "
                               f"logit loss (e.g. kd)")
+        if model is not None and "preact" in taps and not getattr(model, "has_preact", True):
+            raise ConfigError(f"loss {cfg.loss.name!r} taps pre-activation features, but the "
+                              f"{role} {name!r} has none (timm models expose post-activation "
+                              f"stages only); use a zoo model or a loss tapping stages")
 
 
 def check_index(cfg: RunConfig, dataset: Any) -> None:

@@ -1,8 +1,9 @@
-"""Built-in model plugin: registers the CIFAR zoo."""
+"""Built-in model plugin: registers the CIFAR zoo and the ``timm/*`` namespace."""
 
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
+from . import timm_adapter
 from .zoo import ZOO
 
 
@@ -10,3 +11,7 @@ from .zoo import ZOO
 def register_models(register):
     for name, (factory, family) in ZOO.items():
         register(name, factory, family=family)
+    # timm is imported only when a timm/ name is used: it costs seconds to import
+    register("timm/*", timm_adapter.create, family="timm", validate=timm_adapter.validate,
+             description="any timm architecture as timm/<name> (pretrained=False; local "
+                         "weights via --student-weights)")
