@@ -652,6 +652,50 @@ def select(**kwargs):
     click.echo(select_command(**kwargs))
 
 
+# ============================== models =========================================================
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--dataset", default="digits", help="Dataset whose classes and input size to use.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
+              show_envvar=True, default=None, help="Folder holding the dataset's files.")
+@click.option("--timm", "pattern", default=None, metavar="PATTERN",
+              help="List timm models matching PATTERN (shell wildcards; plain text matches "
+                   "as a substring) instead of the registered ones.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(names, dataset, data_dir, pattern, as_json):
+    """Architectures: name, family, parameters and MACs at the dataset's input size.
+
+    NAMES (e.g. resnet20 timm/resnet18) limits the list to those models.
+    """
+    from tabulate import tabulate
+
+    from .data import load_dataset
+    from .models.profile import named_models, profile_all, registered_models, timm_models
+
+    data = load_dataset(dataset, data_dir)
+    shape = (data.in_chans, *data.image_size)
+    chosen = named_models(names)
+    if pattern:
+        chosen += timm_models(pattern)
+    elif not names:
+        chosen = registered_models()
+    rows = profile_all(chosen, data.num_classes, shape, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    size = "×".join(map(str, data.image_size))
+    click.echo(tabulate(
+        [(r.name, r.family, "-" if r.params is None else f"{r.params:,}",
+          "-" if r.macs is None else f"{r.macs / 1e6:,.2f}", r.note) for r in rows],
+        headers=["name", "family", "params", f"MMACs @ {size}", ""],
+        colalign=("left", "left", "right", "right", "left")))
+    if not names and not pattern:
+        click.echo(f"\nplus timm/<name>: any timm model (`kdbench models --timm PATTERN`); "
+                   f"{data.num_classes} classes, {data.in_chans}×{size} input ({dataset})")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="kdbench")
