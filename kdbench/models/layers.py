@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from typing import Any, Callable, Iterable
+
 from .base import Features, KDModel, StageInfo
 
 
@@ -23,10 +25,36 @@ class ZooModel(KDModel):
         self.num_classes, self.in_chans, self.embedding_dim = num_classes, in_chans, embedding_dim
         self.stem_info, self.stage_info = stem, stages
 
+    @staticmethod
+    def _post_relu_stages(out: torch.Tensor, layers: Iterable[Iterable[nn.Module]]
+                          ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Run stages of blocks that return their pre-ReLU output; the last block's output
+        before and after the ReLU are the stage's ``preact`` and ``stages`` taps."""
+        stages, preact = [], []
+        for layer in layers:
+            for block in layer:
+                pre = block(out)
+                out = F.relu(pre)
+            stages.append(out)
+            preact.append(pre)
+        return out, stages, preact
+
     def _finish(self, out: torch.Tensor, classifier: nn.Module, stem: torch.Tensor,
                 stages: list[torch.Tensor], preact: list[torch.Tensor]) -> Features:
         embedding = global_pool(out)
         return Features(classifier(embedding), embedding, stages, preact, stem)
+
+
+def zoo_factory(name: str, doc: str, cls: Callable[..., KDModel], *args: Any,
+                **fixed: Any) -> Callable[..., KDModel]:
+    """A registry factory ``f(num_classes, in_chans=3, **options)`` for one zoo variant; its
+    name is the registry name and its docstring the description ``kdbench plugins`` shows."""
+    def factory(num_classes: int, in_chans: int = 3, **options: Any) -> KDModel:
+        return cls(*args, num_classes=num_classes, in_chans=in_chans, **fixed, **options)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return factory
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:

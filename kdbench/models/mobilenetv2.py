@@ -90,7 +90,7 @@ class MobileNetV2(ZooModel):
 
 def mobilenetv2(num_classes: int, in_chans: int = 3, width: float = 0.5,
                 expand: int = 6) -> MobileNetV2:
-    """MobileNetV2, width 0.5 (RepDistiller's mobile_half student); ``width`` for others."""
+    """MobileNetV2, width 0.5 (RepDistiller's mobile_half student); other widths via width=."""
     return MobileNetV2(num_classes, in_chans, width, expand)
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Features, StageInfo
-from .layers import ZooModel, init_weights
+from .layers import ZooModel, init_weights, zoo_factory
 
 
 def _projection(inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
@@ -96,13 +96,7 @@ class CifarResNet(ZooModel):
 
     def features(self, x: torch.Tensor) -> Features:
         stem = F.relu(self.bn1(self.conv1(x)))
-        out, stages, preact = stem, [], []
-        for layer in self.layers:
-            for block in layer:
-                pre = block(out)
-                out = F.relu(pre)
-            stages.append(out)
-            preact.append(pre)
+        out, stages, preact = self._post_relu_stages(stem, self.layers)
         return self._finish(out, self.fc, stem, stages, preact)
 
 
@@ -110,15 +104,10 @@ def _resnet(depth: int, widths: tuple[int, int, int, int] = (16, 16, 32, 64), na
     if (depth - 2) % 6 != 0:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     n = (depth - 2) // 6
-
-    def factory(num_classes: int, in_chans: int = 3) -> CifarResNet:
-        return CifarResNet(BasicBlock, widths[0], widths[1:], (n, n, n), (1, 2, 2),
-                           num_classes, in_chans)
-
-    factory.__name__ = name or f"resnet{depth}"
-    factory.__doc__ = (f"CIFAR ResNet-{depth} (RepDistiller): basic blocks, widths "
-                       f"{'/'.join(map(str, widths))}")
-    return factory
+    return zoo_factory(name or f"resnet{depth}",
+                       f"CIFAR ResNet-{depth} (RepDistiller): basic blocks, widths "
+                       f"{'/'.join(map(str, widths))}",
+                       CifarResNet, BasicBlock, widths[0], widths[1:], (n, n, n), (1, 2, 2))
 
 
 resnet8 = _resnet(8)
@@ -130,9 +119,6 @@ resnet56 = _resnet(56)
 resnet110 = _resnet(110)
 resnet8x4 = _resnet(8, (32, 64, 128, 256), "resnet8x4")
 resnet32x4 = _resnet(32, (32, 64, 128, 256), "resnet32x4")
-
-
-def resnet50(num_classes: int, in_chans: int = 3) -> CifarResNet:
-    """CIFAR ResNet-50 (RepDistiller resnetv2): 3×3 stem, bottlenecks [3, 4, 6, 3], 2048-d."""
-    return CifarResNet(Bottleneck, 64, (64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 2),
-                       num_classes, in_chans)
+resnet50 = zoo_factory("resnet50", "CIFAR ResNet-50 (RepDistiller resnetv2): 3×3 stem, "
+                       "bottlenecks [3, 4, 6, 3], 2048-d", CifarResNet, Bottleneck, 64,
+                       (64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 2))

@@ -118,13 +118,7 @@ class ShuffleNetV1(_ShuffleNet):
 
     def features(self, x: torch.Tensor) -> Features:
         stem = self._stem_forward(x)
-        out, stages, preact = stem, [], []
-        for layer in self.layers:
-            for unit in layer:
-                pre = unit(out)
-                out = F.relu(pre)
-            stages.append(out)
-            preact.append(pre)
+        out, stages, preact = self._post_relu_stages(stem, self.layers)
         return self._finish(out, self.linear, stem, stages, preact)
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Features, StageInfo
-from .layers import ZooModel, init_weights
+from .layers import ZooModel, init_weights, zoo_factory
 
 CONFIGS: dict[int, list[list[int]]] = {
     8: [[64], [128], [256], [512], [512]],
@@ -75,12 +75,8 @@ class VGG(ZooModel):
 
 
 def _vgg(depth: int):
-    def factory(num_classes: int, in_chans: int = 3, pool3: bool = False) -> VGG:
-        return VGG(depth, num_classes, in_chans, pool3)
-
-    factory.__name__ = f"vgg{depth}"
-    factory.__doc__ = f"VGG-{depth} with batch norm (RepDistiller vgg{depth}_bn)"
-    return factory
+    return zoo_factory(f"vgg{depth}", f"VGG-{depth} with batch norm (RepDistiller "
+                       f"vgg{depth}_bn)", VGG, depth)
 
 
 vgg8 = _vgg(8)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Features, StageInfo
-from .layers import ZooModel, init_weights
+from .layers import ZooModel, init_weights, zoo_factory
 
 
 class WideBlock(nn.Module):
@@ -82,13 +82,8 @@ class WideResNet(ZooModel):
 
 
 def _wrn(depth: int, widen: int):
-    def factory(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0) -> WideResNet:
-        return WideResNet(depth, widen, num_classes, in_chans, drop_rate)
-
-    factory.__name__ = f"wrn_{depth}_{widen}"
-    factory.__doc__ = f"Wide ResNet WRN-{depth}-{widen} (RepDistiller), widths " \
-                      f"{16 * widen}/{32 * widen}/{64 * widen}"
-    return factory
+    return zoo_factory(f"wrn_{depth}_{widen}", f"Wide ResNet WRN-{depth}-{widen} (RepDistiller), "
+                       f"widths {16 * widen}/{32 * widen}/{64 * widen}", WideResNet, depth, widen)
 
 
 wrn_16_1 = _wrn(16, 1)
