@@ -70,7 +70,7 @@ class Bottleneck(nn.Module):
         return out + (x if self.downsample is None else self.downsample(x))
 
 
-class CifarResNet(ZooModel):
+class ResNet(ZooModel):
     """A 3×3-stem ResNet for small images: ``stem`` channels, then one stage per entry of
     ``planes``/``blocks``/``strides``."""
 
@@ -100,14 +100,23 @@ class CifarResNet(ZooModel):
         return self._finish(out, self.fc, stem, stages, preact)
 
 
+class CifarResNet(ResNet):
+    """ResNet-(6n+2): a ``widths[0]`` stem and three stages of n basic blocks of widths
+    ``widths[1:]`` at strides 1/2/2."""
+
+    def __init__(self, depth: int, widths: tuple[int, int, int, int] = (16, 16, 32, 64),
+                 num_classes: int = 100, in_chans: int = 3):
+        if (depth - 2) % 6 != 0:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        super().__init__(BasicBlock, widths[0], tuple(widths[1:]), (n, n, n), (1, 2, 2),
+                         num_classes, in_chans)
+
+
 def _resnet(depth: int, widths: tuple[int, int, int, int] = (16, 16, 32, 64), name: str = ""):
-    if (depth - 2) % 6 != 0:
-        raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
-    n = (depth - 2) // 6
     return zoo_factory(name or f"resnet{depth}",
                        f"CIFAR ResNet-{depth} (RepDistiller): basic blocks, widths "
-                       f"{'/'.join(map(str, widths))}",
-                       CifarResNet, BasicBlock, widths[0], widths[1:], (n, n, n), (1, 2, 2))
+                       f"{'/'.join(map(str, widths))}", CifarResNet, depth, widths)
 
 
 resnet8 = _resnet(8)
@@ -120,5 +129,5 @@ resnet110 = _resnet(110)
 resnet8x4 = _resnet(8, (32, 64, 128, 256), "resnet8x4")
 resnet32x4 = _resnet(32, (32, 64, 128, 256), "resnet32x4")
 resnet50 = zoo_factory("resnet50", "CIFAR ResNet-50 (RepDistiller resnetv2): 3×3 stem, "
-                       "bottlenecks [3, 4, 6, 3], 2048-d", CifarResNet, Bottleneck, 64,
+                       "bottlenecks [3, 4, 6, 3], 2048-d", ResNet, Bottleneck, 64,
                        (64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 2))
