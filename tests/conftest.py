@@ -116,3 +116,18 @@ def single_thread():
     ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
     with one_thread():
         yield
+
+
+@pytest.fixture
+def local_plugin(tmp_path, monkeypatch):
+    """``local_plugin(source, name="plugin.py") -> folder``: write a plugin module into a fresh
+    local plugins folder and load plugins from it, as a user's ``--plugins-dir`` would."""
+    folder = tmp_path / "local-plugins"
+
+    def write(source: str, name: str = "plugin.py") -> Path:
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text(source)
+        monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
+        plugins.reset()
+        return folder
+    return write

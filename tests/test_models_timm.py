@@ -15,6 +15,7 @@ from kdbench.errors import ConfigError, UnknownNameError
 from kdbench.models import count_parameters, create_model, load_weights
 
 timm = pytest.importorskip("timm")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---- a user's timm model without forward_intermediates (e.g. written for an older timm) -------
@@ -66,14 +67,8 @@ TOY_LOSSES = textwrap.dedent('''
 
 
 @pytest.fixture
-def toy_losses(tmp_path, monkeypatch):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "toy_losses.py").write_text(TOY_LOSSES)
-    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
-    from kdbench import plugins
-
-    plugins.reset()
+def toy_losses(local_plugin):
+    local_plugin(TOY_LOSSES, "toy_losses.py")
 
 
 # ---- the feature view -------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from kdbench.config import build_config
 from kdbench.models import count_parameters, create_model
 from kdbench.models.zoo import ZOO
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 # ---- reference parameter counts ---------------------------------------------------------------
 # Counted from RepDistiller's architecture definitions (models/*.py) with the formulas below,
 # which know nothing of kdbench's modules. The issue states six of them (resnet20, resnet56,
