@@ -8,8 +8,6 @@ import pytest
 
 from kdbench.models.zoo import ZOO
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def test_models_lists_the_zoo_with_params_and_macs(cli_runner):
     result = cli_runner("models", "--dataset", "synthetic", "--json")

@@ -15,7 +15,6 @@ from kdbench.errors import ConfigError, UnknownNameError
 from kdbench.models import count_parameters, create_model, load_weights
 
 timm = pytest.importorskip("timm")
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---- a user's timm model without forward_intermediates (e.g. written for an older timm) -------

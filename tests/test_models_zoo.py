@@ -11,7 +11,6 @@ from kdbench.config import build_config
 from kdbench.models import count_parameters, create_model
 from kdbench.models.zoo import ZOO
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 # ---- reference parameter counts ---------------------------------------------------------------
 # Counted from RepDistiller's architecture definitions (models/*.py) with the formulas below,
