@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Iterable
 
 
@@ -43,8 +44,19 @@ class TrainingError(KDBenchError):
     exit_code = 1
 
 
+def close_matches(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    """The ``n`` choices most similar to ``name``; equally similar ones sharing a longer prefix
+    with it first (``resnet21`` suggests resnet20 before resnet32)."""
+    def score(choice: str) -> tuple[float, int]:
+        prefix = len(os.path.commonprefix([name, choice]))
+        return difflib.SequenceMatcher(None, name, choice).ratio(), prefix
+
+    candidates = difflib.get_close_matches(name, list(choices), n=max(n, 20), cutoff=0.5)
+    return sorted(candidates, key=score, reverse=True)[:n]
+
+
 def unknown_name_message(kind: str, name: str, choices: list[str], hint: str = "") -> str:
-    close = difflib.get_close_matches(name, choices, n=5, cutoff=0.5)
+    close = close_matches(name, choices)
     msg = f"unknown {kind} {name!r}"
     if close:
         msg += f"; did you mean {', '.join(close)}?"
