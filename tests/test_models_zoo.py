@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.config import build_config
-from kdbench.models import count_parameters, create_model
+from kdbench.models import count_parameters, create_meta_model, create_model
 from kdbench.models.zoo import ZOO
-
 
 # ---- reference parameter counts ---------------------------------------------------------------
 # Counted from RepDistiller's architecture definitions (models/*.py) with the formulas below,
@@ -46,8 +45,8 @@ def ref_resnet50(nc=100):
     total, inp = _conv(3, 64, 3) + _bn(64), 64
     for planes, blocks, stride in zip((64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 2)):
         for j in range(blocks):
-            total += (_conv(inp, planes, 1) + _conv(planes, planes, 3) + _conv(planes, 4 * planes, 1)
-                      + 2 * _bn(planes) + _bn(4 * planes))
+            total += (_conv(inp, planes, 1) + _conv(planes, planes, 3)
+                      + _conv(planes, 4 * planes, 1) + 2 * _bn(planes) + _bn(4 * planes))
             if (stride if j == 0 else 1) != 1 or inp != 4 * planes:
                 total += _conv(inp, 4 * planes, 1) + _bn(4 * planes)
             inp = 4 * planes
@@ -168,14 +167,12 @@ def test_zoo_is_the_benchmark_s_name_list():
 
 @pytest.mark.parametrize("name", list(PARAMS_100))
 def test_parameter_count_matches_reference(name):
-    with torch.device("meta"):  # counting needs shapes only; no initialisation work
-        model = create_model(name, 100)
+    model = create_meta_model(name, 100)  # counting needs shapes only; no initialisation work
     assert count_parameters(model) == PARAMS_100[name]
 
 
 def test_width_argument_gives_other_mobilenets():
-    with torch.device("meta"):
-        model = create_model("mobilenetv2", 100, width=0.75)
+    model = create_meta_model("mobilenetv2", 100, width=0.75)
     assert count_parameters(model) == ref_mobilenetv2(0.75)
 
 
@@ -304,7 +301,9 @@ def test_zoo_is_in_timm_s_registry():
         model = timm.create_model("kdbench_resnet56")  # the zoo's 100 classes by default
         small = timm.create_model("kdbench_wrn_40_2", num_classes=10, in_chans=1)
     assert count_parameters(model) == 861_620
-    assert count_parameters(small) == PARAMS_100["wrn_40_2"] - _fc(128, 100) + _fc(128, 10) - 27 * 16 + 9 * 16
+    # 10 classes instead of 100, a 1-channel stem conv (16·1·3·3) instead of 16·3·3·3
+    assert count_parameters(small) == (PARAMS_100["wrn_40_2"] - _fc(128, 100) + _fc(128, 10)
+                                       - 16 * 3 * 9 + 16 * 1 * 9)
     from kdbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no pretrained weights"):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from .base import Features, KDModel, StageInfo, count_parameters
 
-__all__ = ["Features", "KDModel", "StageInfo", "count_parameters", "create_model", "load_weights"]
+__all__ = [
+    "Features",
+    "KDModel",
+    "StageInfo",
+    "count_parameters",
+    "create_meta_model",
+    "create_model",
+    "load_weights",
+]
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) -> KDModel:
@@ -17,6 +25,23 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) -> KD
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return get("model", name).create(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def create_meta_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) -> KDModel:
+    """:func:`create_model` on PyTorch's ``meta`` device: shapes without memory or
+    initialisation work (parameter and MAC counts).
+
+    The name is resolved first, outside the meta context, so plugin modules (and timm) that a
+    first lookup imports create their module-level tensors on the real device.
+    """
+    import torch
+
+    from ..plugins import get
+
+    entry = get("model", name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    with torch.device("meta"):
+        return entry.create(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
 def load_weights(model, path: str) -> None:
@@ -43,7 +68,7 @@ def load_weights(model, path: str) -> None:
                     state = state[key]
         state = {k.removeprefix("module."): v for k, v in state.items()}
         model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot load weights {str(p)!r} into "
                           f"{type(model).__name__}: {first}") from exc

@@ -37,8 +37,8 @@ class Features:
     preact: list[torch.Tensor] = field(default_factory=list)
     stem: torch.Tensor | None = None
 
-    def detach(self) -> "Features":
-        d = lambda t: None if t is None else t.detach()  # noqa: E731
+    def detach(self) -> Features:
+        d = lambda t: None if t is None else t.detach()
         return Features(d(self.logits), d(self.embedding), [t.detach() for t in self.stages],
                         [t.detach() for t in self.preact], d(self.stem))
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from typing import Any, Callable, Iterable
 
 from .base import Features, KDModel, StageInfo
 

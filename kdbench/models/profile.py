@@ -10,8 +10,8 @@ the field's tables do not count them.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import torch
 
@@ -51,12 +51,11 @@ def count_macs(model: torch.nn.Module, input_shape: tuple[int, int, int],
 def profile(name: str, family: str, num_classes: int,
             input_shape: tuple[int, int, int]) -> Profile:
     """Parameters and MACs of the registered model ``name`` for a dataset's classes and input."""
-    from . import create_model
+    from . import create_meta_model
 
     c, h, w = input_shape
     try:
-        with torch.device("meta"):
-            model = create_model(name, num_classes, c)
+        model = create_meta_model(name, num_classes, c)
     except Exception as exc:  # noqa: BLE001 - a row that cannot be built says why, others go on
         return Profile(name, family, None, None, f"cannot build: {_first_line(exc)}")
     params = count_parameters(model)

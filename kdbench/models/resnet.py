@@ -74,7 +74,7 @@ class ResNet(ZooModel):
     """A 3×3-stem ResNet for small images: ``stem`` channels, then one stage per entry of
     ``planes``/``blocks``/``strides``."""
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], stem: int,
+    def __init__(self, block: type[BasicBlock | Bottleneck], stem: int,
                  planes: tuple[int, ...], blocks: tuple[int, ...], strides: tuple[int, ...],
                  num_classes: int = 100, in_chans: int = 3):
         super().__init__()

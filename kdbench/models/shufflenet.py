@@ -31,7 +31,8 @@ from .base import Features, StageInfo
 from .layers import ZooModel, channel_shuffle
 
 
-def _conv_bn(inp: int, oup: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def _conv_bn(inp: int, oup: int, kernel: int = 1, stride: int = 1,
+             groups: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(inp, oup, kernel, stride, kernel // 2, groups=groups,
                                    bias=False), nn.BatchNorm2d(oup))
 

@@ -12,7 +12,8 @@ kdbench itself reaches them as ``resnet20`` (or ``timm/kdbench_resnet20``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from timm.models import register_model
 

@@ -6,7 +6,7 @@ The built-in model plugin registers these names in kdbench's registry, and
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from . import mobilenetv2, resnet, shufflenet, vgg, wrn
 from .base import KDModel
