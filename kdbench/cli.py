@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from .config import PRESETS, preset_default
-from .errors import KDBenchError
+from .errors import ConfigError, KDBenchError
 from .plugins import ENV_DIR
 
 # ============================== the group ======================================================
@@ -163,6 +163,24 @@ def teacher_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     return {_TEACHER_FLAGS[k]: v for k, v in flags.items() if k in _TEACHER_FLAGS}
 
 
+# ============================== engine flags of run ============================================
+
+
+def engine_options(f):
+    """Flags that change how fast a run trains, never its result's identity (engine.*)."""
+    f = click.option("--lockstep/--no-lockstep", default=True,
+                     help="Train several --student/--loss runs together (else one by one).")(f)
+    f = click.option("--compile", "compile_", is_flag=True, default=False,
+                     help="torch.compile the models (pays off over long runs).")(f)
+    f = click.option("--channels-last/--no-channels-last", default=None,
+                     show_default="on for CPU and CUDA",
+                     help="NHWC memory layout for the convolutions.")(f)
+    f = click.option("--threads", type=int, default=None, show_default="all cores",
+                     help="Torch threads (fewer can be faster on a machine busy with other "
+                          "work).")(f)
+    return f
+
+
 # ============================== run ============================================================
 
 
@@ -176,7 +194,9 @@ def teacher_overrides(flags: dict[str, Any]) -> dict[str, Any]:
               show_envvar=True, default=None, help="Folder holding the dataset's files.")
 @click.option("--download", is_flag=True, default=None,
               help="Let torchvision download a missing dataset (needs the network).")
-@click.option("--student", default=None, show_default="resnet20", help="Student architecture.")
+@click.option("--student", "students", multiple=True, show_default="resnet20",
+              help="Student architecture; several (repeated or comma-separated) train in "
+                   "lockstep, one run each.")
 @click.option("--student-weights", type=click.Path(dir_okay=False), default=None,
               help="Initial student weights (local state dict or .safetensors).")
 @click.option("--teacher", "teacher_source", default=None, show_default="full",
@@ -189,9 +209,10 @@ def teacher_overrides(flags: dict[str, Any]) -> dict[str, Any]:
                    "saved checkpoint (the checkpoint curve).")
 @click.option("--teacher-seed", type=int, default=None, show_default="0",
               help="Seed of the teacher trajectory (shared by all student seeds).")
-@click.option("--loss", default=None, show_default="kd",
-              help="KD loss plugin name, or several joined by + (crd+kd); each one's paper, "
-                   "taps and default weights: `kdbench losses`.")
+@click.option("--loss", "losses", multiple=True, show_default="kd",
+              help="KD loss plugin name, or several joined by + (crd+kd) in one run; each "
+                   "one's paper, taps and default weights: `kdbench losses`. Several runs: "
+                   "repeat the flag or separate by commas (they train in lockstep).")
 @click.option("--w", "weights", multiple=True, metavar="NAME=VALUE",
               help="Override a loss weight, e.g. --w w_kd=0.9 --w w_ce=0.1.")
 @click.option("--opt", "options", multiple=True, metavar="NAME=VALUE",
@@ -213,20 +234,30 @@ def teacher_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 @click.option("--force", is_flag=True, help="Rerun even if a finished record exists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@engine_options
 @teacher_source_options
-def run(spec, preset, dataset, data_dir, download, student, student_weights, teacher_source,
-        teacher_arch, teacher_epoch, teacher_seed, loss, weights, options, epochs, batch_size,
-        lr, seed, device, precision, sets, results_dir, force, quiet, as_json, **teacher_flags):
-    """Train (or reuse) the teacher, distil the student, write the run record."""
+def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
+        teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
+        lr, seed, device, precision, sets, results_dir, force, quiet, as_json, lockstep,
+        compile_, channels_last, threads, **teacher_flags):
+    """Train (or reuse) the teacher, distil the student, write the run record.
+
+    Several --student/--loss values make one run per combination; runs that share teacher,
+    data, seed and recipe train in lockstep (one teacher forward per batch for all).
+    """
     from .config import build_config, load_spec, parse_assignments
     from .runner import run as run_config
 
+    students, losses = _several(students), _several(losses)
     overrides: dict[str, Any] = {
-        "preset": preset, "data.name": dataset, "data.dir": data_dir, "student": student,
+        "preset": preset, "data.name": dataset, "data.dir": data_dir,
+        "student": students[0] if students else None,
         "student_weights": student_weights, "teacher.source": teacher_source,
         "teacher.arch": teacher_arch,
         "teacher.epoch": teacher_epoch if teacher_epoch != "all" else None,
-        "teacher.seed": teacher_seed, "loss.name": loss, "recipe.epochs": epochs,
+        "teacher.seed": teacher_seed, "loss.name": losses[0] if losses else None,
+        "recipe.epochs": epochs, "engine.compile": compile_ or None,
+        "engine.channels_last": channels_last, "engine.threads": threads,
         "recipe.batch_size": batch_size, "recipe.lr": lr, "seed": seed, "device": device,
         "precision": precision, "results_dir": results_dir,
     }
@@ -238,7 +269,15 @@ def run(spec, preset, dataset, data_dir, download, student, student_weights, tea
                       for k, v in parse_assignments(options, "--opt").items()})
     overrides.update(teacher_overrides(teacher_flags))
     overrides.update(parse_assignments(sets, "--set"))
-    config = build_config(overrides, load_spec(spec) if spec else None)
+    spec_dict = load_spec(spec) if spec else None
+    if len(students) > 1 or len(losses) > 1:
+        if teacher_epoch == "all":
+            raise ConfigError("--teacher-epoch all takes one --student and one --loss")
+        configs = [build_config({**overrides, "student": st, "loss.name": lo}, spec_dict)
+                   for st in students or [None] for lo in losses or [None]]
+        _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep)
+        return
+    config = build_config(overrides, spec_dict)
     if teacher_epoch == "all":
         from .teachers.curve import run_each_checkpoint
 
@@ -252,6 +291,32 @@ def run(spec, preset, dataset, data_dir, download, student, student_weights, tea
         click.echo(json.dumps(record, indent=2))
     else:
         click.echo(summary_line(record))
+
+
+def _several(values: tuple[str, ...]) -> list[str]:
+    """Repeated and comma-separated option values, in order, without repeats."""
+    out: list[str] = []
+    for v in values:
+        for item in v.split(","):
+            if item.strip() and item.strip() not in out:
+                out.append(item.strip())
+    return out
+
+
+def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: bool) -> None:
+    from .errors import TrainingError
+    from .runner import run_many
+
+    records = run_many(configs, force=force, progress=not quiet, lockstep=lockstep)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+    else:
+        for record in records:
+            click.echo(summary_line(record))
+    failed = [r for r in records if r["status"] != "done"]
+    if failed:
+        raise TrainingError(f"{len(failed)} of {len(records)} runs failed: " + "; ".join(
+            f"{r['run_id']} {r.get('error')}" for r in failed))
 
 
 def summary_line(record: dict[str, Any]) -> str:
@@ -694,6 +759,56 @@ def models(names, dataset, data_dir, pattern, as_json):
     if not names and not pattern:
         click.echo(f"\nplus timm/<name>: any timm model (`kdbench models --timm PATTERN`); "
                    f"{data.num_classes} classes, {data.in_chans}×{size} input ({dataset})")
+
+
+# ============================== bench ==========================================================
+
+
+@cli.command()
+@click.option("--teacher", default="resnet56", help="Teacher architecture.")
+@click.option("--student", default="resnet20", help="Student architecture.")
+@click.option("--batch-size", type=int, default=128, help="Batch size of every variant.")
+@click.option("--steps", type=int, default=6, help="Timed steps per variant and round.")
+@click.option("--rounds", type=int, default=3, help="Rounds (the variants take turns).")
+@click.option("--warmup", type=int, default=2, help="Untimed steps per variant first.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              show_default="random CIFAR-100-shaped images",
+              help="Real CIFAR-10 (train.npz/test.npz or torchvision's files).")
+@click.option("--num-train", type=int, default=10_000, help="Random images (without --data-dir).")
+@click.option("--image-size", type=int, default=32, help="Side of the random images.")
+@click.option("--num-classes", type=int, default=100, help="Classes of the random images.")
+@click.option("--workers", type=int, default=0, show_default="one per core",
+              help="DataLoader workers of the classic loop.")
+@click.option("--device", default="auto", help="auto, cpu, cuda[:N] or mps.")
+@click.option("--precision", default="fp32", type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="Precision of the engine variants (the classic loop is fp32).")
+@click.option("--channels-last/--no-channels-last", default=None,
+              show_default="engine default", help="NHWC layout in the engine variants.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the engine's models.")
+@click.option("--lockstep", type=int, default=4, help="Students of the lockstep variant (0: none).")
+@click.option("--threads", type=int, default=0, show_default="all cores", help="Torch threads.")
+@click.option("--variants", default=",".join(("classic", "engine", "compute", "lockstep")),
+              help="Comma-separated subset of classic, engine, compute, lockstep.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the figures to this JSON file.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_train, image_size,
+          num_classes, workers, device, precision, channels_last, compile_, lockstep, threads,
+          variants, json_path, quiet):
+    """Images/s of the classic KD loop, kdbench's engine and the compute-only bound, side by side."""
+    from .bench import BenchOptions, format_report, run_bench
+    from .store import atomic_write_json
+
+    opts = BenchOptions(teacher=teacher, student=student, batch_size=batch_size, steps=steps,
+                        rounds=rounds, warmup=warmup, data_dir=data_dir, num_train=num_train,
+                        image_size=image_size, num_classes=num_classes, workers=workers,
+                        device=device, precision=precision, channels_last=channels_last,
+                        compile=compile_, lockstep=lockstep, threads=threads,
+                        variants=[v.strip() for v in variants.split(",") if v.strip()])
+    result = run_bench(opts, progress=None if quiet else lambda m: click.echo(m, err=True))
+    click.echo(format_report(result))
+    if json_path:
+        atomic_write_json(json_path, result)
 
 
 def main() -> None:

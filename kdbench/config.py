@@ -91,6 +91,15 @@ class LossConfig:
 
 
 @dataclass
+class EngineConfig:
+    """How the engine runs a config: speed only, so not part of the run's identity."""
+
+    channels_last: bool | None = None  # NHWC convolutions; None: the engine's default per device
+    compile: bool = False  # torch.compile the student and teacher models
+    threads: int = 0  # torch threads; 0: every core the process may use
+
+
+@dataclass
 class RunConfig:
     """Everything that defines one run. ``run_id`` hashes all of it but the paths and device."""
 
@@ -105,6 +114,7 @@ class RunConfig:
     precision: str = "auto"
     device: str = "auto"
     results_dir: str = "results"
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,7 +130,7 @@ class RunConfig:
 
 
 #: Fields that say where or on what a run happens, not what it is.
-NON_IDENTITY = ("results_dir", "device", "data.dir")
+NON_IDENTITY = ("results_dir", "device", "data.dir", "engine")
 
 
 def identity(config: RunConfig) -> dict[str, Any]:
@@ -403,6 +413,8 @@ def resolve(config: RunConfig) -> RunConfig:
         if c.teacher.save_every < 0:
             raise ConfigError(f"teacher.save_every must be >= 0, got {c.teacher.save_every}")
     _check_recipe(c.recipe, "recipe")
+    if c.engine.threads < 0:
+        raise ConfigError(f"engine.threads must be >= 0 (0: all cores), got {c.engine.threads}")
     if c.precision not in PRECISIONS:
         raise UnknownNameError("precision", c.precision, PRECISIONS)
     if c.device not in DEVICES and not re.fullmatch(r"cuda:\d+", c.device):

@@ -8,12 +8,14 @@ there is one, each teacher forward.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +77,102 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def default_channels_last(device: torch.device) -> bool:
+    """Whether convolutions run in channels_last (NHWC) by default on ``device``.
+
+    On CUDA it is what tensor-core convolutions want; on the CPU oneDNN's NHWC kernels were
+    faster for the CIFAR ResNets in ``kdbench bench`` (see the README's Performance section).
+    """
+    return device.type in ("cuda", "cpu")
+
+
+@contextlib.contextmanager
+def prepared(models: list[nn.Module | None], *, channels_last: bool = False,
+             compile: bool = False) -> Iterator[None]:
+    """Models set up for fast training for the duration of the block: NHWC weights and, with
+    ``compile``, ``forward`` and ``features`` compiled by ``torch.compile``.
+
+    Only speed changes. State dicts taken inside the block hold ordinary contiguous tensors
+    (checkpoints stay portable, e.g. to safetensors), and on exit the models get back their
+    layout and methods.
+    """
+    def contiguous_state(module, state, prefix, local_metadata):
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and v.dim() == 4 and not v.is_contiguous():
+                state[k] = v.contiguous()
+
+    undo: list[Callable[[], None]] = []
+    for model in models:
+        if model is None:
+            continue
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+            undo.append(functools.partial(model.to, memory_format=torch.contiguous_format))
+            undo.append(model._register_state_dict_hook(contiguous_state).remove)
+        if compile:
+            for name in ("forward", "features"):
+                fn = getattr(model, name, None)
+                if fn is None:
+                    continue
+                before = model.__dict__.get(name, _MISSING)
+                undo.append(functools.partial(_restore_attr, model, name, before))
+                # shapes are fixed within a run (the last batch and eval compile once more)
+                setattr(model, name, torch.compile(fn, dynamic=False))
+    try:
+        yield
+    finally:
+        for fn in reversed(undo):
+            fn()
+
+
+def _restore_attr(obj: Any, name: str, before: Any) -> None:
+    if before is _MISSING:
+        delattr(obj, name)
+    else:
+        setattr(obj, name, before)
+
+
+_MISSING = object()
+
+
+# ============================== per-trainee random streams ======================================
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The global random generators' state: torch CPU (and the device's), numpy, random."""
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+@contextlib.contextmanager
+def own_rng(trainee: "Trainee", device: torch.device) -> Iterator[None]:
+    """Run a block on the trainee's own global random stream (dropout, a loss's sampling), so
+    that trainees in lockstep draw exactly what each would draw alone."""
+    if trainee.rng is None:
+        yield
+        return
+    set_rng_state(trainee.rng, device)
+    try:
+        yield
+    finally:
+        trainee.rng = rng_state(device)
+
+
 # ============================== trainees ========================================================
 
 
@@ -90,6 +188,12 @@ class Trainee:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     init_history: list[dict[str, Any]] = field(default_factory=list)
+    #: lockstep: this trainee's global random state between its steps (None: use the global one)
+    rng: dict[str, Any] | None = None
+    #: lockstep: where this trainee's resumable state goes (one file per run, as when alone)
+    state_path: Path | None = None
+    #: lockstep with isolated failures: the exception that stopped this trainee
+    error: BaseException | None = None
 
     def __post_init__(self) -> None:
         params = list(self.model.parameters()) + list(self.distiller.main_parameters())
@@ -155,12 +259,18 @@ TeacherFn = Callable[[torch.Tensor, bool], Features]
 
 
 def teacher_features(teacher: nn.Module, x: torch.Tensor, need_features: bool) -> Features:
-    """Teacher outputs without autograd (no_grad, not inference_mode: the student's loss keeps
-    them for its backward)."""
-    with torch.no_grad():
-        if need_features:
+    """Teacher outputs without autograd.
+
+    Logits come from ``torch.inference_mode`` and are copied out of it (a loss may save them
+    for its backward, which inference tensors forbid; the copy is B×C numbers). Feature maps
+    come from ``no_grad``: copying them would cost more than inference mode saves.
+    """
+    if need_features:
+        with torch.no_grad():
             return teacher.features(x)
-        return Features(logits=teacher(x))
+    with torch.inference_mode():
+        logits = teacher(x)
+    return Features(logits=logits.clone())
 
 
 # ============================== evaluation ======================================================
@@ -193,7 +303,29 @@ def evaluate(model: nn.Module, loader: BatchLoader, precision: str = "fp32") -> 
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n}
 
 
-# ============================== the loop ========================================================
+# ============================== one step ========================================================
+
+
+class RunningSums:
+    """Per-epoch sums of a trainee's training metrics, kept on the device.
+
+    Adding is a tensor op, so a step never waits for the device; the numbers are read once per
+    epoch. Float64 where the device has it, as the Python floats they replace.
+    """
+
+    def __init__(self, device: torch.device):
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, value: torch.Tensor, weight: int = 1) -> None:
+        value = value.detach().to(self.dtype) * weight
+        if name in self.sums:
+            self.sums[name] += value
+        else:
+            self.sums[name] = value
+
+    def means(self, count: int) -> dict[str, float]:
+        return {k: float(v) / count for k, v in self.sums.items()}
 
 
 def _check_finite(name: str, value: torch.Tensor, trainee: str, epoch: int, step: int,
@@ -201,6 +333,14 @@ def _check_finite(name: str, value: torch.Tensor, trainee: str, epoch: int, step
     if not torch.isfinite(value).all():
         raise TrainingError(f"non-finite loss: term {name!r} = {float(value.detach()):.4g} in "
                             f"{trainee} at {stage} {epoch + 1}, step {step + 1}")
+
+
+def _raise_non_finite(total: torch.Tensor, ce: torch.Tensor, terms: dict[str, torch.Tensor],
+                      trainee: str, epoch: int, step: int) -> None:
+    """Name the first non-finite term (a non-finite total always has one, or an inf·0)."""
+    for name, value in [("ce", ce), *terms.items()]:
+        _check_finite(name, value, trainee, epoch, step)
+    _check_finite("loss", total, trainee, epoch, step)
 
 
 def _forward(trainee: Trainee, x: torch.Tensor, features: bool) -> Features:
@@ -217,25 +357,55 @@ def _mean_terms(calls: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]
 
 
 def _step(trainee: Trainee, s_feats: Features, terms: dict[str, torch.Tensor], y: torch.Tensor,
-          acc: dict[str, float], epoch: int, step: int) -> None:
-    """``w_ce·CE + Σ w_i·term_i``, finite-checked term by term, one SGD step, running sums."""
+          acc: RunningSums, epoch: int, step: int) -> None:
+    """``w_ce·CE + Σ w_i·term_i``, finite-checked, one SGD step, metrics added to ``acc``."""
     ce = F.cross_entropy(s_feats.logits.float(), y)
-    _check_finite("ce", ce, trainee.name, epoch, step)
     total = trainee.w_ce * ce
+    terms = {name: value.float() for name, value in terms.items()}
     for name, value in terms.items():
-        value = value.float()
-        _check_finite(name, value, trainee.name, epoch, step)
         total = total + trainee.weights[f"w_{name}"] * value
+    # one check of the total per step (a device sync on GPUs); a bad total names its term
+    if not bool(torch.isfinite(total)):
+        _raise_non_finite(total, ce, terms, trainee.name, epoch, step)
     trainee.optimizer.zero_grad(set_to_none=True)
     total.backward()
     trainee.optimizer.step()
     bs = y.shape[0]
-    acc["loss"] = acc.get("loss", 0.0) + float(total.detach()) * bs
-    acc["ce"] = acc.get("ce", 0.0) + float(ce.detach()) * bs
+    acc.add("loss", total, bs)
+    acc.add("ce", ce, bs)
     for name, value in terms.items():
-        acc[name] = acc.get(name, 0.0) + float(value.detach()) * bs
-    acc["correct"] = acc.get("correct", 0.0) + accuracy_counts(
-        s_feats.logits.detach().float(), y, ks=(1,))[0]
+        acc.add(name, value, bs)
+    acc.add("correct", s_feats.logits.detach().argmax(dim=1).eq(y).sum())
+
+
+def train_step(trainees: list[Trainee], x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
+               epoch: int, step: int, sums: list[RunningSums], device: torch.device,
+               precision: str = "fp32", teacher: nn.Module | None = None,
+               isolate_failures: bool = False) -> None:
+    """One batch for every trainee: one teacher forward, then each trainee's forward, loss,
+    backward and SGD step (:func:`_step`), each on its own random stream (:func:`own_rng`).
+
+    With ``isolate_failures`` an exception in one trainee's step is stored in its ``error``
+    and the others carry on (lockstep runs fail one by one, as they would alone).
+    """
+    t_feats = None
+    if teacher is not None:
+        need_feats = any(t.distiller.needs_teacher and t.distiller.needs_features
+                         for t in trainees)
+        with autocast(device, precision):
+            t_feats = teacher_features(teacher, x, need_feats)
+    for trainee, acc in zip(trainees, sums):
+        try:
+            with own_rng(trainee, device):
+                index = idx if "index" in trainee.distiller.taps else None
+                with autocast(device, precision):
+                    s_feats = _forward(trainee, x, trainee.distiller.needs_features)
+                    terms = trainee.distiller(s_feats, t_feats, y, index, epoch)
+                _step(trainee, s_feats, terms, y, acc, epoch, step)
+        except Exception as exc:
+            if not isolate_failures:
+                raise
+            trainee.error = exc
 
 
 @contextlib.contextmanager
@@ -254,7 +424,7 @@ def frozen_norm_stats(model: nn.Module):
 
 
 def _online_step(trainees: list[Trainee], x: torch.Tensor, y: torch.Tensor,
-                 index: torch.Tensor | None, sums: list[dict[str, float]], *, epoch: int,
+                 index: torch.Tensor | None, sums: list[RunningSums], *, epoch: int,
                  step: int, device: torch.device, precision: str, update: str) -> None:
     """One mini-batch of an online cohort (deep mutual learning), every member in turn.
 
@@ -332,101 +502,175 @@ def _init_stage(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | None
     return seconds, images
 
 
+# ============================== the loop ========================================================
+
+
+def _load_state(trainees: list[Trainee], state_path: Path | None, device: torch.device,
+                own_streams: bool) -> int:
+    """Restore saved training state (one file for all, or one per trainee); the start epoch."""
+    if state_path is not None:
+        if not state_path.exists():
+            return 0
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        saved = list(zip(trainees, state["trainees"]))
+        epochs = {int(state["epoch"])}
+    else:
+        files = [(t, t.state_path) for t in trainees if t.state_path is not None]
+        present = [(t, f) for t, f in files if f.exists()]
+        if not present:
+            return 0
+        if len(present) != len(trainees):
+            raise ConfigError("lockstep trainees must all resume from a saved state or all start "
+                              "afresh (" + ", ".join(str(f) for _, f in present) + " exist)")
+        states = [(t, torch.load(f, map_location=device, weights_only=False)) for t, f in present]
+        saved = [(t, s["trainees"][0]) for t, s in states]
+        epochs = {int(s["epoch"]) for _, s in states}
+    if len(epochs) != 1:
+        raise ConfigError(f"lockstep trainees saved at different epochs {sorted(epochs)}: resume "
+                          "them separately")
+    for trainee, s in saved:
+        trainee.load_state_dict(s)
+        rng = s.get("rng")
+        if rng is not None:
+            if own_streams:
+                trainee.rng = rng
+            else:
+                set_rng_state(rng, device)
+    return epochs.pop()
+
+
+def _save_state(trainees: list[Trainee], epoch: int, state_path: Path | None,
+                device: torch.device, own_streams: bool) -> None:
+    from .store import atomic_torch_save
+
+    def state(t: Trainee) -> dict[str, Any]:
+        s = t.state_dict()
+        # the random stream too, so that a resumed run draws what an uninterrupted one would
+        s["rng"] = t.rng if own_streams else rng_state(device)
+        return s
+
+    if state_path is not None:
+        atomic_torch_save({"epoch": epoch, "trainees": [state(t) for t in trainees]}, state_path)
+        return
+    for t in trainees:
+        if t.state_path is not None and t.error is None:
+            atomic_torch_save({"epoch": epoch, "trainees": [state(t)]}, t.state_path)
+
+
 def fit(trainees: list[Trainee], data: Dataset, *, epochs: int, batch_size: int, seed: int,
         device: torch.device, precision: str = "fp32", augment: bool = True,
         teacher: nn.Module | None = None, state_path: Path | None = None,
         on_epoch_end: Callable[[int, list[Trainee]], None] | None = None,
         progress: bool = True, desc: str = "train", online: bool = False,
-        update: str = "alternate") -> dict[str, float]:
+        update: str = "alternate", channels_last: bool | None = None, compile: bool = False,
+        isolate_failures: bool = False) -> dict[str, float]:
     """Train ``trainees`` together for ``epochs`` on ``data`` (already on ``device``).
 
     First, each trainee whose loss has an init stage runs it (see :func:`_init_stage`). Then each
     epoch: one seeded pass over the training split, then test-set evaluation appended to each
     trainee's history. With ``online`` the trainees are a cohort, each distilled from the others
-    (no ``teacher``; see :func:`_online_step`). If ``state_path`` is given, the full training state
-    is written there atomically after every epoch and training resumes from it when present.
-    Returns timing.
+    (no ``teacher``; see :func:`_online_step`); otherwise they are independent runs in lockstep,
+    each on its own global random stream (:func:`own_rng`), so each trains exactly as it would
+    alone. If ``state_path`` is given, the full training state is written there atomically after
+    every epoch and training resumes from it when present; without it, each trainee with a
+    ``state_path`` of its own gets its own file (lockstep runs). ``channels_last`` (None:
+    :func:`default_channels_last`) and ``compile`` change speed only. With ``isolate_failures``
+    a trainee whose step raises stops (its ``error`` is set) and the rest go on. Returns timing.
     """
-    from .store import atomic_torch_save
     from tqdm.auto import tqdm
 
     if online and (teacher is not None or len(trainees) < 2):
         raise ConfigError("an online cohort needs at least two trainees and no fixed teacher")
     if update not in ("alternate", "simultaneous"):
         raise ConfigError(f"unknown cohort update {update!r} (valid: alternate, simultaneous)")
+    if channels_last is None:
+        channels_last = default_channels_last(device)
     train_loader = BatchLoader(data, "train", batch_size, train=True, augment=augment, seed=seed,
-                               device=device)
-    test_loader = BatchLoader(data, "test", max(batch_size, 256), train=False, device=device)
-    need_teacher_feats = any(t.distiller.needs_teacher and t.distiller.needs_features
-                             for t in trainees)
+                               device=device, channels_last=channels_last)
+    test_loader = BatchLoader(data, "test", max(batch_size, 256), train=False, device=device,
+                              channels_last=channels_last)
     need_index = any("index" in t.distiller.taps for t in trainees)
-    start = 0
-    if state_path is not None and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        for trainee, s in zip(trainees, state["trainees"]):
-            trainee.load_state_dict(s)
-        start = int(state["epoch"])
+    own_streams = len(trainees) > 1 and not online
+    start = _load_state(trainees, state_path, device, own_streams)
+    if own_streams:
+        for t in trainees:
+            if t.rng is None:
+                t.rng = rng_state(device)
 
     def save(epoch: int) -> None:
-        if state_path is not None:
-            atomic_torch_save({"epoch": epoch, "trainees": [t.state_dict() for t in trainees]},
-                              state_path)
+        _save_state(trainees, epoch, state_path, device, own_streams)
 
     if teacher is not None:
         teacher.eval()
+    active = [t for t in trainees if t.error is None]
     init_seconds, init_images = 0.0, 0
-    if start == 0:
-        for trainee in trainees:
-            sec, n = _init_stage(trainee, train_loader, teacher, device=device,
-                                 precision=precision, save=lambda: save(0), progress=progress,
-                                 desc=desc)
-            init_seconds += sec
-            init_images += n
-    for t in trainees:
-        t.model.train()
-        t.distiller.train()
-
     train_time, images = 0.0, 0
-    bar = tqdm(total=epochs, initial=start, desc=desc, unit="ep", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    for epoch in range(start, epochs):
-        lrs = [t.set_epoch(epoch) for t in trainees]
-        sums: list[dict[str, float]] = [{} for _ in trainees]
-        seen = 0
-        t0 = time.perf_counter()
-        for step, (x, y, idx) in enumerate(train_loader.epoch(epoch)):
-            index = idx if need_index else None
-            if online:
-                _online_step(trainees, x, y, index, sums, epoch=epoch, step=step, device=device,
-                             precision=precision, update=update)
+    models = [t.model for t in trainees] + [teacher]
+    with prepared(models, channels_last=channels_last, compile=compile):
+        if start == 0:
+            for trainee in active:
+                try:
+                    with own_rng(trainee, device):
+                        sec, n = _init_stage(trainee, train_loader, teacher, device=device,
+                                             precision=precision, save=lambda: save(0),
+                                             progress=progress, desc=desc)
+                except Exception as exc:
+                    if not isolate_failures:
+                        raise
+                    trainee.error = exc
+                    continue
+                init_seconds += sec
+                init_images += n
+            active = [t for t in active if t.error is None]
+        for t in trainees:
+            t.model.train()
+            t.distiller.train()
+
+        bar = tqdm(total=epochs, initial=start, desc=desc, unit="ep", disable=not progress,
+                   leave=False, dynamic_ncols=True)
+        for epoch in range(start, epochs):
+            if not active:
+                break
+            lrs = [t.set_epoch(epoch) for t in active]
+            sums = [RunningSums(device) for _ in active]
+            seen = 0
+            t0 = time.perf_counter()
+            for step, (x, y, idx) in enumerate(train_loader.epoch(epoch)):
+                if online:
+                    _online_step(active, x, y, idx if need_index else None, sums, epoch=epoch,
+                                 step=step, device=device, precision=precision, update=update)
+                else:
+                    train_step(active, x, y, idx, epoch=epoch, step=step, sums=sums,
+                               device=device, precision=precision, teacher=teacher,
+                               isolate_failures=isolate_failures)
                 seen += y.shape[0]
-                continue
-            t_feats = None
-            if teacher is not None:
-                with autocast(device, precision):
-                    t_feats = teacher_features(teacher, x, need_teacher_feats)
-            for trainee, acc in zip(trainees, sums):
-                with autocast(device, precision):
-                    s_feats = _forward(trainee, x, trainee.distiller.needs_features)
-                    terms = trainee.distiller(s_feats, t_feats, y, index, epoch)
-                _step(trainee, s_feats, terms, y, acc, epoch, step)
-            seen += y.shape[0]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - t0
-        images += seen
-        for trainee, acc, lr in zip(trainees, sums, lrs):
-            metrics = evaluate(trainee.model, test_loader, precision)
-            row = {"epoch": epoch + 1, "lr": lr, "top1": metrics["top1"], "top5": metrics["top5"],
-                   "test_loss": metrics["loss"], "train_top1": 100.0 * acc.pop("correct") / seen}
-            row.update({f"train_{k}": v / seen for k, v in acc.items()})
-            trainee.history.append(row)
-        save(epoch + 1)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, trainees)
-        bar.set_postfix_str(" ".join(f"{t.name}={t.history[-1]['top1']:.1f}%" for t in trainees))
-        bar.update(1)
-    bar.close()
+                if any(t.error is not None for t in active):
+                    keep = [k for k, t in enumerate(active) if t.error is None]
+                    active = [active[k] for k in keep]
+                    sums, lrs = [sums[k] for k in keep], [lrs[k] for k in keep]
+                    if not active:
+                        break
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_time += time.perf_counter() - t0
+            images += seen
+            if not active:
+                break
+            for trainee, acc, lr in zip(active, sums, lrs):
+                metrics = evaluate(trainee.model, test_loader, precision)
+                means = acc.means(seen)
+                row = {"epoch": epoch + 1, "lr": lr, "top1": metrics["top1"],
+                       "top5": metrics["top5"], "test_loss": metrics["loss"],
+                       "train_top1": 100.0 * means.pop("correct")}
+                row.update({f"train_{k}": v for k, v in means.items()})
+                trainee.history.append(row)
+            save(epoch + 1)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, active)
+            bar.set_postfix_str(" ".join(f"{t.name}={t.history[-1]['top1']:.1f}%"
+                                         for t in active))
+            bar.update(1)
+        bar.close()
     timing = {"train_seconds": train_time, "train_images": images,
               "images_per_s": images * len(trainees) / train_time if train_time > 0 else math.nan}
     if init_images:
@@ -445,8 +689,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_threads() -> int:
-    """Use every core this process may run on (respects affinity and OMP_NUM_THREADS)."""
+def set_threads(threads: int = 0) -> int:
+    """Size torch's thread pool: ``threads`` if > 0, else every core this process may run on
+    (its CPU affinity), unless OMP_NUM_THREADS says otherwise. Returns the number in use."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+        return threads
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
     try:

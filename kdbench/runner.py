@@ -1,4 +1,5 @@
-"""``run(config) -> record``: one distillation run from config to result record.
+"""``run(config) -> record``: one distillation run from config to result record;
+``run_many(configs)``: several, those that can share a teacher and data pass in lockstep.
 
 Order of work: resolve and validate the config, check the results dir, load the data, build the
 teacher (training its trajectory once if needed), build student and distiller, train, write the
@@ -10,6 +11,7 @@ failing ``--force`` rerun.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import os
@@ -130,110 +132,283 @@ def check_loss(cfg: RunConfig, dataset: Any) -> None:
 
 def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         progress: bool = True) -> dict[str, Any]:
-    """Run one configuration and return its record (the existing one if it is already done)."""
+    """Run one configuration and return its record (the existing one if it is already done).
+
+    A run that fails gets a ``failed`` record and its error is raised.
+    """
+    [(record, error)] = _run_configs([config], force=force, progress=progress, lockstep=False)
+    if error is not None:
+        raise error
+    return record
+
+
+def run_many(configs: list[RunConfig | dict[str, Any]], *, force: bool = False,
+             progress: bool = True, lockstep: bool = True) -> list[dict[str, Any]]:
+    """Run several configurations; returns their records in order.
+
+    With ``lockstep``, runs that share data, seed, recipe, precision, device and teacher train
+    together (:func:`lockstep_groups`): one data pass and one teacher forward per batch feed all
+    their students, and each record is the one the run would get alone. Bad input in any
+    config is raised before anything is written; a run that fails during training gets a
+    ``failed`` record and the others go on (look at each record's ``status``).
+    """
+    return [record for record, _ in _run_configs(configs, force=force, progress=progress,
+                                                 lockstep=lockstep)]
+
+
+def _group_key(cfg: RunConfig) -> str:
+    """What runs must share to train in lockstep: all but the student, its loss and teacher."""
+    from .config import canonical_json
+
+    d = cfg.to_dict()
+    for k in ("student", "student_weights", "loss", "teacher", "preset"):
+        d.pop(k)
+    return canonical_json(d)
+
+
+def _teacher_key(cfg: RunConfig) -> str | None:
+    """The teacher a run needs, and whether it taps its features (None: no teacher)."""
+    import dataclasses
+
+    from .config import canonical_json
+    from .losses import entry
+
+    if cfg.teacher is None:
+        return None
+    taps = set(entry(cfg.loss.name).metadata.get("taps", ("logits",)))
+    # a feature forward and a logit forward may round differently: keep them apart
+    return canonical_json([dataclasses.asdict(cfg.teacher), bool(taps - {"logits", "index"})])
+
+
+def lockstep_groups(configs: list[RunConfig]) -> list[list[int]]:
+    """Indices of resolved ``configs`` that can train together, in first-seen order.
+
+    Runs group when they share everything but the student, its weights and the loss, and use
+    the same teacher with the same kind of forward (logits or features); runs without a
+    teacher join the first group of their kind that has one (the teacher forward does not
+    touch them).
+    """
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    loners: list[int] = []
+    for i, cfg in enumerate(configs):
+        if cfg.teacher is None:
+            loners.append(i)
+        else:
+            groups.setdefault((_group_key(cfg), _teacher_key(cfg)), []).append(i)
+    for i in loners:
+        key = _group_key(configs[i])
+        target = next((k for k in groups if k[0] == key), (key, None))
+        groups.setdefault(target, []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+@dataclasses.dataclass
+class _Job:
+    """One run inside a group: its config, record and trainee."""
+
+    cfg: RunConfig
+    store: Store
+    keep_existing: bool
+    record: dict[str, Any]
+    trainee: engine.Trainee | None = None
+    error: BaseException | None = None
+    started: bool = False
+
+    @property
+    def rid(self) -> str:
+        return self.record["run_id"]
+
+
+def _run_configs(configs: list[RunConfig | dict[str, Any]], *, force: bool, progress: bool,
+                 lockstep: bool) -> list[tuple[dict[str, Any], BaseException | None]]:
+    resolved = [resolve(RunConfig.from_dict(c) if isinstance(c, dict) else c) for c in configs]
+    out: dict[str, tuple[dict[str, Any], BaseException | None]] = {}
+    todo: list[RunConfig] = []
+    for cfg in resolved:
+        rid = run_id(cfg)
+        if rid in out or any(run_id(c) == rid for c in todo):
+            continue
+        store = Store(cfg.results_dir)
+        store.check_writable()
+        existing = store.load_record(rid)
+        if existing is not None and existing["status"] == "done" and not force:
+            out[rid] = (existing, None)
+        else:
+            todo.append(cfg)
+    groups = lockstep_groups(todo) if lockstep else [[i] for i in range(len(todo))]
+    for group in groups:
+        for sub in _by_resume_epoch([todo[i] for i in group], force):
+            for job in _run_group(sub, force=force, progress=progress):
+                out[job.rid] = (job.record, job.error)
+    return [out[run_id(cfg)] for cfg in resolved]
+
+
+def _by_resume_epoch(cfgs: list[RunConfig], force: bool) -> list[list[RunConfig]]:
+    """Split a group by the epoch each run would resume from (interrupted runs' state files)."""
+    if len(cfgs) == 1:
+        return [cfgs]
+    by_epoch: dict[int, list[RunConfig]] = {}
+    for cfg in cfgs:
+        path = Store(cfg.results_dir).state_path(run_id(cfg))
+        epoch = 0
+        if path.exists() and not force:
+            try:
+                epoch = int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+            except Exception:  # noqa: BLE001 - an unreadable state fails in its own run
+                epoch = -1
+        by_epoch.setdefault(epoch, []).append(cfg)
+    return list(by_epoch.values())
+
+
+def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_Job]:
+    """Train ``cfgs`` (one lockstep group, or one run) and write their records."""
     from .data import load_dataset
     from .losses import DistillContext, build
     from .models import count_parameters, create_model, load_weights
     from .plugins import get, notify
     from .teachers import TeacherContext
 
-    if isinstance(config, dict):
-        config = RunConfig.from_dict(config)
-    cfg = resolve(config)
-    rid = run_id(cfg)
-    store = Store(cfg.results_dir)
-    store.check_writable()
-    existing = store.load_record(rid)
-    if existing is not None and existing["status"] == "done" and not force:
-        return existing
-    keep_existing = existing is not None and existing["status"] == "done"
-
-    engine.set_threads()
-    device = engine.resolve_device(cfg.device)
-    dataset = load_dataset(cfg.data.name, cfg.data.dir, **cfg.data.options).to(device)
+    first = cfgs[0]
+    engine.set_threads(first.engine.threads)
+    device = engine.resolve_device(first.device)
+    dataset = load_dataset(first.data.name, first.data.dir, **first.data.options).to(device)
     t_start = time.perf_counter()
-    record: dict[str, Any] = {
-        "schema": SCHEMA_VERSION, "run_id": rid, "status": "running", "error": None,
-        "created": _now(), "finished": None, "config": cfg.to_dict(), "metrics": {},
-        "teacher": None, "cost": {}, "env": environment(device), "extra": {}}
-    started = False
+    jobs = []
+    for cfg in cfgs:
+        store = Store(cfg.results_dir)
+        existing = store.load_record(run_id(cfg))
+        jobs.append(_Job(cfg, store, existing is not None and existing["status"] == "done", {
+            "schema": SCHEMA_VERSION, "run_id": run_id(cfg), "status": "running", "error": None,
+            "created": _now(), "finished": None, "config": cfg.to_dict(), "metrics": {},
+            "teacher": None, "cost": {}, "env": environment(device), "extra": {}}))
+    lockstep = len(jobs) > 1
     try:
-        check_loss(cfg, dataset)
+        for cfg in cfgs:
+            check_loss(cfg, dataset)
         # ---- teacher (may train its trajectory once) -------------------------------------------
         teacher = None
-        if cfg.teacher is not None:
-            check_input_size(create_model(cfg.teacher.arch, dataset.num_classes,
-                                          dataset.in_chans), cfg.teacher.arch, dataset)
-            ctx = TeacherContext(cfg, dataset, device, store, progress)
-            teacher = get("teacher_source", cfg.teacher.source).create(ctx)
-            record["teacher"] = teacher.provenance
-
-        # ---- student and distiller --------------------------------------------------------------
-        engine.seed_everything(cfg.seed)
-        student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
-        check_input_size(student, cfg.student, dataset)
-        if cfg.student_weights:
-            load_weights(student, cfg.student_weights)
-        student = student.to(device)
+        with_teacher = next((c for c in cfgs if c.teacher is not None), None)
+        if with_teacher is not None:
+            arch = with_teacher.teacher.arch
+            check_input_size(create_model(arch, dataset.num_classes, dataset.in_chans), arch,
+                             dataset)
+            ctx = TeacherContext(with_teacher, dataset, device, jobs[0].store, progress)
+            teacher = get("teacher_source", with_teacher.teacher.source).create(ctx)
         online = getattr(teacher, "online", False)  # a cohort of peers trained with the student
+        if online and lockstep:  # a cohort trains its own peers: one run at a time
+            return [job for cfg in cfgs for job in _run_group([cfg], force=force,
+                                                              progress=progress)]
         fixed = teacher.module if teacher is not None and not online else None
-        dctx = DistillContext(student, teacher.peers[0] if online else fixed,
-                              dataset.num_classes, dataset.input_shape, len(dataset.train),
-                              cfg.loss.weights, cfg.loss.options, dataset.train.labels)
-        check_features(cfg, student, teacher)
-        check_index(cfg, dataset)
-        distiller = build(cfg.loss.name, dctx).to(device)
-        trainee = engine.Trainee("student", student, distiller, cfg.recipe)
-        trainees = [trainee] + (teacher.trainees(cfg, dctx, distiller) if online else [])
+
+        # ---- students and distillers, each seeded as when alone ---------------------------------
+        trainees: list[engine.Trainee] = []
+        for job in jobs:
+            cfg = job.cfg
+            engine.seed_everything(cfg.seed)
+            student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
+            check_input_size(student, cfg.student, dataset)
+            if cfg.student_weights:
+                load_weights(student, cfg.student_weights)
+            student = student.to(device)
+            mine = cfg.teacher is not None and teacher is not None
+            dctx = DistillContext(student, teacher.peers[0] if online else
+                                  (fixed if mine else None), dataset.num_classes,
+                                  dataset.input_shape, len(dataset.train), cfg.loss.weights,
+                                  cfg.loss.options, dataset.train.labels)
+            check_features(cfg, student, teacher if mine else None)
+            check_index(cfg, dataset)
+            distiller = build(cfg.loss.name, dctx).to(device)
+            job.trainee = engine.Trainee("student", student, distiller, cfg.recipe)
+            trainees.append(job.trainee)
+            if online:
+                trainees += teacher.trainees(cfg, dctx, distiller)
+            if lockstep:  # the random stream the run would continue from alone
+                job.trainee.rng = engine.rng_state(device)
+                job.trainee.name = f"{cfg.loss.name}:{cfg.student}"
+                job.trainee.state_path = job.store.state_path(run_id(cfg))
+                job.record["extra"]["lockstep"] = {"size": len(jobs),
+                                                   "runs": [j.rid for j in jobs]}
+            if mine:
+                job.record["teacher"] = teacher.provenance
+            job.record["cost"].update(student_params=count_parameters(student),
+                                      connector_params=distiller.connector_parameters())
+            job.record["env"].update(channels_last=(
+                engine.default_channels_last(device) if cfg.engine.channels_last is None
+                else cfg.engine.channels_last), compile=cfg.engine.compile)
 
         # ---- train ------------------------------------------------------------------------------
-        record["cost"].update(student_params=count_parameters(student),
-                              connector_params=distiller.connector_parameters())
-        if not keep_existing:  # a forced rerun leaves the done record until it is done too
-            store.write_record(record)
-        started = True
-        notify("kdbench_run_start", config=cfg.to_dict(), run_id=rid)
+        for job in jobs:
+            if not job.keep_existing:  # a forced rerun leaves the done record until it is done
+                job.store.write_record(job.record)
+            job.started = True
+            notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid)
+            if force:  # a forced rerun starts afresh rather than resuming an old attempt
+                job.store.state_path(job.rid).unlink(missing_ok=True)
+        by_trainee = {id(j.trainee): j for j in jobs}
 
-        def on_epoch_end(epoch: int, trainees: list[engine.Trainee]) -> None:
-            row = trainees[0].history[-1]
-            notify("kdbench_epoch_end", run_id=rid, epoch=epoch,
-                   metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
+        def on_epoch_end(epoch: int, done: list[engine.Trainee]) -> None:
+            for t in done:
+                if id(t) in by_trainee:
+                    notify("kdbench_epoch_end", run_id=by_trainee[id(t)].rid, epoch=epoch,
+                           metrics={k: v for k, v in t.history[-1].items()
+                                    if isinstance(v, (int, float))})
 
-        state_path = store.state_path(rid)
-        if force:  # a forced rerun starts afresh rather than resuming an old attempt
-            state_path.unlink(missing_ok=True)
-        timing = engine.fit(trainees, dataset, epochs=cfg.recipe.epochs,
-                            batch_size=cfg.recipe.batch_size, seed=cfg.seed, device=device,
-                            precision=cfg.precision, augment=cfg.data.augment, teacher=fixed,
-                            state_path=state_path, on_epoch_end=on_epoch_end, progress=progress,
-                            desc=f"{cfg.loss.name} {cfg.student}", online=online,
-                            update=teacher.update if online else "alternate")
-        record["metrics"] = summarize(trainee.history)
-        if trainee.init_history:
-            record["metrics"]["init"] = {"epochs": len(trainee.init_history),
-                                         "lr": trainee.init_lr, "curve": trainee.init_history}
-        if online:
-            teacher.record(record, trainees)
-        record["cost"].update(wall_seconds=time.perf_counter() - t_start, **timing)
-        record.update(status="done", finished=_now())
-        notify("kdbench_run_end", record=record)
-        store.write_record(record)
-        state_path.unlink(missing_ok=True)
-        return record
+        timing = engine.fit(trainees, dataset, epochs=first.recipe.epochs,
+                            batch_size=first.recipe.batch_size, seed=first.seed, device=device,
+                            precision=first.precision, augment=first.data.augment, teacher=fixed,
+                            state_path=None if lockstep else jobs[0].store.state_path(jobs[0].rid),
+                            on_epoch_end=on_epoch_end, progress=progress,
+                            desc=(f"lockstep ×{len(jobs)}" if lockstep
+                                  else f"{first.loss.name} {first.student}"),
+                            online=online, update=teacher.update if online else "alternate",
+                            channels_last=first.engine.channels_last,
+                            compile=first.engine.compile, isolate_failures=lockstep)
+        for job in jobs:
+            trainee = job.trainee
+            if trainee.error is not None:
+                _finish_failed(job, trainee.error, t_start)
+                continue
+            job.record["metrics"] = summarize(trainee.history)
+            if trainee.init_history:
+                job.record["metrics"]["init"] = {"epochs": len(trainee.init_history),
+                                                 "lr": trainee.init_lr,
+                                                 "curve": trainee.init_history}
+            if online:
+                teacher.record(job.record, trainees)
+            job.record["cost"].update(wall_seconds=time.perf_counter() - t_start, **timing)
+            job.record.update(status="done", finished=_now())
+            notify("kdbench_run_end", record=job.record)
+            job.store.write_record(job.record)
+            job.store.state_path(job.rid).unlink(missing_ok=True)
+        return jobs
     except BaseException as exc:
-        if not started and isinstance(exc, KDBenchError) and exc.exit_code == 2:
+        if not any(j.started for j in jobs) and isinstance(exc, KDBenchError) \
+                and exc.exit_code == 2:
             raise  # bad input: nothing is written
-        # Ctrl-C, and SystemExit (e.g. a Slurm requeue on preemption): resumable, not failed
-        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-        record.update(status="interrupted" if interrupted else "failed", finished=_now(),
-                      error=None if interrupted else f"{type(exc).__name__}: {exc}")
-        if not isinstance(exc, KDBenchError) and not interrupted:
-            record["traceback"] = traceback.format_exc(limit=8)
-        record["cost"]["wall_seconds"] = time.perf_counter() - t_start
-        if not keep_existing:
-            notify("kdbench_run_end", record=record)
-            store.write_record(record)
-        raise
+        for job in jobs:
+            if job.record["status"] == "running":
+                _finish_failed(job, exc, t_start)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) or not lockstep:
+            raise
+        return jobs
+
+
+def _finish_failed(job: _Job, exc: BaseException, t_start: float) -> None:
+    """Write a ``failed`` (or ``interrupted``) record, never over a ``done`` one."""
+    from .plugins import notify
+
+    record = job.record
+    # Ctrl-C, and SystemExit (e.g. a Slurm requeue on preemption): resumable, not failed
+    interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+    record.update(status="interrupted" if interrupted else "failed", finished=_now(),
+                  error=None if interrupted else f"{type(exc).__name__}: {exc}")
+    if not isinstance(exc, KDBenchError) and not interrupted:
+        record["traceback"] = "".join(traceback.format_exception(exc, limit=8))
+    record["cost"]["wall_seconds"] = time.perf_counter() - t_start
+    job.error = exc
+    if not job.keep_existing:
+        notify("kdbench_run_end", record=record)
+        job.store.write_record(record)
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
