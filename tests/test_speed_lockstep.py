@@ -69,9 +69,7 @@ def toy(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "toy_lockstep.py").write_text(PLUGIN)
     monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
-    plugins.reset()
-    import sys
-    return sys.modules  # the loaded module lives at kdbench_local_plugins.toy_lockstep
+    plugins.reset()  # the module loads as kdbench_local_plugins.toy_lockstep
 
 
 def configs(results, *variants, **common):
