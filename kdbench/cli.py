@@ -552,11 +552,19 @@ class DefaultCommandGroup(KDBenchGroup):
 
 @cli.group(cls=DefaultCommandGroup)
 def sweep():
-    """Whole benchmark grids: `kdbench sweep FILE` (same as `kdbench sweep run FILE`).
+    """Whole benchmark grids: `kdbench sweep FILE` (same as `kdbench sweep run FILE`, whose
+    --help lists the executors' options).
 
-    A sweep file holds a base run spec plus a `grid` (cartesian) and/or a `runs` list. Runs
-    already done in the store are skipped; the teachers the runs need are trained first, once.
-    `kdbench sweep --list` shows the sweeps shipped with kdbench (use them by name).
+    A sweep file holds a base run spec plus a `grid` (cartesian) and/or a `runs` list (`parts`
+    for blocks with their own grid, `extends` to inherit another sweep file):
+
+    \b
+        base: {data: {name: digits}, teacher: {arch: resnet56}, student: resnet20}
+        runs: [{student: resnet20}, {student: resnet8, recipe.lr: 0.1}]
+        grid: {loss.name: [ce, kd, at], seed: [0, 1, 2]}
+
+    Runs already done in the store are skipped; the teachers the runs need are trained first,
+    once each. `kdbench sweep --list` shows the sweeps shipped with kdbench (use them by name).
     """
 
 
@@ -659,6 +667,21 @@ def sweep_train_teacher(spec, results_dir, quiet):
     from .sweep import train_teacher
 
     click.echo(f"teacher {train_teacher(spec, results_dir, progress=not quiet)} done")
+
+
+@sweep.command("run-lockstep", hidden=True)
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@results_dir_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sweep_run_lockstep(specs, results_dir, quiet):
+    """Train several run spec files together, in lockstep (what executors run for --lockstep)."""
+    from .sweep import run_lockstep
+
+    records = run_lockstep(list(specs), results_dir, progress=not quiet)
+    for record in records:
+        click.echo(summary_line(record))
+    if any(r["status"] != "done" for r in records):
+        click.get_current_context().exit(1)
 
 
 # ============================== mi and select (MI estimators, Algorithm 1) =====================

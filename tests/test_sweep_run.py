@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from kdbench.store import Store
 from kdbench.sweep.executors import usable_cpus
 
@@ -112,3 +114,27 @@ def test_a_ctrl_c_sweep_leaves_whole_records_and_resumes_only_the_missing_runs(
     assert starts == [done["run_id"], interrupted, interrupted]
     assert Store(results).load_record(done["run_id"])["finished"] == done["finished"]
     assert all(r["status"] == "done" for r in records(results).values())
+
+
+def test_lockstep_trains_runs_sharing_a_teacher_as_one_job_with_solo_results(
+        tmp_path, results, cli_runner):
+    from kdbench.sweep.driver import lockstep_available
+
+    if not lockstep_available():
+        pytest.skip("waits for the runner's lockstep API (runner.run_many, the speed issue)")
+    f = sweep_file(tmp_path, grid={"loss.name": ["kd", "ce", "at"]})
+    together = cli_runner("sweep", f, "--executor", "inline", "--lockstep",
+                          "--results-dir", results, "--quiet")
+    assert together.exit_code == 0, together.output
+    assert "3 succeeded, 0 failed" in together.output
+    logs = sorted(p.name for p in (results / "sweeps" / "logs").iterdir())
+    # kd and ce share the teacher's logit forward; at taps its features: a job of its own
+    kinds = sorted(name.split("-")[0] if "-" in name else "run" for name in logs)
+    assert kinds == ["lockstep", "run", "teacher"]
+    alone = tmp_path / "alone"
+    solo = cli_runner("sweep", f, "--executor", "inline", "--results-dir", alone, "--quiet")
+    assert solo.exit_code == 0, solo.output
+    a, b = records(results), records(alone)
+    assert sorted(a) == sorted(b)
+    for rid in a:
+        assert a[rid]["metrics"]["curve"] == b[rid]["metrics"]["curve"]

@@ -9,8 +9,8 @@ students (:mod:`.driver`) through an executor (:mod:`.executors`, :mod:`.slurm`;
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from .driver import (Summary, dry_run_report, run_sweep, status_report, summary_report,
-                     train_teacher)
+from .driver import (Summary, dry_run_report, run_lockstep, run_sweep, status_report,
+                     summary_report, train_teacher)
 from .executors import (EXTERNAL_EXECUTORS, Executor, InlineExecutor, Job, LocalExecutor,
                         Outcome, execute, make_executor)
 from .plan import Plan, count_points, expand, load_sweep, shipped
@@ -18,7 +18,7 @@ from .slurm import SlurmExecutor
 
 __all__ = ["EXTERNAL_EXECUTORS", "Executor", "InlineExecutor", "Job", "LocalExecutor", "Outcome",
            "Plan", "SlurmExecutor", "Summary", "count_points", "dry_run_report", "execute", "expand",
-           "list_sweeps", "load_sweep", "make_executor", "run_sweep", "shipped",
+           "list_sweeps", "load_sweep", "make_executor", "run_lockstep", "run_sweep", "shipped",
            "status_report", "summary_report", "train_teacher"]
 
 

@@ -81,21 +81,30 @@ class Summary:
 
 def run_job(run: PlannedRun) -> Job:
     spec = f"{SPECS}/{run.run_id}.json"
-    return Job(run.run_id, "run", spec, run.label_text(),
+    return Job(run.run_id, "run", [spec], run.label_text(),
                inputs=[spec] + [f"teachers/{k}" for k in run.teachers],
                outputs=[f"runs/{run.run_id}.json"])
 
 
+def lockstep_job(runs: list[PlannedRun]) -> Job:
+    """Runs that share teacher, data, seed and recipe, trained together in one process."""
+    specs = [f"{SPECS}/{run.run_id}.json" for run in runs]
+    teachers = _unique(f"teachers/{k}" for run in runs for k in run.teachers)
+    return Job(f"lockstep:{runs[0].run_id}", "lockstep", specs,
+               f"{len(runs)} runs in lockstep: " + "; ".join(r.label_text() for r in runs),
+               inputs=specs + teachers, outputs=[f"runs/{run.run_id}.json" for run in runs])
+
+
 def teacher_job(teacher: PlannedTeacher) -> Job:
     spec = f"{SPECS}/teacher-{teacher.key}.json"
-    return Job(f"teacher:{teacher.key}", "teacher", spec, f"teacher {teacher.key}",
+    return Job(f"teacher:{teacher.key}", "teacher", [spec], f"teacher {teacher.key}",
                inputs=[spec], outputs=[f"teachers/{teacher.key}"])
 
 
-def write_spec(store: Store, job: Job, content: dict[str, Any]) -> None:
-    """The job's spec file (JSON, which ``kdbench run --spec`` reads as YAML), written atomically
-    and only when it changes, so a running job never sees it replaced."""
-    path = store.root / job.spec
+def write_spec(store: Store, spec: str, content: dict[str, Any]) -> None:
+    """A spec file (JSON, which ``kdbench run --spec`` reads as YAML), written atomically and
+    only when it changes, so a running job never sees it replaced."""
+    path = store.root / spec
     if path.exists():
         try:
             if read_json(path, "spec") == content:
@@ -135,6 +144,25 @@ def train_teacher(spec_file: str | Path, results_dir: str | Path, progress: bool
     return found.key
 
 
+def lockstep_available() -> bool:
+    from .. import runner
+
+    return hasattr(runner, "run_many") and hasattr(runner, "lockstep_groups")
+
+
+def run_lockstep(spec_files: list[str | Path], results_dir: str | Path,
+                 progress: bool = True) -> list[dict[str, Any]]:
+    """Run the specs together (one data pass and teacher forward per batch for all); their
+    records, each the one the run would get alone."""
+    from .. import runner
+    from ..config import build_config, load_spec
+
+    if not lockstep_available():
+        raise KDBenchError("this kdbench has no lockstep training (runner.run_many)")
+    configs = [build_config({"results_dir": str(results_dir)}, load_spec(p)) for p in spec_files]
+    return runner.run_many(configs, progress=progress, lockstep=True)
+
+
 # ============================== the sweep ======================================================
 
 
@@ -159,22 +187,25 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
     teacher_jobs = {}
     for teacher in teachers:
         job = teacher_job(teacher)
-        write_spec(store, job, teacher_spec(teacher))
+        write_spec(store, job.specs[0], teacher_spec(teacher))
         teacher_jobs[job.key] = (job, teacher)
-    run_jobs = {}
     for run in pending:
-        job = run_job(run)
-        write_spec(store, job, run.config.to_dict())
-        run_jobs[job.key] = (job, run)
+        write_spec(store, run_job(run).specs[0], run.config.to_dict())
+    if lockstep and not lockstep_available() and warn is not None:
+        warn("kdbench: this kdbench has no lockstep training; runs are executed one by one")
+    run_jobs: dict[str, tuple[Job, list[PlannedRun]]] = {}
+    for group in _groups(pending, lockstep and lockstep_available()):
+        job = run_job(group[0]) if len(group) == 1 else lockstep_job(group)
+        run_jobs[job.key] = (job, group)
 
-    bar = tqdm(total=len(teacher_jobs) + len(run_jobs), desc=f"sweep {plan.name}", unit="job",
+    bar = tqdm(total=len(teachers) + len(pending), desc=f"sweep {plan.name}", unit="job",
                disable=not progress, dynamic_ncols=True)
 
-    def advance() -> None:
+    def advance(n: int = 1) -> None:
         bar.set_postfix_str(f"done={summary.succeeded} failed={summary.failed}"
                             + (f" teachers={len(summary.teachers_trained)}"
                                if teacher_jobs else ""), refresh=False)
-        bar.update(1)
+        bar.update(n)
 
     def on_teacher(job: Job, outcome: Outcome) -> None:
         teacher = teacher_jobs[job.key][1]
@@ -185,28 +216,25 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
         advance()
 
     def on_run(job: Job, outcome: Outcome) -> None:
-        run = run_jobs[job.key][1]
-        summary.results[run.run_id] = settle(store, run, outcome)
-        advance()
+        group = run_jobs[job.key][1]
+        for run in group:
+            summary.results[run.run_id] = settle(store, run, outcome)
+        advance(len(group))
 
     try:
         with executor:
             if teacher_jobs:
                 executor.run([j for j, _ in teacher_jobs.values()], plan.results_dir, on_teacher)
             ready = []
-            for job, run in run_jobs.values():
-                bad = [k for k in run.teachers if k in summary.teachers_failed]
+            for job, group in run_jobs.values():
+                bad = [k for run in group for k in run.teachers if k in summary.teachers_failed]
                 if bad:
                     error = f"teacher trajectory {bad[0]} failed: {summary.teachers_failed[bad[0]]}"
-                    summary.results[run.run_id] = settle(store, run, Outcome(None, error))
-                    advance()
+                    for run in group:
+                        summary.results[run.run_id] = settle(store, run, Outcome(None, error))
+                    advance(len(group))
                 else:
                     ready.append(job)
-            if lockstep:
-                # TODO(lockstep): group runs that share teacher, data, seed and recipe once the
-                # runner's lockstep API lands; until then they run one by one.
-                if warn is not None:
-                    warn("kdbench: --lockstep is not available yet; runs are executed one by one")
             if ready:
                 executor.run(ready, plan.results_dir, on_run)
     except KeyboardInterrupt:
@@ -219,6 +247,15 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
     finally:
         bar.close()
     return summary
+
+
+def _groups(runs: list[PlannedRun], lockstep: bool) -> list[list[PlannedRun]]:
+    """One group per run, or the runner's lockstep groups (shared teacher, data, seed, recipe)."""
+    if not lockstep or len(runs) < 2:
+        return [[run] for run in runs]
+    from ..runner import lockstep_groups
+
+    return [[runs[i] for i in group] for group in lockstep_groups([r.config for r in runs])]
 
 
 def settle(store: Store, run: PlannedRun, outcome: Outcome) -> RunResult:

@@ -1,7 +1,8 @@
 """Executors: what runs a sweep's jobs. Each job is a spec file and a ``kdbench`` command line.
 
 Executors move specs, never closures: a job is ``kdbench run --spec FILE`` (or, for a teacher
-trajectory, ``kdbench sweep train-teacher FILE``) against a results store, so any executor can run,
+trajectory, ``kdbench sweep train-teacher FILE``; for runs trained in lockstep, ``kdbench sweep
+run-lockstep FILE...``) against a results store, so any executor can run,
 and any later sweep can resume, any job. An executor is a plugin (``register_executors``): a
 factory taking keyword options and returning an object with ``run(jobs, results_dir, report)``
 that calls ``report(job, outcome)`` from the calling thread as each job ends, and is a context
@@ -42,19 +43,21 @@ BAD_INPUT = 2
 
 @dataclass
 class Job:
-    """One unit of work: a spec file in the store and the command that executes it."""
+    """One unit of work: spec files in the store and the command that executes them."""
 
-    key: str  # run id, or ``teacher:<trajectory key>``
-    kind: str  # "run" | "teacher"
-    spec: str  # the spec file, relative to the results dir
+    key: str  # run id, ``teacher:<trajectory key>`` or ``lockstep:<first run id>``
+    kind: str  # "run" | "teacher" | "lockstep" (several runs trained together)
+    specs: list[str]  # spec files, relative to the results dir
     label: str = ""
-    inputs: list[str] = field(default_factory=list)  # store paths the job reads (besides spec)
+    inputs: list[str] = field(default_factory=list)  # store paths the job reads, specs included
     outputs: list[str] = field(default_factory=list)  # store paths the job writes
 
     def argv(self, results_dir: str | os.PathLike[str]) -> list[str]:
         """The ``kdbench`` arguments that execute this job against ``results_dir``."""
-        spec = str(Path(results_dir) / self.spec)
-        head = ["run", "--spec", spec] if self.kind == "run" else ["sweep", "train-teacher", spec]
+        paths = [str(Path(results_dir) / spec) for spec in self.specs]
+        head = {"run": ["run", "--spec", *paths[:1]],
+                "teacher": ["sweep", "train-teacher", *paths[:1]],
+                "lockstep": ["sweep", "run-lockstep", *paths]}[self.kind]
         return [*head, "--results-dir", str(results_dir), "--quiet"]
 
     @property

@@ -13,6 +13,7 @@ temporary directory, no dashboard) and stopped at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -187,9 +188,7 @@ class RayExecutor(Executor):
                 if rel not in shipped:
                     shipped[rel] = ray.put(read_tree(root, rel))
                 inputs[rel] = shipped[rel]
-            ref = task.remote({"key": job.key, "kind": job.kind, "spec": job.spec,
-                               "label": job.label, "inputs": job.inputs,
-                               "outputs": job.outputs}, inputs, threads, self._scratch)
+            ref = task.remote(dataclasses.asdict(job), inputs, threads, self._scratch)
             pending[ref] = job
         try:
             while pending:
