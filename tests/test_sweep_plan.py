@@ -196,25 +196,10 @@ def test_list_shows_every_shipped_sweep(cli_runner):
     assert names and all(name in result.output for name in names)
 
 
-#: Names the paper sweeps use that other issues deliver (models, losses, teacher sources): until
-#: they are registered the full-size sweep waits (skipped, with the name); a typo still fails.
-AWAITED = {
-    "wrn_16_2", "wrn_40_1", "wrn_40_2", "resnet32", "resnet110", "resnet32x4", "resnet8x4",
-    "vgg13", "vgg8", "mobilenetv2", "mobilenetv2_075", "resnet50", "shufflev1", "shufflev2",
-    "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd+kd",
-    "dkd", "snapshot", "independent",
-}
-
-
 @pytest.mark.parametrize("name", sorted(shipped()))
 def test_shipped_sweeps_expand_against_the_registry(name, results):
     sweep = load_sweep(name)
-    try:
-        plan = expand(sweep, results_dir=results)
-    except UnknownNameError as exc:
-        if name.endswith("-quick") or exc.name not in AWAITED:
-            raise
-        pytest.skip(f"{name} waits for {exc.kind} {exc.name!r} from another issue")
+    plan = expand(sweep, results_dir=results)
     assert len(plan.runs) + plan.duplicates == count_points(sweep)
     assert plan.description
     if name.endswith("-quick"):  # CPU-sized: embedded data, the quick preset
