@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -51,9 +53,10 @@ def test_ray_executor_retries_dead_workers_and_collects_records_on_the_driver(
         ray_plugin, tmp_path, results, monkeypatch):
     probe_plugin(tmp_path, monkeypatch, KILL_PROBE)
     f = sweep_file(tmp_path, grid={"seed": [0, 1]})
-    before = set(glob.glob("/tmp/kdbench-ray-*"))
+    ray_tmp = tempfile.mkdtemp(prefix="kdr-", dir="/tmp")  # short: Ray's socket paths
     env = {"PYTHONPATH": str(ray_plugin), "KDBENCH_LOAD_PLUGINS": "kdbench-ray",
-           "HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
+           "HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_TMPDIR": ray_tmp}
     listed = run_cli("plugins", "--kind", "executor", env=env)
     assert "ray" in listed.stdout and "kdbench-ray" in listed.stdout, listed.stderr
 
@@ -71,4 +74,5 @@ def test_ray_executor_retries_dead_workers_and_collects_records_on_the_driver(
     assert manifest["status"] == "done"
     assert all((teacher / c["file"]).is_file() for c in manifest["checkpoints"].values())
     assert not list(teacher.glob("state.pt"))
-    assert set(glob.glob("/tmp/kdbench-ray-*")) <= before  # the private Ray is gone
+    assert os.listdir(ray_tmp) == []  # the private Ray and the jobs' folders are gone
+    os.rmdir(ray_tmp)

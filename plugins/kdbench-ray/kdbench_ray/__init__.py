@@ -147,8 +147,10 @@ class RayExecutor(Executor):
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             temp = self.temp_dir
             if temp is None:
-                # Short and private: Ray's socket paths must stay under 107 characters.
-                temp = self._own_temp = tempfile.mkdtemp(prefix="kdbench-ray-", dir="/tmp")
+                # Short and private: Ray's socket paths must stay under 107 characters, so
+                # under RAY_TMPDIR (Ray's own setting) or /tmp, not a long TMPDIR.
+                temp = self._own_temp = tempfile.mkdtemp(
+                    prefix="kdbench-ray-", dir=os.environ.get("RAY_TMPDIR") or "/tmp")
             ray.init(num_cpus=usable_cpus(), _temp_dir=temp, _node_ip_address="127.0.0.1",
                      include_dashboard=False, object_store_memory=self.object_store_mb * 2**20,
                      log_to_driver=False)
