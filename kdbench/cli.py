@@ -323,7 +323,7 @@ def summary_line(record: dict[str, Any]) -> str:
     cfg, m = record["config"], record.get("metrics") or {}
     t = record.get("teacher")
     where = (f"epoch {','.join(map(str, t['epochs']))}" if t and t.get("epochs")
-             else "weights" if t else "")
+             else f"cohort of {t['peers']}" if t and "peers" in t else "weights" if t else "")
     teacher = (f" ← {t['arch']} ({t['source']}, {where}, "
                f"top-1 {t.get('teacher_top1', float('nan')):.2f})") if t else ""
     cost = record.get("cost") or {}

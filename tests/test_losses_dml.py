@@ -111,6 +111,7 @@ def args(results, *extra):
 def test_dml_run_records_every_peer(cli_runner, results):
     res = cli_runner(*args(results, "--loss", "dml", "--peers", "3"))
     assert res.exit_code == 0, res.output
+    assert "← resnet8 (peers, cohort of 3, top-1" in res.output
     (record,) = [json.loads(p.read_text()) for p in Store(results).runs.glob("*.json")]
     assert record["status"] == "done"
     assert record["config"]["teacher"]["options"] == {"peers": 3, "update": "alternate"}
