@@ -618,8 +618,8 @@ def sweep_run(file, sets, results_dir, data_dir, list_sweeps, dry_run, executor,
               array_parallelism, address, executor_opts, lockstep, quiet):
     """Run a sweep file (a path, or the name of a shipped sweep)."""
     from .config import parse_assignments
-    from .sweep import (dry_run_report, list_sweeps as shipped_list, make_executor, run_sweep,
-                        summary_report)
+    from .sweep import dry_run_report, make_executor, run_sweep, summary_report
+    from .sweep import list_sweeps as shipped_list
 
     if list_sweeps:
         click.echo(shipped_list())

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import run_cli, tiny_overrides
 
 from kdbench.config import build_config, resolve
 from kdbench.errors import ConfigError, KDBenchError, UnknownNameError
@@ -18,8 +19,6 @@ from kdbench.sweep.executors import LocalExecutor, usable_cpus
 from kdbench.sweep.plan import count_points, shipped
 from kdbench.sweep.slurm import parse_minutes
 from kdbench.teachers.trajectory import trajectory_key, trajectory_spec
-
-from conftest import run_cli, tiny_overrides
 
 BASE = {
     "data": {"name": "synthetic"}, "student": "resnet8",

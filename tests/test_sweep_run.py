@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import run_cli
+from sweep_helpers import probe_plugin, records, sweep_file
 
 from kdbench.store import Store
 from kdbench.sweep.executors import usable_cpus
 
-from conftest import run_cli
-from sweep_helpers import probe_plugin, records, sweep_file
 
 def test_failures_are_recorded_the_rest_goes_on_and_done_runs_are_skipped(
         tmp_path, results, cli_runner):
@@ -48,7 +48,16 @@ def test_failures_are_recorded_the_rest_goes_on_and_done_runs_are_skipped(
 
 ENV_PROBE = """
     import os
+    from pathlib import Path
     import kdbench
+
+    DIR = Path(os.environ["KDB_TEST_DIR"])
+
+    @kdbench.hookimpl
+    def kdbench_run_start(config, run_id):
+        if config["seed"] == 1 and not (DIR / "crashed").exists():
+            (DIR / "crashed").touch()
+            os._exit(9)  # a crash mid-run: no record but "running"
 
     @kdbench.hookimpl
     def kdbench_run_end(record):
@@ -62,8 +71,8 @@ def test_local_executor_runs_two_jobs_each_with_its_gpu_slot_and_share_of_thread
         tmp_path, results, cli_runner, monkeypatch):
     probe_plugin(tmp_path, monkeypatch, ENV_PROBE)
     f = sweep_file(tmp_path, grid={"seed": [0, 1]}, runs=[{"loss.name": "ce"}])
-    result = cli_runner("sweep", f, "--jobs", "2", "--gpus", "0,1", "--results-dir", results,
-                        "--quiet")
+    result = cli_runner("sweep", f, "--jobs", "2", "--gpus", "0,1", "--retries", "1",
+                        "--results-dir", results, "--quiet")
     assert result.exit_code == 0, result.output
     assert "2 succeeded, 0 failed, 0 skipped" in result.output
     recs = list(records(results).values())
@@ -74,6 +83,11 @@ def test_local_executor_runs_two_jobs_each_with_its_gpu_slot_and_share_of_thread
     assert os.getpid() not in {r["extra"]["probe_pid"] for r in recs}  # a subprocess each
     logs = sorted(p.name for p in (results / "sweeps" / "logs").iterdir())
     assert logs == sorted(f"{r['run_id']}.log" for r in recs)
+    # the crashed run was retried (and only it)
+    retried = [r["config"]["seed"] for r in recs
+               if "# attempt 2:" in (results / "sweeps" / "logs" / f"{r['run_id']}.log")
+               .read_text()]
+    assert retried == [1] and (tmp_path / "crashed").exists()
 
 
 CTRL_C_PROBE = """

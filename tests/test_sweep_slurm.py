@@ -3,6 +3,9 @@ runs) whose run is preempted mid-training, requeued, and resumes from its last e
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from sweep_helpers import probe_plugin, records, sweep_file
 
 PREEMPT_PROBE = """
@@ -42,3 +45,35 @@ def test_slurm_job_array_is_checkpointed_requeued_and_resumed(tmp_path, results,
     assert lines[0][0] != lines[1][0] == lines[2][0]
     assert not (results / "runs" / f"{record['run_id']}.state.pt").exists()
     assert any((results / "sweeps" / "slurm").iterdir())  # submitit's job folders
+
+
+def test_slurm_options_become_the_array_jobs_sbatch_lines(tmp_path, monkeypatch):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from kdbench.sweep import make_executor
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")  # a login node, as far as we know
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    ex = make_executor("slurm", partition="gpu", time="1:30:00", gpus_per_run=1,
+                       cpus_per_run=4, mem_gb=16, array_parallelism=8, account="abc",
+                       qos="high", setup=["module load cuda"])
+    text = _make_sbatch_string(command="python -m kdbench", folder=tmp_path, map_count=20,
+                               **ex.slurm_parameters())
+    for line in ("--partition=gpu", "--time=90", "--gpus-per-node=1", "--cpus-per-task=4",
+                 "--mem=16384M", "--account=abc", "--qos=high", "--array=0-19%8",
+                 "--signal=USR2@90", "--ntasks-per-node=1"):
+        assert f"#SBATCH {line}\n" in text
+    assert "\nmodule load cuda\n" in text
+
+
+def test_slurm_without_sbatch_says_where_to_run(monkeypatch, tmp_path):
+    from kdbench.errors import ConfigError
+    from kdbench.sweep import make_executor
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="sbatch, which is not on this machine's PATH.*"
+                                          "-X cluster=local"):
+        make_executor("slurm")

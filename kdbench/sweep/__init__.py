@@ -9,10 +9,25 @@ students (:mod:`.driver`) through an executor (:mod:`.executors`, :mod:`.slurm`;
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from .driver import (Summary, dry_run_report, run_lockstep, run_sweep, status_report,
-                     summary_report, train_teacher)
-from .executors import (EXTERNAL_EXECUTORS, Executor, InlineExecutor, Job, LocalExecutor,
-                        Outcome, execute, make_executor)
+from .driver import (
+    Summary,
+    dry_run_report,
+    run_lockstep,
+    run_sweep,
+    status_report,
+    summary_report,
+    train_teacher,
+)
+from .executors import (
+    EXTERNAL_EXECUTORS,
+    Executor,
+    InlineExecutor,
+    Job,
+    LocalExecutor,
+    Outcome,
+    execute,
+    make_executor,
+)
 from .plan import Plan, count_points, expand, load_sweep, shipped
 from .slurm import SlurmExecutor
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..errors import KDBenchError, StoreError
 from ..store import SCHEMA_VERSION, Store, atomic_write_json, read_json
@@ -202,7 +203,8 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
                disable=not progress, dynamic_ncols=True)
 
     def advance(n: int = 1) -> None:
-        bar.set_postfix_str(f"done={summary.succeeded} failed={summary.failed}"
+        left = sum(r.status == "pending" for r in summary.results.values())
+        bar.set_postfix_str(f"done={summary.succeeded} failed={summary.failed} left={left}"
                             + (f" teachers={len(summary.teachers_trained)}"
                                if teacher_jobs else ""), refresh=False)
         bar.update(n)

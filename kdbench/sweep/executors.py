@@ -22,11 +22,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, UnknownNameError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 #: Executors that live in their own package, and how to get them.
 EXTERNAL_EXECUTORS = {
@@ -90,10 +94,10 @@ class Executor:
 
     name = "executor"
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..config import RunConfig, build_config, deep_merge, resolve
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError

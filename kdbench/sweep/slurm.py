@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 from .executors import Executor, Job, Outcome, Report, error_line, execute
@@ -25,7 +27,7 @@ CLUSTERS = ("slurm", "local")
 INSTALL = "pip install 'kdbench[slurm]'"
 
 
-def parse_minutes(value: int | float | str) -> int:
+def parse_minutes(value: float | str) -> int:
     """Slurm time (``90``, ``"1:30:00"``, ``"2-00:00:00"``, ``"45:00"``) as whole minutes."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         minutes = float(value)
@@ -44,7 +46,7 @@ def parse_minutes(value: int | float | str) -> int:
             minutes = (days or 0) * 1440 + a * 60 + b + c / 60
     if minutes <= 0:
         raise ConfigError(f"--time must be positive, got {value!r}")
-    return max(1, int(round(minutes)))
+    return max(1, round(minutes))
 
 
 class SlurmTask:
@@ -76,7 +78,7 @@ class SlurmExecutor(Executor):
 
     name = "slurm"
 
-    def __init__(self, *, partition: str | None = None, time: int | float | str = "4:00:00",
+    def __init__(self, *, partition: str | None = None, time: float | str = "4:00:00",
                  gpus_per_run: int = 0, cpus_per_run: int | None = None,
                  mem_gb: float | None = None, array_parallelism: int | None = None,
                  account: str | None = None, qos: str | None = None,
@@ -92,6 +94,10 @@ class SlurmExecutor(Executor):
             from ..errors import UnknownNameError
 
             raise UnknownNameError("slurm cluster", cluster, CLUSTERS)
+        if cluster == "slurm" and not shutil.which("sbatch"):
+            raise ConfigError("executor 'slurm' submits with sbatch, which is not on this "
+                              "machine's PATH (run the sweep from a Slurm login node; "
+                              "-X cluster=local runs the same job arrays on this machine)")
         for label, value in (("--gpus-per-run", gpus_per_run), ("--cpus-per-run", cpus_per_run),
                              ("--array-parallelism", array_parallelism),
                              ("max_requeues", max_requeues)):
@@ -120,23 +126,24 @@ class SlurmExecutor(Executor):
                                  tasks_per_node=1, nodes=1, setup=self.setup)
             return ex
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.max_requeues)
-        extra = {k: v for k, v in (("account", self.account), ("qos", self.qos),
-                                   ("constraint", self.constraint)) if v}
+        ex.update_parameters(**self.slurm_parameters())
+        return ex
+
+    def slurm_parameters(self) -> dict[str, Any]:
+        """submitit's Slurm parameters for one array task (one run)."""
         params: dict[str, Any] = {
             "time": self.minutes, "nodes": 1, "ntasks_per_node": 1, "job_name": "kdbench",
-            "setup": self.setup, "stderr_to_stdout": True, **extra}
-        if self.partition:
-            params["partition"] = self.partition
-        if self.gpus_per_run:
-            params["gpus_per_node"] = self.gpus_per_run
-        if self.cpus_per_run:
-            params["cpus_per_task"] = self.cpus_per_run
+            "setup": self.setup, "stderr_to_stdout": True}
+        for key, value in (("partition", self.partition), ("account", self.account),
+                           ("qos", self.qos), ("constraint", self.constraint),
+                           ("gpus_per_node", self.gpus_per_run),
+                           ("cpus_per_task", self.cpus_per_run),
+                           ("array_parallelism", self.array_parallelism)):
+            if value:
+                params[key] = value
         if self.mem_gb:
             params["mem"] = f"{int(self.mem_gb * 1024)}M"
-        if self.array_parallelism:
-            params["array_parallelism"] = self.array_parallelism
-        ex.update_parameters(**params)
-        return ex
+        return params
 
     def run(self, jobs: Sequence[Job], results_dir: Path, report: Report) -> None:
         import submitit

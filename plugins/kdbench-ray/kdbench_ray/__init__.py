@@ -20,14 +20,25 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import kdbench
 from kdbench.errors import ConfigError
 from kdbench.store import atomic_write_bytes
-from kdbench.sweep.executors import (Executor, Job, Outcome, Report, child_env, describe_exit,
-                                     error_line, kdbench_command, thread_env, usable_cpus)
+from kdbench.sweep.executors import (
+    Executor,
+    Job,
+    Outcome,
+    Report,
+    child_env,
+    describe_exit,
+    error_line,
+    kdbench_command,
+    thread_env,
+    usable_cpus,
+)
 
 INSTALL = "pip install kdbench-ray (it installs Ray)"
 #: Files a job leaves behind that are its own business: locks, resume state, half-written temps.
@@ -66,7 +77,7 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 
 def _private(name: str) -> bool:
-    return name in PRIVATE or name.endswith(".tmp") or name.endswith(".state.pt")
+    return name in PRIVATE or name.endswith((".tmp", ".state.pt"))
 
 
 def run_job(job: dict[str, Any], inputs: dict[str, Any], threads: int,
@@ -85,7 +96,7 @@ def run_job(job: dict[str, Any], inputs: dict[str, Any], threads: int,
         t0 = time.perf_counter()
         proc = subprocess.run(kdbench_command(spec.argv(work)), env=child_env(thread_env(threads)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
         files: dict[str, bytes] = {}
         for rel in spec.outputs:
             files.update(read_tree(work, rel))
