@@ -72,7 +72,16 @@ def register_teacher_sources(register: Register) -> None:
 
 @hookspec
 def register_mi_estimators(register: Register) -> None:
-    """Register mutual-information estimators: ``register(name, factory, description=)``."""
+    """Register mutual-information estimators: ``register(name, factory, description=, unit=,
+    bound=, defaults=, paper=)``.
+
+    ``factory(**settings)`` returns an estimator (usually a :class:`kdbench.mi.base.Estimator`
+    subclass) with ``estimate(t, x, y, *, seed, device) -> kdbench.mi.base.Estimate``: features
+    T (N, ...) of N probe samples, inputs X (N, ...), labels Y (N,) → I(X;T) and I(T;Y) in nats,
+    or a dependence score (``unit="score"``), and the settings used. ``min_samples`` and
+    ``stochastic`` (repeats make sense) are read if present; a diverged training raises
+    :class:`kdbench.mi.base.EstimatorDiverged`.
+    """
 
 
 @hookspec

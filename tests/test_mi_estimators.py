@@ -279,3 +279,18 @@ def test_hsic_orders_dependence():
     assert identical.i_xt == pytest.approx(1.0, abs=1e-9)  # nHSIC(X, X) = 1
     random_labels = torch.randint(0, 4, (400,), generator=torch.Generator().manual_seed(1))
     assert est.estimate(t, x, random_labels).i_ty < 0.05 < identical.i_ty
+
+
+def test_units_dead_on_the_training_split_do_not_break_the_estimate():
+    """A ReLU unit that is 0 on every training sample but fires on held-out ones carries
+    nothing learnable; it must not blow up the held-out predictions (it once sent recon's
+    decoder back to its untrained baseline, I(X;T) = 0)."""
+    from kdbench.mi.base import split_indices
+
+    x, t = correlated(600, RHO, seed=11)
+    train, held = split_indices(600, 0.2, 0)
+    dead = torch.zeros(600, 1)
+    dead[held[:5]] = 3.0
+    out = get("mi_estimator", "recon").create(**RECON).estimate(torch.cat([t, dead], 1), x,
+                                                                quadrant(t))
+    assert out.i_xt == pytest.approx(GAUSS_MI, abs=0.3) and out.details["decoder_epoch"] > 0

@@ -120,3 +120,23 @@ def test_selection_layout_without_estimates(results, cli_runner):
     result = cli_runner("table", "--layout", "selection", "--results-dir", results)
     assert result.exit_code == 2
     assert "no trajectory has both students" in result.output
+
+
+def test_flat_series_are_flagged():
+    """kde/binning saturate at log N; Algorithm 1 would stretch a spread of 1e-4 to 0..1."""
+    import math
+    import warnings as w
+
+    from kdbench.mi.analysis import CheckpointMI, MIRequest, TrajectoryMI
+
+    rows = [CheckpointMI(e, math.log(500) - d, 2.0 + e / 10, [], [], 1.0, "")
+            for e, d in ((2, 1e-4), (4, 0.0), (6, 2e-4))]
+    result = TrajectoryMI("key", MIRequest("kde", samples=500), {}, "nats", "upper bound", rows,
+                          None)
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        # the 1e-4 differences decide: normalised I(X;T) [.5, 1, 0] + I(T;Y) [0, .5, 1]
+        assert result.select().chosen == 4
+    messages = [str(c.message) for c in caught]
+    assert len(messages) == 1 and "I(X;T) by 'kde' varies by only 0.0002" in messages[0]
+    assert "log N = 6.215" in messages[0]

@@ -11,6 +11,7 @@ with its error and left out of the mean, and a checkpoint with no finite repeat 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,10 @@ from .base import EstimatorDiverged
 from .features import check_layer, extract, load_checkpoint, probe_set
 from .selection import Selection, algorithm1
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: features dead on the training split are zeroed (recon, infonce)
+#: A series whose spread across checkpoints is at most this fraction of its magnitude is flagged
+#: as flat: Algorithm 1 would stretch differences of that size to the whole 0..1 range.
+FLAT = 1e-3
 
 
 @dataclass
@@ -94,11 +98,22 @@ class TrajectoryMI:
         return sum(r.seconds for r in self.rows)
 
     def select(self) -> Selection:
+        """Algorithm 1 on the checkpoints that have an estimate; warns about flat series."""
         ok = [r for r in self.rows if r.i_xt is not None and r.i_ty is not None]
         excluded = {r.epoch: "; ".join(r.diverged) or "no estimate" for r in self.rows
                     if r not in ok}
-        return algorithm1([r.epoch for r in ok], [r.i_xt for r in ok], [r.i_ty for r in ok],
-                          excluded)
+        selection = algorithm1([r.epoch for r in ok], [r.i_xt for r in ok],
+                               [r.i_ty for r in ok], excluded)
+        for name, series in (("I(X;T)", selection.i_xt), ("I(T;Y)", selection.i_ty)):
+            spread = max(series) - min(series)
+            if spread <= FLAT * max(abs(v) for v in series):
+                warnings.warn(
+                    f"kdbench: {name} by {self.request.estimator!r} varies by only "
+                    f"{spread:.2g} across checkpoints (saturated? kde and binning reach log N "
+                    f"= {math.log(self.request.samples):.3f} when every probe sample is apart); "
+                    f"Algorithm 1 cannot rank the checkpoints by it", RuntimeWarning,
+                    stacklevel=2)
+        return selection
 
 
 def cache_path(trajectory: Trajectory, request: MIRequest, settings: dict[str, Any]) -> Path:

@@ -89,9 +89,14 @@ def fit_early_stopping(model: nn.Module, train_loss: Callable[[torch.Tensor], to
 
 def standardize(v: torch.Tensor, train_idx: torch.Tensor, eps: float = 1e-8
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature z-scores with the training split's statistics; also the kept-feature mask
-    (features constant on the training split carry nothing and are dropped by callers)."""
+    """Per-feature z-scores with the training split's statistics, and the kept-feature mask.
+
+    A feature constant on the training split (a ReLU unit dead on those samples) is set to 0
+    everywhere: nothing can be learnt from it, and dividing its held-out values by a zero
+    spread would blow them up.
+    """
     mean = v[train_idx].mean(0, keepdim=True)
     std = v[train_idx].std(0, keepdim=True)
     keep = (std > eps).squeeze(0)
-    return (v - mean) / std.clamp_min(eps), keep
+    scale = torch.where(std > eps, 1.0 / std.clamp_min(eps), torch.zeros_like(std))
+    return (v - mean) * scale, keep
