@@ -288,7 +288,7 @@ def test_units_dead_on_the_training_split_do_not_break_the_estimate():
     from kdbench.mi.base import split_indices
 
     x, t = correlated(600, RHO, seed=11)
-    train, held = split_indices(600, 0.2, 0)
+    _, held = split_indices(600, 0.2, 0)
     dead = torch.zeros(600, 1)
     dead[held[:5]] = 3.0
     out = get("mi_estimator", "recon").create(**RECON).estimate(torch.cat([t, dead], 1), x,
