@@ -265,7 +265,9 @@ def format_result(result: TrajectoryMI, selection: Selection | None = None) -> s
     req = result.request
     title = (f"{req.estimator} ({result.kind}) on {req.layer} of {result.trajectory}, "
              f"{req.samples} training samples, seed {req.seed}")
-    return title + "\n\n" + tabulate(body, headers=headers, disable_numparse=True)
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(result.settings.items())) or "none"
+    return (f"{title}\nsettings: {settings}\n\n"
+            + tabulate(body, headers=headers, disable_numparse=True))
 
 
 def plot_information_plane(result: TrajectoryMI, path: str | Path) -> Path:
