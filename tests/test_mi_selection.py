@@ -11,6 +11,7 @@ from conftest import tiny_overrides
 
 from kdbench.config import build_config
 from kdbench.errors import KDBenchError
+from kdbench.mi.analysis import CACHE_VERSION
 from kdbench.mi.selection import algorithm1, minmax
 
 EPOCHS = [20, 40, 60, 80]
@@ -81,6 +82,7 @@ def curve(results):
     cache = results / "teachers" / KEY / "mi" / "recon-embedding-n100-abcdef0123.json"
     cache.parent.mkdir(parents=True)
     cache.write_text(json.dumps({
+        "version": CACHE_VERSION,
         "request": {"estimator": "recon", "layer": "embedding", "samples": 100},
         "epochs": {str(e): {"i_xt": a, "i_ty": b, "seconds": 1.5}
                    for e, a, b in zip(EPOCHS, I_XT, I_TY)}}))
@@ -112,6 +114,17 @@ def test_selection_layout_by_hand(curve, cli_runner):
     assert kde.selection_s == pytest.approx(8.0)
     text = cli_runner("table", "--layout", "selection", "--results-dir", curve).output
     assert "Spearman" in text and "0.74" in text and "brute force s" in text
+
+
+def test_selection_layout_skips_outdated_caches(curve, cli_runner):
+    cache = next((curve / "teachers" / KEY / "mi").glob("recon-*.json"))
+    doc = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**doc, "version": CACHE_VERSION - 1}))
+    result = cli_runner("table", "--layout", "selection", "--results-dir", curve,
+                        "--format", "csv")
+    assert result.exit_code == 0
+    assert "recon" not in result.stdout and "kde (stage-2, n=64)" in result.stdout
+    assert "made by an older kdbench" in result.output
 
 
 def test_selection_layout_without_estimates(results, cli_runner):

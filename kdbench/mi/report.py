@@ -24,6 +24,7 @@ import pandas as pd
 from ..errors import KDBenchError, UnknownNameError
 from ..store import Store, read_json
 from ..table import FORMATS, METRICS, apply_where, layout
+from .analysis import CACHE_VERSION
 from .selection import algorithm1
 
 
@@ -35,6 +36,10 @@ def _mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             doc = read_json(path, "MI cache")
+            if doc.get("version") != CACHE_VERSION:
+                raise ValueError(f"made by an older kdbench (cache version "
+                                 f"{doc.get('version')}, now {CACHE_VERSION}); run `kdbench "
+                                 f"select` again")
             req = doc["request"]
             label = f"{req['estimator']} ({req['layer']}, n={req['samples']})"
             series = {int(e): (v["i_xt"], v["i_ty"], float(v.get("seconds", 0.0)))
