@@ -117,8 +117,9 @@ def test_loader_batches_are_augmented_samples_of_the_split():
             assert torch.equal(images[k], reference(data.train.images[idx[k]], 2, top, left,
                                                     flipped))
         seen.append(idx)
-    # a permutation of the split: every sample once per epoch
-    assert sorted(torch.cat(seen).tolist()) == list(range(len(data.train)))
+    # distinct samples of the split: full batches, an incomplete tail batch is dropped
+    order = torch.cat(seen).tolist()
+    assert len(order) == len(data.train) // 16 * 16 and len(set(order)) == len(order)
 
 
 def test_loader_normalises_with_mean_and_std():
@@ -147,8 +148,10 @@ def test_loader_determinism_seed_and_epoch():
     def by_sample(batches):
         return {int(i): x[k] for x, _, idx in batches for k, i in enumerate(idx)}
     sa, sc = by_sample(a), by_sample(c)
-    differ = sum(not torch.equal(sa[i], sc[i]) for i in sa)
-    assert differ > len(sa) // 2
+    common = set(sa) & set(sc)  # the dropped tail batch differs between seeds
+    assert len(common) > len(sa) // 2
+    differ = sum(not torch.equal(sa[i], sc[i]) for i in common)
+    assert differ > len(common) // 2
 
 
 def test_loader_channels_last_is_same_values():

@@ -161,8 +161,11 @@ def augment(images: torch.Tensor, padding: int, hflip: bool,
 class BatchLoader:
     """Batches of a device-resident split: (normalised float images, labels, sample indices).
 
-    ``shuffle`` and ``augment`` draw from :func:`epoch_generator` (seed, epoch). A trailing batch
-    of one sample is dropped in training (BatchNorm cannot train on it).
+    ``shuffle`` and ``augment`` draw from :func:`epoch_generator` (seed, epoch). In training an
+    incomplete trailing batch is dropped (as timm's training loader does): a handful of samples
+    makes batch-relational losses (SP, PKT, RKD, CC) and BatchNorm statistics erratic — on
+    digits a 3-sample tail batch took PKT's term from ~1 to 20–64. The shuffle puts different
+    samples in the dropped tail each epoch. A split smaller than one batch is one batch.
     """
 
     def __init__(self, dataset: Dataset, split: str, batch_size: int, *, train: bool,
@@ -178,15 +181,14 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n = len(self.split)
-        batches = -(-n // self.batch_size)
-        if self.train and n % self.batch_size == 1 and batches > 1:
-            batches -= 1
-        return batches
+        if self.train:
+            return max(n // self.batch_size, 1)
+        return -(-n // self.batch_size)
 
     @property
     def num_samples(self) -> int:
         n = len(self.split)
-        return n - 1 if self.train and n % self.batch_size == 1 and n > 1 else n
+        return min(len(self) * self.batch_size, n) if self.train else n
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         n = len(self.split)
