@@ -8,6 +8,9 @@ import os
 import pytest
 from sweep_helpers import probe_plugin, records, sweep_file
 
+from kdbench import plugins
+from kdbench.runner import run
+
 PREEMPT_PROBE = """
     import os, re, signal
     from pathlib import Path
@@ -45,6 +48,12 @@ def test_slurm_job_array_is_checkpointed_requeued_and_resumed(tmp_path, results,
     assert lines[0][0] != lines[1][0] == lines[2][0]
     assert not (results / "runs" / f"{record['run_id']}.state.pt").exists()
     assert any((results / "sweeps" / "slurm").iterdir())  # submitit's job folders
+    # resuming changed nothing: the same run made in one go has the same curve
+    monkeypatch.delenv("KDBENCH_PLUGINS_DIR")
+    plugins.reset()
+    alone = run(dict(record["config"], results_dir=str(tmp_path / "alone")), progress=False)
+    assert alone["run_id"] == record["run_id"]
+    assert alone["metrics"]["curve"] == record["metrics"]["curve"]
 
 
 def test_slurm_options_become_the_array_jobs_sbatch_lines(tmp_path, monkeypatch):
