@@ -56,4 +56,4 @@ def list_sweeps() -> str:
                          " ".join(str(data.get("description") or "").split())[:90]])
         except Exception as exc:  # noqa: BLE001 - a broken file is listed, not fatal
             rows.append([name, "?", f"unreadable: {exc}"])
-    return tabulate(rows, headers=["sweep", "runs", "description"])
+    return tabulate(rows, headers=["sweep", "grid points", "description"])
