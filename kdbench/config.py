@@ -97,6 +97,7 @@ class EngineConfig:
     channels_last: bool | None = None  # NHWC convolutions; None: the engine's default per device
     compile: bool = False  # torch.compile the student and teacher models
     threads: int = 0  # torch threads; 0: every core the process may use
+    ensemble_vmap: bool = False  # ensemble teachers of one architecture: one vmapped forward
 
 
 @dataclass

@@ -110,7 +110,8 @@ class TeacherContext:
         temperature = float(self.config.loss.options.get("T", 1.0)) if mode == "prob" else 1.0
         for trajectory, epoch in members:
             trajectory.check_epoch(epoch)
-        module = EnsembleTeacher([self.load(tr, e) for tr, e in members], mode, temperature)
+        module = EnsembleTeacher([self.load(tr, e) for tr, e in members], mode, temperature,
+                                 batched=self.config.engine.ensemble_vmap)
         # the ensemble's accuracy is its own prediction: softmax at T = 1 for probabilities
         module.temperature = 1.0
         accuracy = self.evaluate(module)

@@ -10,6 +10,7 @@ the distillation temperature T is ``p^T = 1/K Σ_k softmax(z_k / T)``, returned 
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -34,23 +35,53 @@ def combine(logits: torch.Tensor, mode: str = "logit", temperature: float = 1.0)
 class EnsembleTeacher(nn.Module):
     """K frozen members behind one ``forward(x) -> logits`` (no feature view: logit losses only).
 
-    ``forward`` is the single place the members run: a faster variant (e.g. batching members of
-    one architecture with ``torch.func.vmap``) replaces it and nothing else.
+    ``forward`` is the single place the members run. With ``batched`` (``engine.ensemble_vmap``)
+    members of one architecture run as one forward: their weights stacked by
+    ``torch.func.stack_module_state`` and the model mapped over them with ``torch.vmap``, the
+    same outputs as the loop. It is off by default: on the 2-core AVX2 CPU it was measured on it
+    ran at 0.6–0.85× the loop's speed (see the README's Performance section).
     """
 
     has_features = False
 
-    def __init__(self, members: list[nn.Module], mode: str = "logit", temperature: float = 1.0):
+    def __init__(self, members: list[nn.Module], mode: str = "logit", temperature: float = 1.0,
+                 batched: bool = False):
         super().__init__()
         if len(members) < 2:
             raise ConfigError(f"an ensemble needs at least 2 members, got {len(members)}")
         self.members = nn.ModuleList(members)
         self.mode = mode
         self.temperature = float(temperature)
+        self.batched = batched
+        self._stacked: tuple | None = None  # (weights' addresses, params, buffers, meta model)
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The members' logits stacked as (K, B, C)."""
+        if self.batched and self.same_architecture():
+            return self._vmapped_logits(x)
         return torch.stack([m(x) for m in self.members])
+
+    def same_architecture(self) -> bool:
+        first = self.members[0]
+        shapes = [(k, v.shape) for k, v in first.state_dict().items()]
+        return all(type(m) is type(first) and [(k, v.shape) for k, v in m.state_dict().items()]
+                   == shapes for m in self.members[1:])
+
+    def _vmapped_logits(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call, stack_module_state
+
+        # restack when the members' weights moved (device, layout) or changed in place
+        key = tuple((t.data_ptr(), t._version) for m in self.members
+                    for t in (*m.parameters(), *m.buffers()))
+        if self._stacked is None or self._stacked[0] != key:
+            params, buffers = stack_module_state(list(self.members))
+            base = copy.deepcopy(self.members[0]).to("meta")
+            self._stacked = (key, params, buffers, base)
+        _, params, buffers, base = self._stacked
+
+        def one(p, b, inputs):
+            return functional_call(base, (p, b), (inputs,))
+        return torch.vmap(one, in_dims=(0, 0, None))(params, buffers, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return combine(self.member_logits(x), self.mode, self.temperature)
