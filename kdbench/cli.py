@@ -185,8 +185,10 @@ def engine_options(f):
 
 
 @cli.command()
-@click.option("--spec", type=click.Path(dir_okay=False), default=None,
-              help="Run spec (YAML/JSON of config fields, or a record); flags override it.")
+@click.option("--spec", type=click.Path(dir_okay=False), multiple=True,
+              help="Run spec (YAML/JSON of config fields, or a record); flags override it. "
+                   "Several: one run each, in lockstep where they can share (what executors "
+                   "send for a lockstep group).")
 @click.option("--preset", default=None, show_default="quick",
               help=f"Recipe preset: {', '.join(PRESETS)}.")
 @click.option("--dataset", default=None, show_default="digits", help="Dataset plugin name.")
@@ -269,12 +271,13 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
                       for k, v in parse_assignments(options, "--opt").items()})
     overrides.update(teacher_overrides(teacher_flags))
     overrides.update(parse_assignments(sets, "--set"))
-    spec_dict = load_spec(spec) if spec else None
-    if len(students) > 1 or len(losses) > 1:
+    specs = [load_spec(f) for f in spec] or [None]
+    spec_dict = specs[0]
+    if len(students) > 1 or len(losses) > 1 or len(specs) > 1:
         if teacher_epoch == "all":
-            raise ConfigError("--teacher-epoch all takes one --student and one --loss")
-        configs = [build_config({**overrides, "student": st, "loss.name": lo}, spec_dict)
-                   for st in students or [None] for lo in losses or [None]]
+            raise ConfigError("--teacher-epoch all takes one --student, --loss and --spec")
+        configs = [build_config({**overrides, "student": st, "loss.name": lo}, sp)
+                   for sp in specs for st in students or [None] for lo in losses or [None]]
         _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep)
         return
     config = build_config(overrides, spec_dict)
@@ -436,6 +439,10 @@ teacher_train.params += [copy.copy(next(p for p in run.params if p.name == name)
     "spec", "preset", "dataset", "data_dir", "teacher_source", "teacher_arch", "teacher_seed",
     "members_count", "save_every", "save_epochs", "device", "precision", "sets", "results_dir",
     "quiet")]
+# ... but one spec (run takes several, one run each)
+_spec = next(p for p in teacher_train.params if p.name == "spec")
+_spec.multiple, _spec.default = False, None
+_spec.help = "Run spec (YAML/JSON of config fields, or a record); flags override it."
 
 
 @teacher.command("list")
@@ -836,6 +843,10 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
 
 def main() -> None:
     """Console-script entry point."""
+    # Idle OpenMP threads sleep instead of spinning. On a machine shared with other work a
+    # spinning thread team trains 2-3x slower (README, Performance). libgomp reads this when
+    # torch loads, which is after this line.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="kdbench")
 
 

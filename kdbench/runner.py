@@ -65,7 +65,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return {"kdbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "device": str(device), "device_name": name,
-            "threads": torch.get_num_threads(), "git": git_revision(),
+            "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "git": git_revision(),
             "hostname": socket.gethostname()}
 
 

@@ -75,3 +75,20 @@ def test_bench_rejects_bad_variants(cli_runner):
     result = cli_runner(*TINY, "--variants", "engine,clasic")
     assert result.exit_code == 2
     assert "unknown bench variant 'clasic'" in result.output and "classic" in result.output
+
+
+def test_console_entry_makes_idle_openmp_threads_sleep(monkeypatch):
+    import os
+    import sys
+
+    from kdbench import cli
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(sys, "argv", ["kdbench", "--version"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stands
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -163,3 +163,20 @@ def test_cli_several_losses_and_students_make_one_run_each(results, cli_runner):
     # the engine settings are not part of a run's identity
     again = cli_runner(*args[:-1], "--no-lockstep", "--threads", "2")
     assert again.exit_code == 0 and again.output.count(" done: ") == 4
+
+
+def test_several_specs_in_one_run_command_train_in_lockstep(results, tmp_path, cli_runner):
+    """What an executor sends for a lockstep group: one spec file per run."""
+    import yaml
+
+    files = []
+    for k, loss in enumerate(["kd", "ce"]):
+        cfg = build_config(tiny_overrides(results, **{"loss.name": loss, "recipe.epochs": 1,
+                                                      "engine.threads": 1}))
+        files += ["--spec", tmp_path / f"spec{k}.yaml"]
+        files[-1].write_text(yaml.safe_dump(cfg.to_dict()))
+    result = cli_runner("run", *files, "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.output)
+    assert [r["config"]["loss"]["name"] for r in records] == ["kd", "ce"]
+    assert all(r["extra"]["lockstep"]["size"] == 2 for r in records)
