@@ -81,7 +81,11 @@ def configs(results, *variants, **common):
 VARIANTS = [{"loss.name": "kd"},
             {"loss.name": "noisykd"},
             {"loss.name": "ce"},
-            {"loss.name": "noisykd", "student": "resnet20", "loss.options.noise": 1.0}]
+            {"loss.name": "noisykd", "student": "resnet20", "loss.options.noise": 1.0},
+            # feature losses: their own group (a feature forward of the teacher); CRD draws its
+            # negatives from the global generator
+            {"loss.name": "crd", "loss.options.nce_k": 64},
+            {"loss.name": "at"}]
 
 
 def test_lockstep_records_equal_solo_records(results, toy):
@@ -93,7 +97,7 @@ def test_lockstep_records_equal_solo_records(results, toy):
         assert joint["run_id"] == alone["run_id"]
         assert joint["metrics"] == alone["metrics"]  # every metric of every epoch, exactly
         assert joint["teacher"] == alone["teacher"]
-        assert joint["extra"]["lockstep"]["size"] == len(cfgs)
+    assert [r["extra"]["lockstep"]["size"] for r in together] == [4, 4, 4, 4, 2, 2]
     # the noise matters: the two noisy runs differ from plain KD (so the test could fail)
     assert together[1]["metrics"]["curve"] != together[0]["metrics"]["curve"]
 
