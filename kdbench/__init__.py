@@ -28,14 +28,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import KDModel
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs: Any) -> "KDModel":
+def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs: Any) -> KDModel:
     """Build a registered architecture (``resnet20``, ``timm/resnet18``, ...)."""
     from .models import create_model as _create
 
     return _create(name, num_classes, in_chans, **kwargs)
 
 
-def run(config: "RunConfig | dict[str, Any]", *, force: bool = False,
+def run(config: RunConfig | dict[str, Any], *, force: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Run one configuration (a RunConfig or its dict form) and return the result record."""
     from .runner import run as _run
@@ -43,7 +43,7 @@ def run(config: "RunConfig | dict[str, Any]", *, force: bool = False,
     return _run(config, force=force, progress=progress)
 
 
-def load_records(results_dir: str = "results") -> "pd.DataFrame":
+def load_records(results_dir: str = "results") -> pd.DataFrame:
     """Every run record under ``<results_dir>/runs`` as one pandas DataFrame row."""
     from .table import load_records as _load
 
@@ -51,7 +51,7 @@ def load_records(results_dir: str = "results") -> "pd.DataFrame":
 
 
 def build_config(overrides: dict[str, Any] | None = None,
-                 spec: dict[str, Any] | None = None) -> "RunConfig":
+                 spec: dict[str, Any] | None = None) -> RunConfig:
     """A RunConfig: preset defaults, then ``spec`` (nested), then dotted ``overrides``."""
     from .config import build_config as _build
 

@@ -1,4 +1,4 @@
-"""``kdbench bench``: the classic KD loop, kdbench's engine and the compute-only bound, side by side.
+"""``kdbench bench``: the classic KD loop, kdbench's engine and the compute bound, side by side.
 
 One process, one teacher–student pair, one batch size, one data set, and the variants take turns
 (a few steps each, for several rounds) so that a machine shared with other work slows them alike:
@@ -30,9 +30,10 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -484,7 +485,7 @@ def format_report(result: dict[str, Any]) -> str:
 
     r, o = result["resolved"], result["options"]
     rows = []
-    for name, v in result["variants"].items():
+    for v in result["variants"].values():
         spread = v["per_round"]
         rows.append((v["label"], f"{v['images_per_s']:.1f}",
                      f"{min(spread):.1f}–{max(spread):.1f}",

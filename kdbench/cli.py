@@ -825,7 +825,7 @@ def models(names, dataset, data_dir, pattern, as_json):
 def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_train, image_size,
           num_classes, workers, device, precision, channels_last, compile_, lockstep, threads,
           variants, json_path, quiet):
-    """Images/s of the classic KD loop, kdbench's engine and the compute-only bound, side by side."""
+    """Images/s of the classic KD loop, kdbench's engine and the compute bound, side by side."""
     from .bench import BenchOptions, format_report, run_bench
     from .store import atomic_write_json
 

@@ -13,9 +13,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -160,7 +161,7 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def own_rng(trainee: "Trainee", device: torch.device) -> Iterator[None]:
+def own_rng(trainee: Trainee, device: torch.device) -> Iterator[None]:
     """Run a block on the trainee's own global random stream (dropout, a loss's sampling), so
     that trainees in lockstep draw exactly what each would draw alone."""
     if trainee.rng is None:

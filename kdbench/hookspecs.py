@@ -11,7 +11,8 @@ they must never change the training result (loggers, extra per-run columns, dash
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -90,7 +91,7 @@ def register_executors(register: Register) -> None:
 
 
 @hookspec
-def register_commands(cli: "click.Group") -> None:
+def register_commands(cli: click.Group) -> None:
     """Add Click commands to the ``kdbench`` group (``cli.command()`` / ``cli.add_command``)."""
 
 
@@ -103,7 +104,7 @@ def kdbench_run_start(config: dict[str, Any], run_id: str) -> None:
 
 @hookspec
 def kdbench_epoch_end(run_id: str, epoch: int, metrics: dict[str, float]) -> None:
-    """Called after every evaluated epoch of a run (also teacher training, run_id = trajectory key)."""
+    """Called after every evaluated epoch of a run (and of teacher training: run_id = its key)."""
 
 
 @hookspec

@@ -8,8 +8,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import StoreError
 
@@ -130,8 +131,8 @@ class Store:
 
 def validate_record(record: Any, path: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
-        raise StoreError(f"corrupt record {str(path)!r}: missing "
-                         f"{[k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]}")
+        missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
+        raise StoreError(f"corrupt record {str(path)!r}: missing {missing}")
     if record["schema"] != SCHEMA_VERSION:
         raise StoreError(f"record {str(path)!r} has schema {record['schema']!r}; this kdbench "
                          f"reads schema {SCHEMA_VERSION}")

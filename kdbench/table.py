@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
-from .config import canonical_json, identity, RunConfig
+from .config import RunConfig, canonical_json, identity
 from .errors import ConfigError, KDBenchError, StoreError, UnknownNameError
 from .store import Store
 
@@ -78,7 +79,7 @@ def load_records(results_dir: str | Path = "results", *, warn: bool = True) -> p
     """Every record under ``<results_dir>/runs`` as one row; unreadable records are skipped with a
     warning naming the file."""
     rows = []
-    for path, rec in Store(results_dir).iter_records():
+    for _path, rec in Store(results_dir).iter_records():
         if isinstance(rec, StoreError):
             if warn:
                 warnings.warn(f"skipping {rec}", RuntimeWarning, stacklevel=2)

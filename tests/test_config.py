@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 from kdbench.config import RunConfig, build_config, parse_assignments, resolve
-from kdbench.errors import ConfigError, UnknownNameError
+from kdbench.errors import ConfigError
 
 
 def test_layers_preset_then_spec_then_flags():

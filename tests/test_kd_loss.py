@@ -14,8 +14,10 @@ def kd_reference(s: np.ndarray, t: np.ndarray, T: float) -> float:
     """Loop over the batch in float64: T² · mean_i Σ_c p_t log(p_t / p_s)."""
     total = 0.0
     for zs, zt in zip(s, t):
-        ps = np.exp(zs / T - np.max(zs / T)); ps /= ps.sum()
-        pt = np.exp(zt / T - np.max(zt / T)); pt /= pt.sum()
+        ps = np.exp(zs / T - np.max(zs / T))
+        ps /= ps.sum()
+        pt = np.exp(zt / T - np.max(zt / T))
+        pt /= pt.sum()
         total += float(np.sum(pt * (np.log(pt) - np.log(ps))))
     return T * T * total / len(s)
 

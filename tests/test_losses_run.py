@@ -7,8 +7,8 @@ import json
 import textwrap
 
 import pytest
-from conftest import tiny_overrides
 
+from conftest import tiny_overrides
 from kdbench.config import build_config
 from kdbench.runner import run
 from kdbench.store import Store

@@ -9,8 +9,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import one_thread
 
+from conftest import one_thread
 from kdbench import engine
 from kdbench.config import Recipe
 from kdbench.data import BatchLoader, load_dataset

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 import torch
-from conftest import one_thread, tiny_overrides
 
+from conftest import one_thread, tiny_overrides
 from kdbench import plugins
 from kdbench.config import build_config, resolve
 from kdbench.data import load_dataset

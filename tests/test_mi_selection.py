@@ -7,8 +7,8 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import tiny_overrides
 
+from conftest import tiny_overrides
 from kdbench.config import build_config
 from kdbench.errors import KDBenchError
 from kdbench.mi.analysis import CACHE_VERSION

@@ -25,7 +25,8 @@ from kdbench.losses.plugin import KD
 
 @kdbench.hookimpl
 def register_losses(register):
-    register("kd_local", KD, description="a local copy of KD", defaults={"w_ce": 0.5, "w_kd": 0.5, "T": 2.0}, taps=("logits",))
+    register("kd_local", KD, description="a local copy of KD",
+             defaults={"w_ce": 0.5, "w_kd": 0.5, "T": 2.0}, taps=("logits",))
 """
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 
 import pytest
 
 import kdbench
 from kdbench import plugins
-from kdbench.errors import ConfigError, TrainingError
+from kdbench.errors import TrainingError
 from kdbench.store import Store
 
 FAST = ["--dataset", "digits", "--student", "resnet8", "--teacher-arch", "resnet8",

@@ -48,8 +48,7 @@ def test_bench_flop_count_of_a_hand_worked_step():
     2·in·out; a student's backward costs twice its forward except the stem conv's input grad."""
     import torch
 
-    from kdbench.bench import step_flops
-    from kdbench.bench import BenchOptions, bench_data
+    from kdbench.bench import BenchOptions, bench_data, step_flops
     from kdbench.models import create_model
 
     data = bench_data(BenchOptions(num_train=8, image_size=8, num_classes=4))

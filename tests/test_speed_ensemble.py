@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import tiny_overrides
 from kdbench.config import build_config
 from kdbench.models import create_model
 from kdbench.runner import run
 from kdbench.teachers.ensemble import EnsembleTeacher
-
-from conftest import tiny_overrides
 
 
 def members(k: int = 3, arch: str = "resnet8") -> list[torch.nn.Module]:

@@ -8,12 +8,11 @@ import textwrap
 
 import pytest
 
+from conftest import tiny_overrides
 from kdbench import plugins
 from kdbench.config import build_config
 from kdbench.runner import lockstep_groups, run, run_many
 from kdbench.store import Store
-
-from conftest import tiny_overrides
 
 #: a loss drawing from every global random generator, and one that fails in its second epoch,
 #: and a hook that interrupts training after the first epoch when asked to

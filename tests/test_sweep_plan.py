@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import yaml
-from conftest import run_cli, tiny_overrides
 
+from conftest import run_cli, tiny_overrides
 from kdbench.config import build_config, resolve
 from kdbench.errors import ConfigError, KDBenchError, UnknownNameError
 from kdbench.sweep import expand, load_sweep, make_executor

@@ -13,8 +13,9 @@ import sys
 import tempfile
 
 import pytest
-from conftest import REPO, run_cli
 from sweep_helpers import probe_plugin, records, sweep_file
+
+from conftest import REPO, run_cli
 
 KILL_PROBE = """
     import os, signal

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import run_cli
 from sweep_helpers import probe_plugin, records, sweep_file
 
+from conftest import run_cli
 from kdbench.store import Store
 from kdbench.sweep.executors import usable_cpus
 

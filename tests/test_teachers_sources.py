@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import kdbench
+from conftest import one_thread, tiny_overrides
 from kdbench import engine, plugins
 from kdbench.config import build_config
 from kdbench.errors import ConfigError, StoreError, UnknownNameError
@@ -25,8 +26,6 @@ from kdbench.runner import run
 from kdbench.store import Store
 from kdbench.teachers import manage
 from kdbench.teachers import trajectory as traj
-
-from conftest import one_thread, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -245,7 +244,7 @@ def test_teacher_weights_from_a_local_file(store, tmp_path, suffix):
             progress=False)
 
 
-# ---- the checkpoint curve through the CLI ----------------------------------------------------------
+# ---- the checkpoint curve through the CLI -------------------------------------------------------
 
 def test_teacher_epoch_all_runs_one_student_per_checkpoint(store, cli_runner, tmp_path):
     args = ["run", "--dataset", "synthetic", "--student", "resnet8", "--teacher-arch", "resnet8",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 
@@ -27,7 +27,7 @@ class Split:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
@@ -63,7 +63,7 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_chans, *self.image_size)
 
-    def to(self, device: torch.device | str) -> "Dataset":
+    def to(self, device: torch.device | str) -> Dataset:
         return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes,
                        self.mean, self.std, self.crop_padding, self.hflip, self.classes,
                        dict(self.info))

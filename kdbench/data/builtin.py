@@ -24,7 +24,7 @@ def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def digits(data_dir: str | None = None, test_fraction: float = 0.25) -> Dataset:
-    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes): the embedded default.
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), the default.
 
     A fixed stratified split (random_state 0): 1,347 train / 450 test. Pixels 0..16 are scaled
     to 0..255. Augmentation: random crop with 1-pixel padding, no flips (digits are not
@@ -97,7 +97,8 @@ def _cifar(name: str, num_classes: int, data_dir: str | None, download: bool) ->
     expected = f"train.npz + test.npz, or torchvision's {tv_folder}/"
     root = _need_dir(name, data_dir, expected) if not download else Path(data_dir or ".")
     if (root / "train.npz").is_file() and (root / "test.npz").is_file():
-        train, test = _load_npz(root / "train.npz", num_classes), _load_npz(root / "test.npz", num_classes)
+        train = _load_npz(root / "train.npz", num_classes)
+        test = _load_npz(root / "test.npz", num_classes)
         source = "npz"
     elif (root / tv_folder).is_dir() or download:
         import torchvision

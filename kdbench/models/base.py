@@ -38,7 +38,8 @@ class Features:
     stem: torch.Tensor | None = None
 
     def detach(self) -> Features:
-        d = lambda t: None if t is None else t.detach()
+        def d(t):
+            return None if t is None else t.detach()
         return Features(d(self.logits), d(self.embedding), [t.detach() for t in self.stages],
                         [t.detach() for t in self.preact], d(self.stem))
 

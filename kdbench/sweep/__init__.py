@@ -32,7 +32,8 @@ from .plan import Plan, count_points, expand, load_sweep, shipped
 from .slurm import SlurmExecutor
 
 __all__ = ["EXTERNAL_EXECUTORS", "Executor", "InlineExecutor", "Job", "LocalExecutor", "Outcome",
-           "Plan", "SlurmExecutor", "Summary", "count_points", "dry_run_report", "execute", "expand",
+           "Plan", "SlurmExecutor", "Summary", "count_points", "dry_run_report", "execute",
+           "expand",
            "list_sweeps", "load_sweep", "make_executor", "run_lockstep", "run_sweep", "shipped",
            "status_report", "summary_report", "train_teacher"]
 

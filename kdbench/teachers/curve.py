@@ -8,7 +8,8 @@ and reruns skip the points already done.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..config import RunConfig, resolve
 from ..errors import ConfigError

@@ -5,9 +5,10 @@ together, each from the labels and from the others' predictions. Here the studen
 member 0 and the source adds ``peers − 1`` networks of ``--teacher-arch`` (``--peers`` is the
 cohort size K, default 2), trained with the student's recipe on the same batches, each with its
 own instance of the run's loss. Each member k minimises
-``w_ce·CE + Σ_i w_i·mean_{l≠k} term_i(k, l)`` with the others' outputs as constants; with ``--loss dml`` that is the paper's
-``CE + 1/(K−1) Σ_l KL(p_l ‖ p_k)``. Any other loss composes (``--loss kd`` distils from the peer
-at temperature T); feature losses need K = 2, init-stage losses a fixed teacher.
+``w_ce·CE + Σ_i w_i·mean_{l≠k} term_i(k, l)`` with the others' outputs as constants; with
+``--loss dml`` that is the paper's ``CE + 1/(K−1) Σ_l KL(p_l ‖ p_k)``. Any other loss composes
+(``--loss kd`` distils from the peer at temperature T); feature losses need K = 2, init-stage
+losses a fixed teacher.
 
 Updates follow the paper's Algorithm 1 by default (``update=alternate``): on each mini-batch the
 members are updated in turn, and member k is distilled from the predictions of the members

@@ -4,8 +4,8 @@ distilled from, with that checkpoint's own accuracy on a second axis."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 

@@ -18,7 +18,7 @@ def halfway(epochs: list[int], total: int) -> int:
 
 
 def full(ctx: TeacherContext) -> Teacher:
-    """The last checkpoint of the teacher trajectory (the converged teacher), or --teacher-weights."""
+    """The last checkpoint of the teacher trajectory (converged teacher), or --teacher-weights."""
     if ctx.config.teacher is not None and ctx.config.teacher.weights is not None:
         return ctx.weights_teacher("full")
     trajectory = ctx.trajectory()
@@ -26,7 +26,7 @@ def full(ctx: TeacherContext) -> Teacher:
 
 
 def intermediate(ctx: TeacherContext) -> Teacher:
-    """One intermediate checkpoint: --teacher-epoch E or --teacher-epoch-frac F, default half-way."""
+    """One intermediate checkpoint: --teacher-epoch E or --teacher-epoch-frac F (half-way)."""
     t = ctx.config.teacher
     assert t is not None
     if t.options.get("select"):  # --select ESTIMATOR: Checkpoint KD's Algorithm 1 (kdbench.mi)

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -163,7 +164,7 @@ def ensemble_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterab
         for sfx in ("_snap", "_ind"):
             n = 0 if pd.isna(r["n" + sfx]) else int(r["n" + sfx])
             row += [_cell(r["mean" + sfx], r["std" + sfx], n, digits),
-                    "" if pd.isna(r["teacher_top1" + sfx]) else f"{r['teacher_top1' + sfx]:.{digits}f}",
+                    "" if pd.isna(t_top1 := r["teacher_top1" + sfx]) else f"{t_top1:.{digits}f}",
                     "" if pd.isna(r["cost" + sfx]) else f"{r['cost' + sfx]:g}", n or ""]
         row.append("" if pd.isna(diff) else f"{diff:+.{digits}f}")
         body.append(row)

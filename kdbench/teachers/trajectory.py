@@ -14,8 +14,9 @@ import dataclasses
 import fcntl
 import hashlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
