@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,25 @@ def test_fashion_mnist_reads_idx_files(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="no t10k-labels-idx1-ubyte"):
         load_dataset("fashion_mnist", str(tmp_path))
+
+
+FASHION_DIRS = [os.environ.get("KDBENCH_TEST_FASHION_MNIST"), "/usr/share/datasets/fashion-mnist"]
+
+
+@pytest.mark.skipif(not any(d and os.path.isdir(d) for d in FASHION_DIRS),
+                    reason="no Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_real_files():
+    root = next(d for d in FASHION_DIRS if d and os.path.isdir(d))
+    d = load_dataset("fashion_mnist", root)
+    assert (len(d.train), len(d.test), d.num_classes, d.input_shape) == (60000, 10000, 10,
+                                                                          (1, 28, 28))
+    # the official release is balanced: 6,000 / 1,000 images per class
+    assert torch.bincount(d.train.labels).tolist() == [6000] * 10
+    assert torch.bincount(d.test.labels).tolist() == [1000] * 10
+    # the normalisation constants match the real training pixels
+    pixels = d.train.images.double() / 255
+    assert abs(float(pixels.mean()) - d.mean[0]) < 1e-3
+    assert abs(float(pixels.std()) - d.std[0]) < 1e-3
 
 
 def test_loader_visits_every_sample_once_in_a_seeded_order():
