@@ -52,12 +52,13 @@ class EnsembleTeacher(nn.Module):
         self.members = nn.ModuleList(members)
         self.mode = mode
         self.temperature = float(temperature)
-        self.batched = batched
+        # members never change architecture: decide once, not on every forward
+        self.batched = batched and self.same_architecture()
         self._stacked: tuple | None = None  # (weights' addresses, params, buffers, meta model)
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The members' logits stacked as (K, B, C)."""
-        if self.batched and self.same_architecture():
+        if self.batched:
             return self._vmapped_logits(x)
         return torch.stack([m(x) for m in self.members])
 
