@@ -75,12 +75,8 @@ def shared(tmp_path_factory):
 
 
 @pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "testing_losses.py").write_text(PLUGIN)
-    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
-    return folder
+def plugin_dir(local_plugin):
+    return local_plugin(PLUGIN, "testing_losses.py")
 
 
 def tiny(results, **extra):

@@ -143,15 +143,12 @@ FLAKY = textwrap.dedent('''
 ''')
 
 
-def test_diverged_repeats_are_reported_not_averaged(store, cli_runner, tmp_path, monkeypatch):
+def test_diverged_repeats_are_reported_not_averaged(store, cli_runner, local_plugin):
     """Repeats with seeds 0, 1, 2; seed 1 diverges: the mean is (0 + 20) / 2 = 10, the table
     says 2/3 and the cache keeps the error. All repeats diverging leaves no estimate, and
     selection refuses with the reason."""
     results, key = store
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "flaky.py").write_text(FLAKY)
-    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(tmp_path / "plugins"))
-    plugins.reset()
+    local_plugin(FLAKY, "flaky.py")
     out = cli_runner("mi", key, "--estimator", "flaky", "--repeats", "3", "--samples", "16",
                      "--results-dir", results, "--quiet", "--json")
     data = _json(out)

@@ -85,24 +85,21 @@ def test_same_seed_same_result_other_seed_differs(tiny, tmp_path):
     assert curve(a) != curve(c)
 
 
-def plugin_dir(tmp_path, body):
-    folder = tmp_path / "plugins"
-    folder.mkdir(exist_ok=True)
-    (folder / "p.py").write_text("import kdbench\n" + textwrap.dedent(body))
-    return folder
+def hook_plugin(local_plugin, body):
+    """A local plugin module ``p.py`` of ``body`` (indented source), loaded."""
+    return local_plugin("import kdbench\n" + textwrap.dedent(body), "p.py")
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, monkeypatch,
+                                                             local_plugin):
     straight = kdbench.run(tiny(**{"loss.name": "kd", "recipe.epochs": 3,
                                    "results_dir": str(tmp_path / "a")}), progress=False)
-    folder = plugin_dir(tmp_path, """
+    hook_plugin(local_plugin, """
         @kdbench.hookimpl
         def kdbench_epoch_end(run_id, epoch):
             if epoch == 2 and not run_id.startswith("resnet8"):   # the student, not the teacher
                 raise KeyboardInterrupt
     """)
-    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
-    plugins.reset()
     cfg = tiny(**{"loss.name": "kd", "recipe.epochs": 3, "results_dir": str(tmp_path / "b")})
     with pytest.raises(KeyboardInterrupt):
         kdbench.run(cfg, progress=False)
@@ -117,8 +114,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, mon
     assert strip(resumed) == strip(straight)
 
 
-def test_nan_loss_fails_the_run_with_term_epoch_and_step(tiny, tmp_path, monkeypatch, results):
-    folder = plugin_dir(tmp_path, """
+def test_nan_loss_fails_the_run_with_term_epoch_and_step(tiny, local_plugin, results):
+    hook_plugin(local_plugin, """
         import torch
         from kdbench.losses import Distiller
         class Bad(Distiller):
@@ -128,8 +125,6 @@ def test_nan_loss_fails_the_run_with_term_epoch_and_step(tiny, tmp_path, monkeyp
         def register_losses(register):
             register("nanloss", Bad, defaults={"w_ce": 1.0, "w_boom": 1.0}, taps=("logits",))
     """)
-    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
-    plugins.reset()
     cfg = tiny(**{"loss.name": "nanloss"})
     with pytest.raises(TrainingError, match=r"term 'boom' = nan in student at epoch 1, step 1"):
         kdbench.run(cfg, progress=False)
@@ -137,16 +132,14 @@ def test_nan_loss_fails_the_run_with_term_epoch_and_step(tiny, tmp_path, monkeyp
     assert rec["status"] == "failed" and "'boom'" in rec["error"]
 
 
-def test_failed_force_rerun_keeps_the_done_record(tiny, tmp_path, monkeypatch, results):
+def test_failed_force_rerun_keeps_the_done_record(tiny, local_plugin, results):
     cfg = tiny(**{"loss.name": "ce"})
     done = kdbench.run(cfg, progress=False)
-    folder = plugin_dir(tmp_path, """
+    hook_plugin(local_plugin, """
         @kdbench.hookimpl
         def kdbench_epoch_end(run_id, epoch):
             raise KeyboardInterrupt
     """)
-    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
-    plugins.reset()
     with pytest.raises(KeyboardInterrupt):
         kdbench.run(cfg, force=True, progress=False)
     assert Store(results).load_record(cfg.run_id) == done

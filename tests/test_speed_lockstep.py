@@ -9,7 +9,6 @@ import textwrap
 import pytest
 
 from conftest import tiny_overrides
-from kdbench import plugins
 from kdbench.config import build_config
 from kdbench.runner import lockstep_groups, run, run_many
 from kdbench.store import Store
@@ -63,12 +62,8 @@ PLUGIN = textwrap.dedent('''
 
 
 @pytest.fixture
-def toy(tmp_path, monkeypatch):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "toy_lockstep.py").write_text(PLUGIN)
-    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
-    plugins.reset()  # the module loads as kdbench_local_plugins.toy_lockstep
+def toy(local_plugin):
+    local_plugin(PLUGIN, "toy_lockstep.py")  # loads as kdbench_local_plugins.toy_lockstep
 
 
 def configs(results, *variants, **common):

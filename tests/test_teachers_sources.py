@@ -342,12 +342,8 @@ def register_losses(register):
 
 @pytest.mark.parametrize("source", ["snapshot", "independent"])
 def test_feature_loss_with_an_ensemble_teacher_names_the_losses_that_work(
-        results, tmp_path, monkeypatch, source):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "toyhint.py").write_text(FEATURE_LOSS)
-    monkeypatch.setenv("KDBENCH_PLUGINS_DIR", str(folder))
-    plugins.reset()
+        results, local_plugin, source):
+    local_plugin(FEATURE_LOSS, "toyhint.py")
     with pytest.raises(ConfigError, match=rf"source '{source}' gives logits only "
                                           r"\(losses that work: ce, dkd, dml, kd\)"):
         run(one_epoch(results, **{"loss.name": "toyhint", "teacher.source": source}),
