@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .hookspecs import hookimpl
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "hookimpl", "create_model", "run", "load_records", "build_config",
            "RunConfig"]
 

@@ -41,7 +41,9 @@ import torch.nn.functional as F
 
 from . import engine
 from .data import BatchLoader, Dataset, Split
+from .device import default_channels_last, environment, resolve_device, rng_state, set_threads
 from .errors import ConfigError
+from .stages import Batch
 
 #: CIFAR-100's per-channel statistics: the random default data stands in for it
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
@@ -278,7 +280,7 @@ class Engine(Variant):
         self.fixed = tuple(t.clone() for t in self._next()) if fixed_batch else None
         if len(trainees) > 1:
             for t in trainees:
-                t.rng = engine.rng_state(device)
+                t.rng = rng_state(device)
 
     def _next(self):
         try:
@@ -290,8 +292,9 @@ class Engine(Variant):
 
     def step(self) -> None:
         x, y, idx = self.fixed if self.fixed is not None else self._next()
-        engine.train_step(self.trainees, x, y, idx, epoch=0, step=self.n, sums=self.sums,
-                          device=self.device, precision=self.precision, teacher=self.teacher)
+        engine.train_step(self.trainees, Batch(x, y, idx), epoch=0, step=self.n,
+                          sums=self.sums, device=self.device, precision=self.precision,
+                          teacher=self.teacher)
         self.n += 1
 
 
@@ -332,7 +335,6 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
     from .losses import DistillContext, build
     from .losses import resolve as resolve_loss
     from .models import create_model
-    from .runner import environment
 
     say = progress or (lambda _msg: None)
     unknown = [v for v in opts.variants if v not in VARIANTS]
@@ -341,9 +343,9 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
         raise UnknownNameError("bench variant", unknown[0], VARIANTS)
     if opts.batch_size < 2 or opts.steps < 1 or opts.rounds < 1:
         raise ConfigError("bench needs batch size >= 2, steps >= 1 and rounds >= 1")
-    threads = engine.set_threads(opts.threads)
-    device = engine.resolve_device(opts.device)
-    channels_last = (engine.default_channels_last(device) if opts.channels_last is None
+    threads = set_threads(opts.threads)
+    device = resolve_device(opts.device)
+    channels_last = (default_channels_last(device) if opts.channels_last is None
                      else opts.channels_last)
     workers = opts.workers or len(os.sched_getaffinity(0))
     data = bench_data(opts)

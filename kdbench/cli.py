@@ -14,6 +14,7 @@ import click
 from .config import PRESETS, preset_default
 from .errors import ConfigError, KDBenchError
 from .plugins import ENV_DIR
+from .record import summary_line
 
 # ============================== the group ======================================================
 
@@ -230,6 +231,22 @@ def engine_options(f):
 @click.option("--device", default=None, show_default="auto", help="auto, cpu, cuda[:N] or mps.")
 @click.option("--precision", default=None, show_default="auto (bf16 where fast, else fp32)",
               help="auto, fp32, bf16 or fp16 (autocast).")
+@click.option("--warmup", "warmups", multiple=True, metavar="NAME[:K=V,...]",
+              help="A warm-up stage before the loss's own (repeatable: chained in order), e.g. "
+                   "--warmup indistill:a=2; `kdbench plugins --kind stage`.")
+@click.option("--eval", "evals", multiple=True, metavar="NAME[:K=V,...]",
+              help="An evaluator besides accuracy (repeatable), e.g. --eval retrieval; "
+                   "`kdbench plugins --kind evaluator`.")
+@click.option("--best-metric", default=None, show_default="top1",
+              help="The metric that picks the best epoch (any evaluator's).")
+@click.option("--data-transform", "transforms", multiple=True, metavar="NAME[:K=V,...]",
+              help="A data transform of the training split (repeatable, applied in order), "
+                   "e.g. --data-transform subset:per_class=500; `kdbench plugins --kind "
+                   "data_transform`.")
+@click.option("--teacher-data-transform", "teacher_transforms", multiple=True,
+              metavar="NAME[:K=V,...]|none",
+              help="The teacher's own data transforms instead of the student's ('none': the "
+                   "teacher trains on the untransformed data).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Set any config field by dotted path, e.g. teacher.recipe.epochs=10.")
 @results_dir_option(spec_default=True)
@@ -240,8 +257,9 @@ def engine_options(f):
 @teacher_source_options
 def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
-        lr, seed, device, precision, sets, results_dir, force, quiet, as_json, lockstep,
-        compile_, channels_last, threads, **teacher_flags):
+        lr, seed, device, precision, warmups, evals, best_metric, transforms,
+        teacher_transforms, sets, results_dir, force, quiet, as_json, lockstep, compile_,
+        channels_last, threads, **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record.
 
     Several --student/--loss values make one run per combination; runs that share teacher,
@@ -270,6 +288,8 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
     overrides.update({f"loss.options.{k}": v
                       for k, v in parse_assignments(options, "--opt").items()})
     overrides.update(teacher_overrides(teacher_flags))
+    overrides.update(behaviour_overrides(warmups, evals, best_metric, transforms,
+                                         teacher_transforms))
     overrides.update(parse_assignments(sets, "--set"))
     specs = [load_spec(f) for f in spec] or [None]
     spec_dict = specs[0]
@@ -294,6 +314,26 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         click.echo(json.dumps(record, indent=2))
     else:
         click.echo(summary_line(record))
+
+
+def behaviour_overrides(warmups, evals, best_metric, transforms, teacher_transforms
+                        ) -> dict[str, Any]:
+    """Config overrides of the stage, evaluator and data-transform flags."""
+    from .config import parse_plugin_item
+
+    out: dict[str, Any] = {"eval.best_metric": best_metric}
+    if warmups:
+        out["warmup"] = [parse_plugin_item(w, "--warmup") for w in warmups]
+    if evals:
+        out["eval.evaluators"] = [{"name": "accuracy"}] + [
+            parse_plugin_item(e, "--eval") for e in evals if e != "accuracy"]
+    if transforms:
+        out["data.transforms"] = [parse_plugin_item(t, "--data-transform") for t in transforms]
+    if teacher_transforms:
+        out["teacher.data.transforms"] = [
+            parse_plugin_item(t, "--teacher-data-transform") for t in teacher_transforms
+            if t != "none"]
+    return out
 
 
 def _several(values: tuple[str, ...]) -> list[str]:
@@ -322,21 +362,6 @@ def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: 
             f"{r['run_id']} {r.get('error')}" for r in failed))
 
 
-def summary_line(record: dict[str, Any]) -> str:
-    cfg, m = record["config"], record.get("metrics") or {}
-    t = record.get("teacher")
-    where = (f"epoch {','.join(map(str, t['epochs']))}" if t and t.get("epochs")
-             else f"cohort of {t['peers']}" if t and "peers" in t else "weights" if t else "")
-    teacher = (f" ← {t['arch']} ({t['source']}, {where}, "
-               f"top-1 {t.get('teacher_top1', float('nan')):.2f})") if t else ""
-    cost = record.get("cost") or {}
-    return (f"{record['run_id']} {record['status']}: {cfg['student']}{teacher} "
-            f"{cfg['loss']['name']} on {cfg['data']['name']} seed {cfg['seed']}: top-1 last "
-            f"{m.get('top1_last', float('nan')):.2f}, best {m.get('top1_best', float('nan')):.2f}"
-            f" (epoch {m.get('best_epoch', '?')}); {cost.get('wall_seconds', 0):.1f} s, "
-            f"{cost.get('images_per_s', 0):.0f} img/s")
-
-
 # ============================== table ==========================================================
 
 
@@ -345,7 +370,8 @@ def summary_line(record: dict[str, Any]) -> str:
 @click.option("--rows", default="dataset,student", help="Comma-separated row keys.")
 @click.option("--cols", default="loss,teacher", help="Comma-separated column keys ('' for none).")
 @click.option("--metric", default="top1_last",
-              help="Metric column: top1_last, top1_best, top5_last, top5_best, ...")
+              help="Metric column: any evaluator metric with _last or _best (top1_last, "
+                   "top5_best, map_cosine_last, ...).")
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Keep only runs with this column value (repeatable).")
 @click.option("--format", "fmt", default="github",
@@ -353,20 +379,20 @@ def summary_line(record: dict[str, Any]) -> str:
               help="Output format.")
 @click.option("--digits", default=2, help="Decimals shown.")
 @click.option("--layout", "layout_name", default="pivot",
-              help="Table layout: pivot (rows × cols), or a paper layout (see --help of each).")
+              help="Table layout: pivot (rows × cols), or a paper layout (`kdbench plugins "
+                   "--kind table_layout`).")
 def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
     """Comparison table from all run records: mean ± std over seeds, seeds per cell."""
-    from .errors import UnknownNameError
-    from .table import LAYOUTS, load_records
+    from .plugins import get
+    from .table import load_records
 
-    if layout_name not in LAYOUTS:
-        raise UnknownNameError("table layout", layout_name, LAYOUTS)
+    layout = get("table_layout", layout_name)
     df = load_records(results_dir)
     if df.empty:
         raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r}")
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    click.echo(LAYOUTS[layout_name](df, rows=split(rows), cols=split(cols), metric=metric,
-                                    where=where, fmt=fmt, digits=digits))
+    click.echo(layout.create(df, rows=split(rows), cols=split(cols), metric=metric,
+                             where=where, fmt=fmt, digits=digits))
 
 
 # ============================== plugins ========================================================

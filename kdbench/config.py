@@ -19,16 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .device import resolve_precision
 from .errors import ConfigError, UnknownNameError
+from .spec import coerce_options, from_dict
 
-SCHEDULES = ("multistep", "step", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass
 class Recipe:
-    """Optimisation recipe (SGD): shared shape for teacher training and distillation."""
+    """Optimisation recipe: shared shape for teacher training and distillation.
+
+    ``momentum`` and ``nesterov`` are SGD's; another optimiser's own settings (Adam's betas)
+    go in ``optimizer_options``. ``warmup_epochs`` puts a linear lr warm-up in front of any
+    schedule.
+    """
 
     epochs: int = 30
     batch_size: int = 64
@@ -36,21 +42,14 @@ class Recipe:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
-    schedule: str = "multistep"  # multistep | step | cosine | constant
+    schedule: str = "multistep"  # a registered schedule: multistep | step | cosine | constant ...
     milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr ×= gamma
     step_size: int = 0  # step: lr ×= gamma every step_size epochs
     gamma: float = 0.1
-
-    def lr_factor(self, epoch: int) -> float:
-        """Multiplier of the base lr during ``epoch`` (0-based)."""
-        if self.schedule == "multistep":
-            return self.gamma ** sum(epoch >= m for m in self.milestones)
-        if self.schedule == "step":
-            return self.gamma ** (epoch // self.step_size)
-        if self.schedule == "cosine":
-            import math
-            return 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
-        return 1.0
+    optimizer: str = "sgd"  # a registered optimiser: sgd | adam | adamw ...
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    schedule_options: dict[str, Any] = field(default_factory=dict)
+    warmup_epochs: int = 0
 
 
 @dataclass
@@ -59,6 +58,10 @@ class DataConfig:
     dir: str | None = None  # where the files are: not part of the run's identity
     augment: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the dataset factory's keyword args
+    #: data transforms applied in order after loading: [{name: subset, per_class: 500}, ...]
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+    augmentation: str = "crop_flip"  # the batch augmentation (a registered name)
+    augmentation_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +75,8 @@ class TeacherConfig:
     epoch: int | None = None  # checkpoint for `intermediate` (None: half-way)
     weights: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # source-specific settings
+    #: the data the teacher trains on (None: the student's) — e.g. clean labels for the teacher
+    data: DataConfig | None = None
 
     def checkpoint_epochs(self) -> list[int]:
         epochs = self.recipe.epochs
@@ -100,6 +105,19 @@ class EngineConfig:
     ensemble_vmap: bool = False  # ensemble teachers of one architecture: one vmapped forward
 
 
+def _default_evaluators() -> list[dict[str, Any]]:
+    return [{"name": "accuracy"}]
+
+
+@dataclass
+class EvalConfig:
+    """What is measured: evaluator plugins (``--eval NAME``), and the metric that picks the
+    best epoch."""
+
+    evaluators: list[dict[str, Any]] = field(default_factory=_default_evaluators)
+    best_metric: str = "top1"
+
+
 @dataclass
 class RunConfig:
     """Everything that defines one run. ``run_id`` hashes all of it but the paths and device."""
@@ -111,6 +129,9 @@ class RunConfig:
     teacher: TeacherConfig | None = field(default_factory=TeacherConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     recipe: Recipe = field(default_factory=Recipe)
+    #: warm-up stages before the loss's own (``--warmup NAME[:k=v]``): [{name: ..., ...}]
+    warmup: list[dict[str, Any]] = field(default_factory=list)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
@@ -122,7 +143,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, data, "")
+        return from_dict(cls, data, "")
+
+    @property
+    def teacher_data(self) -> DataConfig:
+        """The data the teacher trains on: its own (``teacher.data``), else the student's."""
+        return self.teacher.data if self.teacher is not None and self.teacher.data is not None \
+            else self.data
 
     @property
     def run_id(self) -> str:
@@ -134,6 +161,47 @@ class RunConfig:
 NON_IDENTITY = ("results_dir", "device", "data.dir", "engine")
 
 
+#: Fields added after records were first written: the identity leaves each out while it holds
+#: the value a default config resolves it to, so a config that does not use them keeps its id.
+LATER_FIELDS: tuple[str, ...] = (
+    *(f"{r}.{k}" for r in ("recipe", "teacher.recipe") for k in (
+        "optimizer", "optimizer_options", "schedule_options", "warmup_epochs")),
+    "data.transforms", "data.augmentation", "data.augmentation_options", "teacher.data",
+    "warmup", "eval",
+)
+
+_unused: dict[str, Any] | None = None
+
+
+def _unused_values() -> dict[str, Any]:
+    """Each later field's value in the resolved default config (computed once)."""
+    global _unused
+    if _unused is None:
+        d = resolve(RunConfig()).to_dict()
+        _unused = {}
+        for dotted in LATER_FIELDS:
+            node: Any = d
+            for part in dotted.split("."):
+                node = node[part]
+            _unused[dotted] = node
+    return _unused
+
+
+def drop_later_defaults(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``d`` (a config as a dict, or the part of one at ``prefix``, e.g. ``"teacher."``) without
+    the later fields that hold their default config's value."""
+    for dotted, unused in _unused_values().items():
+        if not dotted.startswith(prefix):
+            continue
+        *parents, leaf = dotted[len(prefix):].split(".")
+        node: Any = d
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == unused:
+            node.pop(leaf)
+    return d
+
+
 def identity(config: RunConfig) -> dict[str, Any]:
     d = config.to_dict()
     for dotted in NON_IDENTITY:
@@ -142,7 +210,7 @@ def identity(config: RunConfig) -> dict[str, Any]:
         for p in parents:
             node = node[p]
         node.pop(leaf, None)
-    return d
+    return drop_later_defaults(d)
 
 
 def canonical_json(obj: Any) -> str:
@@ -240,7 +308,12 @@ def build_config(overrides: dict[str, Any] | None = None, spec: dict[str, Any] |
     base: dict[str, Any] = {}
     for layer in _preset_layers(preset, student, loss):
         base = deep_merge(base, layer)
-    return RunConfig.from_dict(deep_merge(base, merged_top))
+    merged = deep_merge(base, merged_top)
+    teacher = merged.get("teacher")
+    if isinstance(teacher, dict) and isinstance(teacher.get("data"), dict):
+        # the teacher's own data settings are layered over the student's
+        teacher["data"] = deep_merge(merged.get("data") or {}, teacher["data"])
+    return RunConfig.from_dict(merged)
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
@@ -266,70 +339,6 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# -- typed construction -------------------------------------------------------------------------
-
-def _from_dict(cls: type, data: Any, where: str) -> Any:
-    if data is None and where.rstrip(".") == "teacher":
-        return None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UnknownNameError("config field", where + unknown[0],
-                               [where + n for n in sorted(names)])
-    kwargs = {k: _coerce(hints[k], v, where + k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, where + ".")
-    if origin is list:
-        if isinstance(value, str):
-            value = [v for v in re.split(r"[,\s]+", value.strip("[]")) if v]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return [_coerce(args[0], v, where) for v in value] if args else list(value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping of key=value, got {value!r}")
-        return {str(k): v for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false",
-                                                         "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if tp in (int, float):
-        try:
-            number = tp(value) if not isinstance(value, str) else tp(float(value)) if tp is int \
-                else float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be {'an integer' if tp is int else 'a number'}, "
-                              f"got {value!r}") from None
-        if tp is int and float(value) != number:
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return number
-    if tp is str:
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return str(value)
-    return value
-
-
 def parse_assignments(items: typing.Iterable[str], what: str) -> dict[str, Any]:
     """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (YAML scalars); malformed items are errors."""
     import yaml
@@ -345,6 +354,15 @@ def parse_assignments(items: typing.Iterable[str], what: str) -> dict[str, Any]:
             value = raw
         out[key.strip()] = value
     return out
+
+
+def parse_plugin_item(text: str, what: str) -> dict[str, Any]:
+    """``"NAME:k=v,k2=v2"`` → ``{"name": NAME, "k": v, "k2": v2}`` (YAML scalars)."""
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise ConfigError(f"malformed {what} {text!r}: expected NAME or NAME:KEY=VALUE,...")
+    items = [x for x in rest.split(",") if x.strip()] if rest else []
+    return {"name": name.strip(), **parse_assignments(items, what)}
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
@@ -371,8 +389,10 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 def resolve(config: RunConfig) -> RunConfig:
     """Validate a config against the registries and fill in every default it implies.
 
-    Loss weights/options become complete (plugin defaults < preset < user); a loss that needs no
-    teacher drops the teacher section. The result is what the record stores and the id hashes.
+    Loss weights/options become complete (plugin defaults < preset < user), and so do the
+    options of every warm-up stage, evaluator, data transform, optimiser and augmentation; a
+    loss that needs no teacher drops the teacher section. The result is what the record stores
+    and the id hashes.
     """
     from . import losses
     from .plugins import get
@@ -380,63 +400,150 @@ def resolve(config: RunConfig) -> RunConfig:
     c = copy.deepcopy(config)
     if c.preset not in PRESETS:
         raise UnknownNameError("preset", c.preset, PRESETS)
-    get("dataset", c.data.name)
     get("model", c.student)
-    loss_entry = losses.entry(c.loss.name)
+    _resolve_data(c.data, "data")
+    loss = losses.entry(c.loss.name)
     c.loss.weights, c.loss.options = losses.resolve(
         c.loss.name, c.loss.weights, c.loss.options, student=c.student,
         teacher=c.teacher.arch if c.teacher is not None else None)
-    needs_teacher = loss_entry.metadata.get("needs_teacher", _needs_teacher(loss_entry))
-    if not needs_teacher:
+    if not loss.teacher_needed:
         c.teacher = None
     elif c.teacher is None:
         raise ConfigError(f"loss {c.loss.name!r} needs a teacher but the config has none")
     else:
         source = get("teacher_source", c.teacher.source)
         get("model", c.teacher.arch)
-        feature_taps = set(loss_entry.metadata.get("taps", ("logits",))) - {"logits", "index"}
-        if feature_taps and not source.metadata.get("features", True):
+        if loss.feature_taps and not source.features:
             from .plugins import get_registry
 
             logit_losses = [e.name for e in get_registry().entries("loss")
-                            if set(e.metadata.get("taps", ("logits",))) <= {"logits", "index"}]
+                            if not e.feature_taps]
             raise ConfigError(
-                f"loss {c.loss.name!r} taps {', '.join(sorted(feature_taps))} features, but "
-                f"teacher source {c.teacher.source!r} gives logits only (losses that work: "
+                f"loss {c.loss.name!r} taps {', '.join(sorted(loss.feature_taps))} features, "
+                f"but teacher source {c.teacher.source!r} gives logits only (losses that work: "
                 f"{', '.join(logit_losses)})")
-        resolve_source = source.metadata.get("resolve")
-        if resolve_source is not None:  # the source checks and completes its own settings
-            resolve_source(c)
+        if source.resolve is not None:  # the source checks and completes its own settings
+            source.resolve(c)
         _check_recipe(c.teacher.recipe, "teacher.recipe")
+        if c.teacher.data is not None:
+            _resolve_data(c.teacher.data, "teacher.data")
         bad = [e for e in c.teacher.save_epochs if not 1 <= e <= c.teacher.recipe.epochs]
         if bad:
             raise ConfigError(f"teacher.save_epochs {bad} outside 1..{c.teacher.recipe.epochs}")
         if c.teacher.save_every < 0:
             raise ConfigError(f"teacher.save_every must be >= 0, got {c.teacher.save_every}")
     _check_recipe(c.recipe, "recipe")
+    c.warmup = _resolve_stages(c.warmup)
+    _resolve_eval(c.eval)
     if c.engine.threads < 0:
         raise ConfigError(f"engine.threads must be >= 0 (0: all cores), got {c.engine.threads}")
     if c.precision not in PRECISIONS:
         raise UnknownNameError("precision", c.precision, PRECISIONS)
     if c.device not in DEVICES and not re.fullmatch(r"cuda:\d+", c.device):
         raise UnknownNameError("device", c.device, DEVICES)
-    from .engine import resolve_precision
     c.precision = resolve_precision(c.precision, c.device)
     return c
 
 
-def _needs_teacher(entry: Any) -> bool:
-    return bool(getattr(entry.factory, "needs_teacher", True))
+def resolve_items(items: list[Any], kind: str, where: str,
+                  common: dict[str, Any] | None = None,
+                  common_types: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A list of ``{name: ..., option: value}`` plugin uses (or bare names), each name checked
+    against the registry of ``kind`` and its options completed and typed from the plugin's
+    declared defaults (plus ``common`` options every plugin of the kind takes)."""
+    from .plugins import KINDS, get
+
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ConfigError(f"{where}[{i}] must be a mapping with a 'name' (a "
+                              f"{KINDS[kind][1]}), got {item!r}")
+        spec = get(kind, item["name"])
+        defaults = {**(common or {}), **spec.defaults}
+        types = {**(common_types or {}), **spec.types}
+        options = coerce_options({k: v for k, v in item.items() if k != "name"}, defaults,
+                                 f"{KINDS[kind][1]} {spec.name!r}", types)
+        out.append({"name": spec.name, **options})
+    return out
+
+
+def _resolve_data(d: DataConfig, where: str) -> None:
+    from .plugins import get
+
+    get("dataset", d.name)
+    d.transforms = resolve_items(d.transforms, "data_transform", f"{where}.transforms")
+    spec = get("augmentation", d.augmentation)
+    d.augmentation_options = coerce_options(
+        d.augmentation_options, spec.defaults, f"augmentation {spec.name!r}", spec.types)
+
+
+def _resolve_stages(items: list[Any]) -> list[dict[str, Any]]:
+    from .stages import COMMON_OPTIONS, COMMON_TYPES
+
+    out = resolve_items(items, "stage", "warmup", COMMON_OPTIONS, COMMON_TYPES)
+    for item in out:
+        if item["epochs"] is not None and item["epochs"] < 0:
+            raise ConfigError(f"stage {item['name']!r} epochs must be >= 0, got "
+                              f"{item['epochs']}")
+        if item["optimizer"] is not None:
+            from .plugins import get
+
+            get("optimizer", item["optimizer"])
+        from .plugins import get
+
+        get("schedule", item["schedule"])
+    return out
+
+
+def _resolve_eval(e: EvalConfig) -> None:
+    from .plugins import get
+
+    e.evaluators = resolve_items(e.evaluators, "evaluator", "eval.evaluators", {"every": None},
+                                 {"every": int | None})
+    names = [item["name"] for item in e.evaluators]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"evaluator {dup[0]!r} is listed twice in eval.evaluators")
+    for item in e.evaluators:
+        if item["every"] is None:
+            item.pop("every")
+        elif item["every"] < 0:
+            raise ConfigError(f"evaluator {item['name']!r} every must be >= 0 (0: after the "
+                              f"last epoch), got {item['every']}")
+    metrics = {m: item["name"] for item in e.evaluators
+               for m in get("evaluator", item["name"]).metrics}
+    if e.best_metric not in metrics:
+        raise UnknownNameError("eval.best_metric", e.best_metric, metrics,
+                               hint="a metric of the run's evaluators")
+
+
+def _named(kind: str, name: str, where: str) -> Any:
+    """The registry entry ``name`` of ``kind``; an unknown one is named by its config field."""
+    from .plugins import get, names
+
+    try:
+        return get(kind, name)
+    except UnknownNameError:
+        raise UnknownNameError(where, name, names(kind)) from None
 
 
 def _check_recipe(r: Recipe, where: str) -> None:
+
     if r.epochs < 1:
         raise ConfigError(f"{where}.epochs must be >= 1, got {r.epochs}")
     if r.batch_size < 2:
         raise ConfigError(f"{where}.batch_size must be >= 2, got {r.batch_size}")
     if not r.lr > 0:
         raise ConfigError(f"{where}.lr must be > 0, got {r.lr}")
-    if r.schedule not in SCHEDULES:
-        raise UnknownNameError(f"{where}.schedule", r.schedule, SCHEDULES)
+    opt = _named("optimizer", r.optimizer, f"{where}.optimizer")
+    r.optimizer_options = coerce_options(r.optimizer_options, opt.defaults,
+                                         f"optimizer {opt.name!r}", opt.types)
+    sched = _named("schedule", r.schedule, f"{where}.schedule")
+    r.schedule_options = coerce_options(r.schedule_options, sched.defaults,
+                                        f"schedule {sched.name!r}", sched.types)
     if r.schedule == "step" and r.step_size < 1:
         raise ConfigError(f"{where}.step_size must be >= 1 with schedule 'step'")
+    if r.warmup_epochs < 0:
+        raise ConfigError(f"{where}.warmup_epochs must be >= 0, got {r.warmup_epochs}")

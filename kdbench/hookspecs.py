@@ -90,6 +90,75 @@ def register_executors(register: Register) -> None:
     """Register sweep executors: ``register(name, factory, description=)``."""
 
 
+# -- behaviour: how a run trains, what it measures, what is done to its data ---------------------
+
+@hookspec
+def register_stages(register: Register) -> None:
+    """Register training stages placed before the main one (``--warmup NAME``):
+    ``register(name, factory, description=, paper=, defaults=, types=)``.
+
+    ``factory(ctx: kdbench.stages.StageContext, **options) -> kdbench.stages.Stage`` (or a list of
+    them). ``defaults`` holds every option with its default; the common ones (``epochs``,
+    ``optimizer``, ``lr``, ``schedule``, ``label_weight``, ``within_budget``) are read by
+    :func:`kdbench.stages.stage_from_options`. Each stage names the parameters it trains, its
+    optimiser and lr schedule, its epochs, the loss it optimises (called with the epoch within
+    the stage and the stage's name) and the teacher view it sees.
+    """
+
+
+@hookspec
+def register_optimizers(register: Register) -> None:
+    """Register optimisers: ``register(name, factory, defaults=, types=)``;
+    ``factory(params, lr=, **options) -> torch.optim.Optimizer``."""
+
+
+@hookspec
+def register_schedules(register: Register) -> None:
+    """Register lr schedules: ``register(name, factory, defaults=, types=)``;
+    ``factory(epochs, **options)`` returns ``epoch -> factor`` of the base lr (epoch 0-based)."""
+
+
+@hookspec
+def register_evaluators(register: Register) -> None:
+    """Register evaluators: ``register(name, factory, needs=, metrics=, every=, lower_is_better=,
+    defaults=)``.
+
+    ``needs`` ⊆ {test_logits, test_embedding, train_logits, train_embedding} (train = the
+    un-augmented training split); ``every`` = 1 evaluates each epoch, N every N epochs, 0 only
+    after the last epoch (expensive evaluators). ``factory(ctx: kdbench.evaluators.EvalContext,
+    **options)`` returns a callable ``(outputs: kdbench.evaluators.Outputs) -> {metric: float}``
+    whose keys are the declared ``metrics``. Records keep ``<metric>_last``, ``<metric>_best``
+    and the curve of every metric.
+    """
+
+
+@hookspec
+def register_data_transforms(register: Register) -> None:
+    """Register data transforms: ``register(name, factory, splits=, needs_labels=, defaults=,
+    types=)``.
+
+    ``factory(**options)`` returns an object with ``apply(split: kdbench.data.Split, *,
+    num_classes: int, split_name: str) -> (Split, report: dict)``; it is applied after the
+    dataset plugin to the ``splits`` it declares (the training split by default), in the order
+    of ``data.transforms``, and its report (what it really did) goes into the record.
+    """
+
+
+@hookspec
+def register_augmentations(register: Register) -> None:
+    """Register batch augmentations: ``register(name, factory, defaults=, types=)``;
+    ``factory(dataset, **options)`` returns ``augment(images: uint8 (N, C, H, W), generator) ->
+    images``, run on whole device-resident batches (``data.augmentation``, and the extra views a
+    loss asks for)."""
+
+
+@hookspec
+def register_table_layouts(register: Register) -> None:
+    """Register table layouts of ``kdbench table --layout NAME``: ``register(name, factory,
+    description=)``; ``factory(df, **options) -> str`` with the options of ``kdbench table``
+    (rows, cols, metric, where, fmt, digits)."""
+
+
 @hookspec
 def register_commands(cli: click.Group) -> None:
     """Add Click commands to the ``kdbench`` group (``cli.command()`` / ``cli.add_command``)."""

@@ -12,6 +12,7 @@ fails to import or to register is reported (name and exception) and skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util
@@ -20,7 +21,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownNameError
+from .spec import SPECS, PluginSpec
 
 ENTRY_POINT_GROUP = "kdbench"
 ENV_LOAD = "KDBENCH_LOAD_PLUGINS"
@@ -40,37 +42,18 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kdbench.losses.plugin",
     "kdbench.teachers.plugin",
     "kdbench.mi.plugin",
-    "kdbench.sweep",
+    "kdbench.sweep.plugin",
+    "kdbench.optim",
+    "kdbench.evaluators.plugin",
+    "kdbench.layouts",
 )
 
 #: kind -> (hook name, human label used in messages)
-KINDS: dict[str, tuple[str, str]] = {
-    "model": ("register_models", "model"),
-    "dataset": ("register_datasets", "dataset"),
-    "loss": ("register_losses", "loss"),
-    "teacher_source": ("register_teacher_sources", "teacher source"),
-    "mi_estimator": ("register_mi_estimators", "MI estimator"),
-    "executor": ("register_executors", "executor"),
-}
+KINDS: dict[str, tuple[str, str]] = {kind: (hook, label) for kind, (hook, label, _) in
+                                     SPECS.items()}
 
-
-@dataclass(frozen=True)
-class Entry:
-    """One registered thing: its factory, where it came from and what it says about itself."""
-
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    source: str
-    description: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_namespace(self) -> bool:
-        return self.name.endswith("/*")
-
-    def create(self, *args: Any, **kwargs: Any) -> Any:
-        return self.factory(*args, **kwargs)
+#: A registered thing: its kind's typed spec (kept under the old name for plugin authors).
+Entry = PluginSpec
 
 
 @dataclass(frozen=True)
@@ -93,7 +76,9 @@ class Registry:
 
     # -- registration ------------------------------------------------------------------------
     def add(self, kind: str, name: str, factory: Callable[..., Any], source: str,
-            description: str = "", **metadata: Any) -> None:
+            description: str = "", **fields: Any) -> None:
+        """Register ``name``: its kind's spec is built from ``fields`` and checked (an unknown
+        field, a wrong type or a factory that disagrees with the registration is an error)."""
         if kind not in self._entries:
             raise PluginError(f"unknown plugin kind {kind!r} (valid: {', '.join(KINDS)})")
         if not isinstance(name, str) or not name or name != name.strip():
@@ -108,7 +93,8 @@ class Registry:
         if not description:
             doc = (getattr(factory, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
-        self._entries[kind][name] = Entry(kind, name, factory, source, description, dict(metadata))
+        self._entries[kind][name] = SPECS[kind][2].build(name, factory, source, description,
+                                                         fields)
 
     # -- lookup --------------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -142,8 +128,8 @@ class Registry:
                 validate = ns.metadata.get("validate")
                 if validate is not None:
                     validate(variant)
-                factory = _bind_variant(ns.factory, variant)
-                return Entry(kind, name, factory, ns.source, ns.description, ns.metadata)
+                return dataclasses.replace(ns, name=name,
+                                           factory=_bind_variant(ns.factory, variant))
         raise UnknownNameError(KINDS[kind][1], name, table)
 
     def create(self, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -243,8 +229,8 @@ class PluginHost:
         for kind, (hook_name, _) in KINDS.items():
             for source, function in self.impls(hook_name):
                 def register(name: str, factory: Callable[..., Any], *, description: str = "",
-                             _kind: str = kind, _source: str = source, **metadata: Any) -> None:
-                    registry.add(_kind, name, factory, _source, description, **metadata)
+                             _kind: str = kind, _source: str = source, **fields: Any) -> None:
+                    registry.add(_kind, name, factory, _source, description, **fields)
 
                 try:
                     function(register=register)

@@ -52,6 +52,70 @@ def atomic_torch_save(obj: Any, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def save_resume(obj: Any, path: Path) -> None:
+    """Write a resume file (training state) with its checksum.
+
+    The SHA-256 goes to ``<path>.sha256`` *before* the state file is replaced, and that sidecar
+    keeps the previous digest too, so whichever of the two state files a crash leaves behind
+    verifies.
+    """
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    sidecar = Path(str(path) + ".sha256")
+    digests = [hashlib.sha256(data).hexdigest()]
+    if Path(path).is_file() and sidecar.is_file():
+        with contextlib.suppress(OSError, ValueError, StoreError):
+            old = read_json(sidecar, "checksum").get("sha256", [])
+            digests += [d for d in old[:1] if d != digests[0]]
+    atomic_write_json(sidecar, {"sha256": digests})
+    atomic_write_bytes(Path(path), data)
+
+
+def load_resume(path: Path, device: Any = "cpu") -> dict[str, Any] | None:
+    """The training state in a resume file, or None when there is none.
+
+    Loaded with ``weights_only=True`` (no code runs from the store) after its checksum is
+    verified. A file that fails either check is set aside (renamed ``*.corrupt-<time>``) with a
+    warning naming it, and None is returned: the run starts afresh rather than resuming from
+    a damaged or planted state.
+    """
+    import time
+    import warnings
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    sidecar = Path(str(path) + ".sha256")
+    why = None
+    try:
+        expected = read_json(sidecar, "checksum")["sha256"] if sidecar.is_file() else None
+    except (StoreError, KeyError, TypeError):
+        expected = None
+    if expected is None:
+        why = "it has no valid checksum file"
+    elif sha256_file(path) not in expected:
+        why = "its SHA-256 does not match its checksum file"
+    else:
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - unreadable or not plain tensors and values
+            why = f"it cannot be read as plain tensors ({type(exc).__name__})"
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sidecar)
+    warnings.warn(f"kdbench: resume file {str(path)!r} is not trusted ({why}); set aside as "
+                  f"{aside.name}, the run starts afresh", RuntimeWarning, stacklevel=2)
+    return None
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

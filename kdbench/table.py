@@ -15,24 +15,10 @@ from .config import RunConfig, canonical_json, identity
 from .errors import ConfigError, KDBenchError, StoreError, UnknownNameError
 from .store import Store
 
-METRICS = ("top1_last", "top1_best", "top5_last", "top5_best", "top1_last10_best")
 FORMATS = ("github", "latex", "csv", "html", "plain")
 DEFAULT_ROWS = ("dataset", "student")
 DEFAULT_COLS = ("loss", "teacher")
 NONE = "-"
-
-
-#: Table layouts: name -> function(df, **options) -> str. ``pivot`` is the general comparison
-#: table; the paper-specific layouts (checkpoint, ensemble, selection) register here too.
-LAYOUTS: dict[str, Any] = {}
-
-
-def layout(name: str):
-    """Decorator registering a table layout under ``name``."""
-    def deco(fn):
-        LAYOUTS[name] = fn
-        return fn
-    return deco
 
 
 def record_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +26,8 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
     cfg = record["config"]
     teacher = cfg.get("teacher")
     prov = record.get("teacher") or {}
-    metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k != "curve"}
+    metrics = {k: v for k, v in (record.get("metrics") or {}).items()
+               if not isinstance(v, (list, dict))}
     row: dict[str, Any] = {
         "run_id": record["run_id"], "status": record["status"], "error": record.get("error"),
         "dataset": cfg["data"]["name"], "student": cfg["student"], "loss": cfg["loss"]["name"],
@@ -139,7 +126,19 @@ def format_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
     return f"{s} ({n})"
 
 
-@layout("pivot")
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The metric columns the records hold (``<metric>_last``, ``_best``, ``_last10_best``)."""
+    return [c for c in df.columns if c.endswith(("_last", "_best")) and not
+            c.startswith(("config.", "teacher_"))]
+
+
+def check_metric(df: pd.DataFrame, metric: str) -> None:
+    """A metric no record has is an error listing the ones they have."""
+    if metric not in df.columns:
+        raise UnknownNameError("metric", metric, metric_columns(df),
+                               hint="a metric the records hold (an evaluator's, + _last/_best)")
+
+
 def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[str] | None = None,
                metric: str = "top1_last", where: Iterable[str] = (), fmt: str = "github",
                digits: int = 2) -> str:
@@ -155,6 +154,7 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     if df.empty:
         raise KDBenchError("no finished runs match" + (f" --where {' '.join(where)}" if where
                                                          else ""))
+    check_metric(df, metric)
     long = aggregate(df, rows, cols, metric)
     mixed = long[long["configs"] > 1]
     for _, r in mixed.iterrows():
@@ -192,8 +192,3 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     if fmt == "latex":
         return f"% {caption}\n{table}"
     return f"{caption}\n\n{table}"
-
-
-# The paper layouts register themselves on import (kept last: they use the helpers above).
-from .mi import report as _selection_table  # noqa: E402,F401
-from .teachers import tables as _teacher_tables  # noqa: E402,F401

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from kdbench import engine
+from kdbench import device, engine
 from kdbench.config import Recipe
 from kdbench.data import BatchLoader, load_dataset
 from kdbench.losses import DistillContext, Distiller
@@ -38,11 +38,12 @@ class Spy(Distiller):
 def cohort(data, k):
     out = []
     for i in range(k):
-        engine.seed_everything(10 + i)
+        device.seed_everything(10 + i)
         model = create_model("resnet8", data.num_classes, data.in_chans)
         ctx = DistillContext(model, None, data.num_classes, data.input_shape, len(data.train),
                              {"w_ce": 1.0, "w_dml": 1.0}, {})
-        out.append(engine.Trainee(f"m{i}", model, Spy(ctx), Recipe(batch_size=32, lr=0.1)))
+        recipe = Recipe(epochs=1, batch_size=32, lr=0.1)
+        out.append(engine.Trainee(f"m{i}", model, Spy(ctx), recipe))
     return out
 
 
@@ -62,7 +63,7 @@ def train_mode_logits(model, x):
 
 
 def one_step(members, data, update):
-    engine.fit(members, data, epochs=1, batch_size=32, seed=0, device=CPU, online=True,
+    engine.fit(members, data, batch_size=32, seed=0, device=CPU, online=True,
                update=update, progress=False, augment=False)
 
 

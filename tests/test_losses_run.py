@@ -90,11 +90,14 @@ def test_init_stage_epochs_are_recorded(shared):
     record = run(tiny(shared, **{"loss.name": "ab", "loss.options.init_epochs": 2}),
                  progress=False)
     assert record["status"] == "done"
-    init = record["metrics"]["init"]
-    assert init["epochs"] == 2 and [r["epoch"] for r in init["curve"]] == [1, 2]
+    [init] = record["metrics"]["stages"]
+    assert init["name"] == "ab:init" and init["epochs"] == 2
+    assert [r["epoch"] for r in init["curve"]] == [1, 2]
     assert all(r["train_ab"] > 0 for r in init["curve"])
     assert record["config"]["loss"]["options"]["init_epochs"] == 2
-    assert record["metrics"]["epochs"] == 1 and record["cost"]["init_images"] > 0
+    assert record["metrics"]["epochs"] == 1 and record["cost"]["extra_images"] > 0
+    assert [(s["name"], s["epochs"], s["timeline"]) for s in record["stages"]] == [
+        ("ab:init", 2, False), ("main", 1, True)]
 
 
 def test_composite_record_has_every_weight_and_connectors(shared):

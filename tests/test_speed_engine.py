@@ -7,19 +7,20 @@ import copy
 import pytest
 import torch
 
-from kdbench import engine
+from kdbench import device, engine
 from kdbench.config import Recipe
 from kdbench.data import load_dataset
 from kdbench.errors import TrainingError
 from kdbench.losses import DistillContext, build
 from kdbench.losses import resolve as resolve_loss
 from kdbench.models import create_model
+from kdbench.stages import Batch
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
     before = torch.get_num_threads()
-    engine.set_threads(1)
+    device.set_threads(1)
     yield
     torch.set_num_threads(before)
 
@@ -59,8 +60,8 @@ def step_once(data, teacher, precision, channels_last=False):
     with engine.prepared([t.model, teacher], channels_last=channels_last):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        engine.train_step([t], x, y, idx, epoch=0, step=0, sums=sums, device=torch.device("cpu"),
-                          precision=precision, teacher=teacher)
+        engine.train_step([t], Batch(x, y, idx), epoch=0, step=0, sums=sums,
+                          device=torch.device("cpu"), precision=precision, teacher=teacher)
     return t, sums[0].means(len(y))
 
 
@@ -76,7 +77,7 @@ def test_low_precision_step_matches_fp32(data, teacher, precision, tol):
         assert b.dtype == torch.float32, name  # master weights stay fp32
         torch.testing.assert_close(b, a, rtol=0, atol=tol * max(1.0, float(a.detach().abs().max())))
     x, _, _ = batch(data)
-    with engine.autocast(torch.device("cpu"), precision):
+    with device.autocast(torch.device("cpu"), precision):
         out = low.model(x)
     assert out.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
@@ -135,31 +136,32 @@ def test_running_sums_match_python_floats(data):
 def test_non_finite_term_is_named(data, teacher):
     t = trainee(data, teacher=teacher)
     x, y, idx = batch(data, 8)
-    t.weights = dict(t.weights, w_kd=float("inf"))
-    with pytest.raises(TrainingError, match=r"non-finite loss: term 'loss' .* epoch 3, step 5"):
-        engine.train_step([t], x, y, idx, epoch=2, step=4, sums=[engine.RunningSums(
+    main = t.stages[-1]
+    main.weights = dict(main.weights, w_kd=float("inf"))
+    with pytest.raises(TrainingError, match=r"non-finite loss: term 'loss' .* epoch 2, step 5"):
+        engine.train_step([t], Batch(x, y, idx), epoch=1, step=4, sums=[engine.RunningSums(
             torch.device("cpu"))], device=torch.device("cpu"), teacher=teacher)
     x = x.clone()
     x[0, 0, 0, 0] = float("nan")
     t = trainee(data, teacher=teacher)
     with pytest.raises(TrainingError, match=r"term 'ce' = nan"):
-        engine.train_step([t], x, y, idx, epoch=0, step=0, sums=[engine.RunningSums(
+        engine.train_step([t], Batch(x, y, idx), epoch=0, step=0, sums=[engine.RunningSums(
             torch.device("cpu"))], device=torch.device("cpu"), teacher=teacher)
 
 
 def test_precision_auto_follows_the_cpu(monkeypatch):
-    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: False)
-    assert engine.resolve_precision("auto", "cpu") == "fp32"
-    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: True)
-    assert engine.resolve_precision("auto", "cpu") == "bf16"
-    assert engine.resolve_precision("fp16", "cpu") == "fp16"
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    assert device.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    assert device.resolve_precision("auto", "cpu") == "bf16"
+    assert device.resolve_precision("fp16", "cpu") == "fp16"
 
 
 def test_set_threads():
-    assert engine.set_threads(1) == 1 and torch.get_num_threads() == 1
+    assert device.set_threads(1) == 1 and torch.get_num_threads() == 1
     import os
 
-    n = engine.set_threads(0)
+    n = device.set_threads(0)
     assert n == (torch.get_num_threads() if "OMP_NUM_THREADS" in os.environ
                  else len(os.sched_getaffinity(0)))
 
@@ -169,7 +171,7 @@ def test_fit_with_channels_last_matches_fit_without(data, teacher):
     curves = []
     for cl in (False, True):
         t = trainee(data, teacher=teacher)
-        engine.fit([t], data, epochs=1, batch_size=64, seed=0, device=torch.device("cpu"),
+        engine.fit([t], data, batch_size=64, seed=0, device=torch.device("cpu"),
                    teacher=teacher, progress=False, channels_last=cl)
         curves.append(t.history[0])
     assert curves[1]["train_loss"] == pytest.approx(curves[0]["train_loss"], rel=1e-4)

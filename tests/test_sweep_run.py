@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from sweep_helpers import probe_plugin, records, sweep_file
 
 from conftest import run_cli
@@ -132,10 +131,6 @@ def test_a_ctrl_c_sweep_leaves_whole_records_and_resumes_only_the_missing_runs(
 
 def test_lockstep_trains_runs_sharing_a_teacher_as_one_job_with_solo_results(
         tmp_path, results, cli_runner):
-    from kdbench.sweep.driver import lockstep_available
-
-    if not lockstep_available():
-        pytest.skip("waits for the runner's lockstep API (runner.run_many, the speed issue)")
     f = sweep_file(tmp_path, grid={"loss.name": ["kd", "ce", "at"]})
     together = cli_runner("sweep", f, "--executor", "inline", "--lockstep",
                           "--results-dir", results, "--quiet")

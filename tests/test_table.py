@@ -85,7 +85,7 @@ def test_bad_table_requests(store):
         make_table(df, where=["loss"])
     with pytest.raises(UnknownNameError, match="unknown column 'studnet'; did you mean student"):
         make_table(df, where=["studnet=resnet20"])
-    with pytest.raises(UnknownNameError, match="unknown column 'top1'"):
+    with pytest.raises(UnknownNameError, match="unknown metric 'top1'; did you mean top1_last"):
         make_table(df, metric="top1")
     with pytest.raises(KDBenchError, match="no finished runs match"):
         make_table(df, where=["loss=dkd"])

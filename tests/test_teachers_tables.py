@@ -11,8 +11,9 @@ import pytest
 
 from kdbench.config import build_config
 from kdbench.errors import ConfigError, KDBenchError
+from kdbench.plugins import get
 from kdbench.store import SCHEMA_VERSION, Store
-from kdbench.table import LAYOUTS, load_records
+from kdbench.table import load_records
 
 _ids = itertools.count()
 
@@ -56,7 +57,7 @@ def checkpoint_records(results):
 
 def test_checkpoint_layout(checkpoint_records):
     df = load_records(checkpoint_records)
-    text = LAYOUTS["checkpoint"](df, metric="top1_last")
+    text = get("table_layout", "checkpoint").create(df, metric="top1_last")
     lines = {line.split("|")[3].strip(): [c.strip() for c in line.split("|")[1:-1]]
              for line in text.splitlines() if line.startswith("| synthetic")}
     assert lines["resnet20"] == ["synthetic", "resnet56", "resnet20", "kd", "200",
@@ -66,7 +67,7 @@ def test_checkpoint_layout(checkpoint_records):
     assert lines["resnet8"] == ["synthetic", "resnet56", "resnet8", "kd", "200", "60.00",
                                 "61.50 (+1.50)", "80", "61.50 (+1.50)", "80",
                                 "72.50 / 60.00 / 60.00", "1/1/1"]
-    csv = pd.read_csv(io.StringIO(LAYOUTS["checkpoint"](df, fmt="csv",
+    csv = pd.read_csv(io.StringIO(get("table_layout", "checkpoint").create(df, fmt="csv",
                                                          metric="top1_last10_best")))
     r20 = csv[csv["student"] == "resnet20"].set_index("teacher")
     assert r20.loc["best", "epoch"] == 120 and r20.loc["best", "mean"] == pytest.approx(75.5)
@@ -75,7 +76,7 @@ def test_checkpoint_layout(checkpoint_records):
 
 def test_checkpoint_layout_without_a_full_teacher_leaves_the_differences_out(results):
     write(results, source="intermediate", epochs=(100,), top1=73.0)
-    text = LAYOUTS["checkpoint"](load_records(results))
+    text = get("table_layout", "checkpoint").create(load_records(results))
     row = [c.strip() for c in text.splitlines()[-1].split("|")[1:-1]]
     assert row[5:10] == ["", "73.00", "100", "73.00", "100"]
 
@@ -105,7 +106,7 @@ def test_layouts_refuse_records_of_other_sources(results):
     write(results, source="full")
     with pytest.raises(KDBenchError, match="no finished runs with teacher source snapshot or "
                                            "independent"):
-        LAYOUTS["ensemble"](load_records(results))
+        get("table_layout", "ensemble").create(load_records(results))
 
 
 def test_checkpoint_curve_plot(checkpoint_records, tmp_path):

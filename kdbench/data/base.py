@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -10,10 +11,13 @@ import torch
 
 @dataclass
 class Split:
-    """One split: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+    """One split: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,), and ``meta``: other
+    per-sample tensors a data transform keeps for evaluation (e.g. the clean labels and the
+    noisy mask of a label-noise transform)."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    meta: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -22,22 +26,38 @@ class Split:
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels shape {tuple(self.labels.shape)} does not match "
                              f"{self.images.shape[0]} images")
+        for key, value in self.meta.items():
+            if value.shape[:1] != self.labels.shape:
+                raise ValueError(f"meta {key!r} has {tuple(value.shape)} rows for "
+                                 f"{self.images.shape[0]} images")
         self.labels = self.labels.long()
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device),
+                     {k: v.to(device) for k, v in self.meta.items()})
+
+    def subset(self, index: torch.Tensor) -> Split:
+        """The samples at ``index`` (in that order), meta included."""
+        index = index.to(self.images.device)
+        return Split(self.images.index_select(0, index), self.labels.index_select(0, index),
+                     {k: v.index_select(0, index.to(v.device)) for k, v in self.meta.items()})
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels.cpu(), minlength=num_classes).tolist()
 
 
 @dataclass
 class Dataset:
     """Train and test splits plus what the loader needs to normalise and augment them.
 
-    ``mean``/``std`` are per channel in [0, 1] pixel units. Training augmentation is a random
-    crop with ``crop_padding`` zero padding (0 turns it off) and, if ``hflip``, a random
-    horizontal flip — the CIFAR recipe of the field, done on whole batches.
+    ``mean``/``std`` are per channel in [0, 1] pixel units. ``crop_padding`` and ``hflip`` are
+    the dataset's own settings for the default batch augmentation (``crop_flip``: a random crop
+    with that zero padding and, if ``hflip``, a random horizontal flip — the CIFAR recipe of the
+    field); which augmentation a run uses is its config's (``data.augmentation``). ``info`` says
+    where the data came from and what the data transforms did.
     """
 
     name: str
@@ -64,9 +84,8 @@ class Dataset:
         return (self.in_chans, *self.image_size)
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes,
-                       self.mean, self.std, self.crop_padding, self.hflip, self.classes,
-                       dict(self.info))
+        return dataclasses.replace(self, train=self.train.to(device), test=self.test.to(device),
+                                   info=dict(self.info))
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -158,23 +177,45 @@ def augment(images: torch.Tensor, padding: int, hflip: bool,
     return crop_flip(images, max(padding, 0), offsets, flip)
 
 
+#: A batch augmentation: uint8 images (N, C, H, W) and the epoch's generator → uint8 images.
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def crop_flip_augment(padding: int, hflip: bool) -> Augment:
+    """The default augmentation: :func:`augment` with the given padding and flips."""
+    def run(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment(images, padding, hflip, generator)
+    return run
+
+
 class BatchLoader:
     """Batches of a device-resident split: (normalised float images, labels, sample indices).
 
-    ``shuffle`` and ``augment`` draw from :func:`epoch_generator` (seed, epoch). In training an
-    incomplete trailing batch is dropped (as timm's training loader does): a handful of samples
-    makes batch-relational losses (SP, PKT, RKD, CC) and BatchNorm statistics erratic — on
-    digits a 3-sample tail batch took PKT's term from ~1 to 20–64. The shuffle puts different
-    samples in the dropped tail each epoch. A split smaller than one batch is one batch.
+    ``shuffle`` and ``augment`` draw from :func:`epoch_generator` (seed, epoch); ``augment`` is a
+    batch augmentation (default: the dataset's crop-and-flip) or False. ``extra_views`` are
+    further augmentations of the same un-augmented batch (a loss's strong view); with them each
+    batch is a 4-tuple whose last item is the list of extra views, drawn from a generator of
+    their own so the first view is the same as without them.
+
+    In training an incomplete trailing batch is dropped (as timm's training loader does): a
+    handful of samples makes batch-relational losses (SP, PKT, RKD, CC) and BatchNorm
+    statistics erratic — on digits a 3-sample tail batch took PKT's term from ~1 to 20–64. The
+    shuffle puts different samples in the dropped tail each epoch. A split smaller than one
+    batch is one batch.
     """
 
     def __init__(self, dataset: Dataset, split: str, batch_size: int, *, train: bool,
-                 augment: bool = True, seed: int = 0, device: torch.device | str = "cpu",
-                 channels_last: bool = False):
+                 augment: bool | Augment = True, seed: int = 0,
+                 device: torch.device | str = "cpu", channels_last: bool = False,
+                 extra_views: tuple[Augment, ...] = ()):
         self.dataset = dataset
         self.split: Split = getattr(dataset, split)
         self.batch_size = batch_size
-        self.train, self.augment, self.seed = train, augment and train, seed
+        self.train, self.seed = train, seed
+        if augment is True:
+            augment = crop_flip_augment(dataset.crop_padding, dataset.hflip)
+        self.augment: Augment | None = augment if (train and augment) else None
+        self.extra_views = tuple(extra_views)
         self.device = torch.device(device)
         self.normalize = Normalizer(dataset.mean, dataset.std, self.device)
         self.channels_last = channels_last
@@ -190,19 +231,26 @@ class BatchLoader:
         n = len(self.split)
         return min(len(self) * self.batch_size, n) if self.train else n
 
-    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _to_input(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images.to(self.device, non_blocking=True))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple]:
         n = len(self.split)
         g = epoch_generator(self.seed, epoch)
+        views_g = epoch_generator(self.seed + 7_777_777, epoch) if self.extra_views else None
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         order = order.to(self.split.images.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            images = self.split.images.index_select(0, idx)
-            if self.augment:
-                images = augment(images, self.dataset.crop_padding, self.dataset.hflip, g)
-            x = self.normalize(images.to(self.device, non_blocking=True))
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.split.labels.index_select(0, idx).to(self.device), idx.to(self.device)
+            raw = self.split.images.index_select(0, idx)
+            images = self.augment(raw, g) if self.augment is not None else raw
+            batch = (self._to_input(images), self.split.labels.index_select(0, idx).to(
+                self.device), idx.to(self.device))
+            if self.extra_views:
+                batch += ([self._to_input(view(raw, views_g)) for view in self.extra_views],)
+            yield batch
 
     __iter__ = epoch

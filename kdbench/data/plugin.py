@@ -1,9 +1,9 @@
-"""Built-in dataset plugin."""
+"""Built-in data plugin: the datasets, the batch augmentations and the data transforms."""
 
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from . import builtin
+from . import augment, builtin, transforms
 
 
 @hookimpl
@@ -11,3 +11,16 @@ def register_datasets(register):
     for fn in (builtin.digits, builtin.synthetic, builtin.cifar10, builtin.cifar100,
                builtin.fashion_mnist):
         register(fn.__name__, fn)
+
+
+@hookimpl
+def register_augmentations(register):
+    register("crop_flip", augment.crop_flip, defaults={"padding": None, "hflip": None},
+             types={"padding": int | None, "hflip": bool | None})
+    register("none", augment.none)
+
+
+@hookimpl
+def register_data_transforms(register):
+    register("subset", transforms.Subset, defaults={"per_class": 100, "seed": 0},
+             description="a seeded class-balanced subset: per_class samples of every class")

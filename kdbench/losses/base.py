@@ -5,14 +5,16 @@ unweighted terms ``{name_i: term_i}`` and every ``w_<name_i>`` comes from the lo
 weights. Connectors (regressors, embeddings) are the distiller's own parameters: they are trained
 with the student, counted in the record, and never exported with the student.
 
-A distiller may also have an *init stage* (AB, FT, FSP, FitNet's two-stage variant): the engine
-runs ``init_epochs`` epochs minimising the sum of ``init_forward``'s terms before the main stage,
-with its own optimiser over ``init_parameters()`` (plus the student's parameters when
-``init_trains_student``), at a constant learning rate.
+A distiller may also declare stages of its own that run before the main one (RepDistiller's init
+stages: AB, FT's paraphraser, FSP, FitNet's hint stage): :meth:`Distiller.stages` returns them as
+:class:`LossStage` (epochs, the terms to minimise, the parameters, whether the student trains);
+the engine runs each with its own optimiser at a constant learning rate (see
+:mod:`kdbench.stages`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +23,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.base import Features, KDModel
+from ..spec import TAPS
 
-#: What a loss may tap: logits, post-activation stages, pre-activation stages, the pooled
-#: embedding, and the sample index (CRD's memory bank).
-TAPS = frozenset({"logits", "stages", "preact", "embedding", "index"})
+__all__ = ["TAPS", "DistillContext", "Distiller", "LossStage"]
 
 
 @dataclass
@@ -45,21 +46,34 @@ class DistillContext:
     train_labels: torch.Tensor | None = None
 
 
+@dataclass
+class LossStage:
+    """A stage a loss runs before its main one: ``epochs`` epochs minimising the unweighted sum
+    of ``loss(student, teacher, target, index)``'s terms over ``parameters`` (and the student's
+    own when ``trains_student``), at ``lr`` (None: the recipe's base lr)."""
+
+    name: str
+    epochs: int
+    loss: Callable[..., dict[str, torch.Tensor]]
+    parameters: list[nn.Parameter]
+    trains_student: bool = True
+    lr: float | None = None
+
+
 class Distiller(nn.Module):
     """Base class of every loss plugin's module.
 
     Subclasses set ``taps`` (subset of :data:`TAPS`) and ``needs_teacher`` and implement
-    ``forward(student, teacher, target, index, epoch) -> {term name: unweighted tensor}``.
+    ``forward(student, teacher, target, index, epoch) -> {term name: unweighted tensor}``;
+    ``epoch`` counts from 0 within the main stage. A forward that also accepts ``stage`` (the
+    stage's name), ``batch`` (a :class:`kdbench.stages.Batch`: the inputs, labels, indices) or
+    ``views`` (Features of the extra augmented views named in ``views``) gets them.
     """
 
     taps: frozenset[str] = frozenset({"logits"})
     needs_teacher: bool = True
-    #: epochs of the init stage (0: none); subclasses with one set it from their options
-    init_epochs: int = 0
-    #: whether the init stage forwards and trains the student (FT's trains the paraphraser only)
-    init_trains_student: bool = True
-    #: learning rate of the init stage (None: the recipe's base lr)
-    init_lr: float | None = None
+    #: augmentations (registry names) of extra views of each batch the loss needs
+    views: tuple[str, ...] = ()
 
     def __init__(self, ctx: DistillContext):
         super().__init__()
@@ -70,14 +84,9 @@ class Distiller(nn.Module):
                 index: torch.Tensor | None = None, epoch: int = 0) -> dict[str, torch.Tensor]:
         raise NotImplementedError  # pragma: no cover
 
-    def init_forward(self, student: Features | None, teacher: Features, target: torch.Tensor,
-                     index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The init stage's terms (summed, unweighted, as the reference implementations do)."""
-        raise NotImplementedError(f"{type(self).__name__} has no init stage")  # pragma: no cover
-
-    def init_parameters(self) -> list[nn.Parameter]:
-        """The distiller's own parameters trained in the init stage."""
-        return [p for p in self.parameters() if p.requires_grad]
+    def stages(self) -> list[LossStage]:
+        """The loss's own stages before the main one (none by default)."""
+        return []
 
     def main_parameters(self) -> list[nn.Parameter]:
         """The distiller's own parameters trained with the student in the main stage."""

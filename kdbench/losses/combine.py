@@ -3,8 +3,8 @@
 The first-named loss is the base: it gives ``w_ce`` and its own weights and options. Each further
 loss adds its terms with the weights it declares for being *added* (its ``combo`` metadata, e.g.
 KD's weight 1 in RepDistiller's "+KD" rows, run as ``-r 1 -a 1 -b <β>``), else its own defaults.
-An option two parts share (e.g. ``T``) has one value, the first part's default. At most one part
-may have an init stage.
+An option two parts share (e.g. ``T``) has one value, the first part's default. The parts' own
+stages run one after the other, in the order the parts are named.
 """
 
 from __future__ import annotations
@@ -31,34 +31,31 @@ def split(name: str) -> list[str]:
     return parts
 
 
-def merge_metadata(entries: list[Any]) -> dict[str, Any]:
-    """Defaults, taps, teacher need and papers of a composite from its parts' entries."""
-    defaults: dict[str, Any] = dict(entries[0].metadata.get("defaults", {}))
-    for e in entries[1:]:
-        added = {**e.metadata.get("defaults", {}), **e.metadata.get("combo", {})}
-        for key, value in added.items():
+def merge_fields(specs: list[Any]) -> dict[str, Any]:
+    """The registration fields of a composite (defaults, taps, teacher need, papers) from its
+    parts' specs."""
+    defaults: dict[str, Any] = dict(specs[0].defaults)
+    types: dict[str, Any] = {}
+    for e in specs[1:]:
+        for key, value in {**e.defaults, **e.combo}.items():
             if key != "w_ce":
                 defaults.setdefault(key, value)
+    for e in reversed(specs):
+        types.update(e.types)
     taps: set[str] = set()
-    for e in entries:
-        taps |= set(e.metadata.get("taps", ("logits",)))
-    finalizers = [e.metadata["finalize"] for e in entries if "finalize" in e.metadata]
+    for e in specs:
+        taps |= set(e.taps)
+    finalizers = [e.finalize for e in specs if e.finalize is not None]
 
     def finalize(weights, options, **names) -> None:
         for f in finalizers:
             f(weights, options, **names)
 
-    meta: dict[str, Any] = {
-        "defaults": defaults, "taps": tuple(sorted(taps)),
-        "needs_teacher": any(e.metadata.get("needs_teacher",
-                                            getattr(e.factory, "needs_teacher", True))
-                             for e in entries),
-        "paper": "; ".join(e.metadata.get("paper", "-") for e in entries),
-        "parts": tuple(e.name for e in entries),
-    }
-    if finalizers:
-        meta["finalize"] = finalize
-    return meta
+    return {"defaults": defaults, "types": types, "taps": tuple(sorted(taps)),
+            "needs_teacher": any(e.teacher_needed for e in specs),
+            "paper": "; ".join(e.paper for e in specs), "parts": tuple(e.name for e in specs),
+            "family": "+".join(dict.fromkeys(e.family for e in specs if e.family)),
+            "finalize": finalize if finalizers else None}
 
 
 class Combined(Distiller):
@@ -70,15 +67,7 @@ class Combined(Distiller):
         self.names = [name for name, _ in factories]
         self.taps = frozenset().union(*(p.taps for p in self.parts))
         self.needs_teacher = any(p.needs_teacher for p in self.parts)
-        staged = [(n, p) for n, p in zip(self.names, self.parts) if p.init_epochs > 0]
-        if len(staged) > 1:
-            raise ConfigError(f"losses {' and '.join(n for n, _ in staged)} both have an init "
-                              f"stage; combine at most one of them")
-        self.init_part = staged[0][1] if staged else None
-        if self.init_part is not None:
-            self.init_epochs = self.init_part.init_epochs
-            self.init_lr = self.init_part.init_lr
-            self.init_trains_student = self.init_part.init_trains_student
+        self.views = tuple(dict.fromkeys(v for p in self.parts for v in p.views))
 
     def forward(self, student, teacher, target, index=None, epoch=0):
         terms: dict[str, torch.Tensor] = {}
@@ -86,12 +75,9 @@ class Combined(Distiller):
             terms.update(part(student, teacher, target, index, epoch))
         return terms
 
-    def init_forward(self, student, teacher, target, index=None):
-        assert self.init_part is not None
-        return self.init_part.init_forward(student, teacher, target, index)
-
-    def init_parameters(self):
-        return self.init_part.init_parameters() if self.init_part is not None else []
+    def stages(self):
+        """Every part's own stages, in the order the parts are named."""
+        return [s for part in self.parts for s in part.stages()]
 
     def main_parameters(self):
         return [p for part in self.parts for p in part.main_parameters()]

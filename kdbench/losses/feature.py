@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.base import Features
 from . import functional as KF
-from .base import DistillContext, Distiller, option, paired, probe, require_teacher
+from .base import DistillContext, Distiller, LossStage, option, paired, probe, require_teacher
 from .connectors import ConvReg, Paraphraser, Translator, VIDRegressor
 
 
@@ -28,7 +28,7 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
 
 
 class _InitStage:
-    """Options shared by the methods with an init stage."""
+    """Options shared by the methods with an init stage (``init_epochs``, ``init_lr``)."""
 
     def _setup_init(self, loss: str, enabled: bool = True) -> None:
         o = self.options  # type: ignore[attr-defined]
@@ -42,6 +42,13 @@ class _InitStage:
         if not ok:
             raise ConfigError(f"loss {loss!r} option init_lr must be a number > 0, got {lr!r}")
         self.init_lr = None if lr is None else float(lr)
+
+    def init_stage(self, name: str, loss, parameters, trains_student: bool = True
+                   ) -> list[LossStage]:
+        if self.init_epochs <= 0:
+            return []
+        return [LossStage(name, self.init_epochs, loss, list(parameters), trains_student,
+                          self.init_lr)]
 
 
 # ============================== FitNet ==========================================================
@@ -76,8 +83,10 @@ class FitNet(_InitStage, Distiller):
     def forward(self, student, teacher, target, index=None, epoch=0):
         return {} if self.two_stage else self.hint(student, teacher)
 
-    def init_forward(self, student, teacher, target, index=None):
-        return self.hint(student, teacher)
+    def stages(self):
+        def hint(student, teacher, target, index=None):
+            return self.hint(student, teacher)
+        return self.init_stage("fitnet:hint", hint, self.regressor.parameters())
 
     def main_parameters(self):
         return [] if self.two_stage else super().main_parameters()
@@ -196,8 +205,10 @@ class AB(_InitStage, Distiller):
     def forward(self, student, teacher, target, index=None, epoch=0):
         return self.term(student, teacher) if self.main_term else {}
 
-    def init_forward(self, student, teacher, target, index=None):
-        return self.term(student, teacher)
+    def stages(self):
+        def init(student, teacher, target, index=None):
+            return self.term(student, teacher)
+        return self.init_stage("ab:init", init, self.connectors.parameters())
 
     def main_parameters(self):
         return super().main_parameters() if self.main_term else []
@@ -213,7 +224,6 @@ class FT(_InitStage, Distiller):
     (L1 of normalised factors)."""
 
     taps = frozenset({"logits", "stages"})
-    init_trains_student = False
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
@@ -232,13 +242,13 @@ class FT(_InitStage, Distiller):
         factor_s = self.translator(student.stages[-1])
         return {"ft": KF.ft(factor_s, factor_t, self.p1, self.p2)}
 
-    def init_forward(self, student, teacher, target, index=None):
-        t = teacher.stages[-1]
-        _, rec = self.paraphraser(t)
-        return {"paraphrase": F.mse_loss(rec, t.float())}
-
-    def init_parameters(self):
-        return list(self.paraphraser.parameters())
+    def stages(self):
+        def paraphrase(student, teacher, target, index=None):
+            t = teacher.stages[-1]
+            _, rec = self.paraphraser(t)
+            return {"paraphrase": F.mse_loss(rec, t.float())}
+        return self.init_stage("ft:paraphraser", paraphrase, self.paraphraser.parameters(),
+                               trains_student=False)
 
     def main_parameters(self):
         return list(self.translator.parameters())
@@ -277,5 +287,8 @@ class FSP(_InitStage, Distiller):
     def forward(self, student, teacher, target, index=None, epoch=0):
         return self.term(student, teacher) if self.main_term else {}
 
-    def init_forward(self, student, teacher, target, index=None):
-        return self.term(student, teacher)
+    def stages(self):
+        def init(student, teacher, target, index=None):
+            return self.term(student, teacher)
+        # FSP has no parameters of its own: the init stage trains the student's layers
+        return self.init_stage("fsp:init", init, [])

@@ -24,7 +24,7 @@ def _estimate(trajectory: str, estimator: str, layer: str, samples: int, seed: i
               repeats: int, options: tuple[str, ...], data_dir: str | None, device: str,
               results_dir: str, force: bool, quiet: bool) -> TrajectoryMI:
     from ..config import parse_assignments
-    from ..engine import resolve_device, set_threads
+    from ..device import resolve_device, set_threads
 
     traj = resolve_trajectory(trajectory, results_dir)
     if not traj.done:

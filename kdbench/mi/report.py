@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..errors import KDBenchError, UnknownNameError
 from ..store import Store, read_json
-from ..table import FORMATS, METRICS, apply_where, layout
+from ..table import FORMATS, apply_where, metric_columns
 from .analysis import CACHE_VERSION
 from .selection import algorithm1
 
@@ -121,7 +121,7 @@ def selection_rows(df: pd.DataFrame, results_dir: str | Path, metric: str = "top
     return out
 
 
-@layout("selection")
+
 def selection_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
                     cols: Iterable[str] | None = None, metric: str = "top1_last",
                     where: Iterable[str] = (), fmt: str = "github", digits: int = 2) -> str:
@@ -131,7 +131,7 @@ def selection_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
     if fmt not in FORMATS:
         raise UnknownNameError("table format", fmt, FORMATS)
     if metric not in df.columns:
-        raise UnknownNameError("metric", metric, [m for m in METRICS if m in df.columns])
+        raise UnknownNameError("metric", metric, metric_columns(df))
     results_dir = df.attrs.get("results_dir")
     if results_dir is None:
         raise KDBenchError("the selection layout needs records loaded with load_records()")

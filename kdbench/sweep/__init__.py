@@ -3,12 +3,11 @@
 ``kdbench sweep FILE`` expands a sweep file into runs identified by their config hash
 (:mod:`.plan`), trains the teacher trajectories the pending runs need, once each, then runs the
 students (:mod:`.driver`) through an executor (:mod:`.executors`, :mod:`.slurm`; ``ray`` is the
-``kdbench-ray`` plugin package). This module is the built-in plugin registering the executors.
+``kdbench-ray`` plugin package); :mod:`.plugin` registers the built-in executors.
 """
 
 from __future__ import annotations
 
-from ..hookspecs import hookimpl
 from .driver import (
     Summary,
     dry_run_report,
@@ -16,7 +15,6 @@ from .driver import (
     run_sweep,
     status_report,
     summary_report,
-    train_teacher,
 )
 from .executors import (
     EXTERNAL_EXECUTORS,
@@ -25,24 +23,18 @@ from .executors import (
     Job,
     LocalExecutor,
     Outcome,
-    execute,
     make_executor,
 )
 from .plan import Plan, count_points, expand, load_sweep, shipped
 from .slurm import SlurmExecutor
+from .work import execute, run_specs, train_teacher
 
 __all__ = ["EXTERNAL_EXECUTORS", "Executor", "InlineExecutor", "Job", "LocalExecutor", "Outcome",
            "Plan", "SlurmExecutor", "Summary", "count_points", "dry_run_report", "execute",
            "expand",
-           "list_sweeps", "load_sweep", "make_executor", "run_lockstep", "run_sweep", "shipped",
+           "list_sweeps", "load_sweep", "make_executor", "run_lockstep", "run_specs", "run_sweep",
+           "shipped",
            "status_report", "summary_report", "train_teacher"]
-
-
-@hookimpl
-def register_executors(register):
-    register("inline", InlineExecutor)
-    register("local", LocalExecutor)
-    register("slurm", SlurmExecutor)
 
 
 def list_sweeps() -> str:

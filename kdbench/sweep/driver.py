@@ -20,6 +20,7 @@ from ..errors import KDBenchError, StoreError
 from ..store import SCHEMA_VERSION, Store, atomic_write_json, read_json
 from .executors import Executor, Job, Outcome
 from .plan import Plan, PlannedRun, PlannedTeacher, run_status
+from .work import run_specs
 
 SPECS = "specs"
 
@@ -120,48 +121,11 @@ def teacher_spec(teacher: PlannedTeacher) -> dict[str, Any]:
             "config": teacher.config.to_dict()}
 
 
-def train_teacher(spec_file: str | Path, results_dir: str | Path, progress: bool = True) -> str:
-    """Train (or finish) the trajectory a teacher spec file names; returns its key."""
-    from .. import engine
-    from ..config import RunConfig
-    from ..data import load_dataset
-    from ..teachers import trajectory as traj
-
-    try:
-        data = read_json(Path(spec_file), "teacher spec")
-    except FileNotFoundError:
-        raise KDBenchError(f"teacher spec {str(spec_file)!r} does not exist") from None
-    if not isinstance(data, dict) or not {"trajectory", "save_epochs", "config"} <= set(data):
-        raise StoreError(f"corrupt teacher spec {str(spec_file)!r}: needs trajectory, "
-                         f"save_epochs and config")
-    cfg = RunConfig.from_dict(data["config"])
-    store = Store(results_dir)
-    store.check_writable()
-    engine.set_threads()
-    device = engine.resolve_device(cfg.device)
-    dataset = load_dataset(cfg.data.name, cfg.data.dir, **cfg.data.options).to(device)
-    found = traj.ensure(store, data["trajectory"], list(data["save_epochs"]), dataset, device,
-                        progress=progress)
-    return found.key
-
-
-def lockstep_available() -> bool:
-    from .. import runner
-
-    return hasattr(runner, "run_many") and hasattr(runner, "lockstep_groups")
-
-
 def run_lockstep(spec_files: list[str | Path], results_dir: str | Path,
                  progress: bool = True) -> list[dict[str, Any]]:
     """Run the specs together (one data pass and teacher forward per batch for all); their
     records, each the one the run would get alone."""
-    from .. import runner
-    from ..config import build_config, load_spec
-
-    if not lockstep_available():
-        raise KDBenchError("this kdbench has no lockstep training (runner.run_many)")
-    configs = [build_config({"results_dir": str(results_dir)}, load_spec(p)) for p in spec_files]
-    return runner.run_many(configs, progress=progress, lockstep=True)
+    return run_specs(spec_files, results_dir, progress, lockstep=True)
 
 
 # ============================== the sweep ======================================================
@@ -192,10 +156,8 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
         teacher_jobs[job.key] = (job, teacher)
     for run in pending:
         write_spec(store, run_job(run).specs[0], run.config.to_dict())
-    if lockstep and not lockstep_available() and warn is not None:
-        warn("kdbench: this kdbench has no lockstep training; runs are executed one by one")
     run_jobs: dict[str, tuple[Job, list[PlannedRun]]] = {}
-    for group in _groups(pending, lockstep and lockstep_available()):
+    for group in _groups(pending, lockstep):
         job = run_job(group[0]) if len(group) == 1 else lockstep_job(group)
         run_jobs[job.key] = (job, group)
 

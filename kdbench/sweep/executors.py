@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import io
 import os
 import queue
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, UnknownNameError
+from .work import execute
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Self
@@ -146,33 +146,6 @@ def describe_exit(code: int | None) -> str:
 
 
 # ============================== in-process execution ===========================================
-
-
-def execute(argv: Sequence[str]) -> tuple[int, str]:
-    """Run ``kdbench ARGV`` in this process; returns (exit code, captured output).
-
-    Bad input and training errors come back as exit codes like the console script's; other
-    exceptions as exit code 1 with their message. Ctrl-C stays a KeyboardInterrupt and a
-    ``SystemExit`` (e.g. submitit's requeue on preemption) passes through.
-    """
-    import click
-
-    from ..cli import cli
-
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            result = cli.main(args=list(argv), prog_name="kdbench", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
-    except click.exceptions.Abort:
-        raise KeyboardInterrupt from None
-    except click.exceptions.ClickException as exc:
-        buf.write(f"Error: {exc.format_message()}\n")
-        code = exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - a crashing run is reported, the sweep goes on
-        buf.write(f"Error: {type(exc).__name__}: {exc}\n")
-        code = 1
-    return code, buf.getvalue()
 
 
 class InlineExecutor(Executor):

@@ -72,12 +72,9 @@ class TeacherContext:
 
     def evaluate(self, module: nn.Module) -> dict[str, float]:
         """Test-set top-1/top-5 (%) of a teacher module, as the engine measures students."""
-        from ..data import BatchLoader
-        from ..engine import evaluate
+        from ..evaluators import test_accuracy
 
-        loader = BatchLoader(self.dataset, "test", 256, train=False, device=self.device)
-        metrics = evaluate(module, loader, self.config.precision)
-        return {"top1": metrics["top1"], "top5": metrics["top5"]}
+        return test_accuracy(module, self.dataset, self.config.precision)
 
     def weights_teacher(self, source: str) -> Teacher:
         """The teacher architecture with ``teacher.weights`` (a local state dict), no trajectory."""

@@ -31,8 +31,8 @@ def train(config: RunConfig, seeds: list[int] | None = None, *, progress: bool =
           ) -> list[traj.Trajectory]:
     """Train (or resume, or reuse) teacher trajectories ahead of the runs that use them: the
     given seeds, else every trajectory the config's teacher source needs."""
-    from .. import engine
-    from ..data import load_dataset
+    from ..data import load_data
+    from ..device import resolve_device, set_threads
     from .base import TeacherContext
 
     cfg = resolve(config)
@@ -40,9 +40,9 @@ def train(config: RunConfig, seeds: list[int] | None = None, *, progress: bool =
         raise ConfigError(f"loss {cfg.loss.name!r} uses no teacher; nothing to train")
     store = Store(cfg.results_dir)
     store.check_writable()
-    engine.set_threads()
-    device = engine.resolve_device(cfg.device)
-    dataset = load_dataset(cfg.data.name, cfg.data.dir, **cfg.data.options).to(device)
+    set_threads()
+    device = resolve_device(cfg.device)
+    dataset = load_data(cfg.teacher_data, device)
     ctx = TeacherContext(cfg, dataset, device, store, progress)
     if cfg.teacher.weights is not None:
         raise ConfigError(f"the teacher comes from --teacher-weights {cfg.teacher.weights!r}; "

@@ -69,7 +69,7 @@ class Cohort(Teacher):
         from ..losses import build
 
         loss = cfg.loss.name
-        if student_distiller.init_epochs > 0:
+        if student_distiller.stages():
             raise ConfigError(f"loss {loss!r} has an init stage, which needs a fixed teacher; "
                               f"it cannot run with --teacher peers")
         if len(self.peers) > 1 and student_distiller.taps - {"logits"}:
@@ -81,16 +81,16 @@ class Cohort(Teacher):
             ctx = type(student_ctx)(**{**vars(student_ctx), "student": peer,
                                        "teacher": student_ctx.student})
             distiller = build(loss, ctx).to(next(peer.parameters()).device)
-            out.append(engine.Trainee(f"peer{i}", peer, distiller, cfg.recipe))
+            out.append(engine.Trainee(f"peer{i}", peer, distiller, cfg.recipe, online=True))
         return out
 
-    def record(self, record: dict[str, Any], trainees: list[Any]) -> None:
+    def record(self, record: dict[str, Any], trainees: list[Any], suite: Any) -> None:
         """Every member's accuracy (``metrics.cohort``); the peers' mean as the teacher's."""
-        from ..runner import summarize
+        from ..evaluators import summarize
 
         cohort = []
         for t in trainees:
-            s = summarize(t.history)
+            s = summarize(t.history, suite.metrics, suite.best_metric, suite.lower_is_better)
             cohort.append({"name": t.name, "arch": self.provenance["arch"] if t.name != "student"
                            else record["config"]["student"],
                            **{k: s[k] for k in ("top1_last", "top1_best", "top5_last",
@@ -104,7 +104,7 @@ class Cohort(Teacher):
 
 def peers(ctx: TeacherContext) -> Cohort:
     """Online peers for deep mutual learning: --peers K members in all (the student included)."""
-    from .. import engine
+    from ..device import seed_everything
     from ..models import create_model
 
     t = ctx.config.teacher
@@ -114,7 +114,7 @@ def peers(ctx: TeacherContext) -> Cohort:
     members = []
     for i in range(1, k):
         # a seed per member, never the student's (seed_everything(cfg.seed) comes later)
-        engine.seed_everything(ctx.config.seed * 1000 + i)
+        seed_everything(ctx.config.seed * 1000 + i)
         members.append(create_model(t.arch, ctx.dataset.num_classes,
                                      ctx.dataset.in_chans).to(ctx.device))
     provenance = {"source": "peers", "arch": t.arch, "peers": k, "update": options["update"],

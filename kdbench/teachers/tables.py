@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import KDBenchError, UnknownNameError
-from ..table import FORMATS, NONE, apply_where, layout
+from ..table import FORMATS, NONE, apply_where
 
 #: A teacher–student pair: the rows of both layouts.
 PAIR = ["dataset", "teacher_arch", "student", "loss"]
@@ -77,7 +77,7 @@ def checkpoint_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out.reset_index()
 
 
-@layout("checkpoint")
+
 def checkpoint_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterable[str] = (),
                      fmt: str = "github", digits: int = 2, **_: Any) -> str:
     """Checkpoint KD's Table 1: per teacher–student pair, the student distilled from the full
@@ -132,7 +132,7 @@ def checkpoint_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
 ENSEMBLES = ("snapshot", "independent")
 
 
-@layout("ensemble")
+
 def ensemble_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterable[str] = (),
                    fmt: str = "github", digits: int = 2, **_: Any) -> str:
     """Snapshot vs independent ensemble teachers of equal size K, per pair and averaging mode:

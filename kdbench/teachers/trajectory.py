@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig, canonical_json
+from ..config import RunConfig, canonical_json, drop_later_defaults
 from ..errors import ConfigError, StoreError
 from ..store import Store, atomic_torch_save, atomic_write_json, read_json, sha256_file
 
@@ -28,12 +28,20 @@ MANIFEST = "manifest.json"
 
 
 def trajectory_spec(config: RunConfig, seed: int | None = None) -> dict[str, Any]:
-    """What determines a teacher's weights (and nothing else: not the save schedule)."""
+    """What determines a teacher's weights (and nothing else: not the save schedule). The data
+    are the teacher's own (``teacher.data``) when it has them, else the student's."""
     t = config.teacher
     assert t is not None
-    return {"arch": t.arch, "dataset": config.data.name, "data_options": config.data.options,
-            "augment": config.data.augment, "recipe": dataclasses.asdict(t.recipe),
+    data = t.data or config.data
+    spec = {"arch": t.arch, "dataset": data.name, "data_options": data.options,
+            "augment": data.augment,
+            "recipe": drop_later_defaults(dataclasses.asdict(t.recipe), "teacher.recipe."),
             "seed": t.seed if seed is None else seed, "precision": config.precision}
+    # data settings newer than the first trajectories join the key only when they are used
+    later = drop_later_defaults({"data": dataclasses.asdict(data)})["data"]
+    spec.update({key: later[key] for key in ("transforms", "augmentation",
+                                             "augmentation_options") if key in later})
+    return spec
 
 
 def trajectory_key(spec: dict[str, Any]) -> str:
@@ -120,8 +128,11 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
     """The finished trajectory for ``spec``, training (or resuming) it first if needed."""
     from .. import engine
     from ..config import Recipe
+    from ..data.augment import DEFAULT, make_augment
+    from ..device import seed_everything
+    from ..evaluators import EvalContext, build_suite
     from ..losses import DistillContext
-    from ..losses.plugin import CE
+    from ..losses.logit import CE
     from ..models import create_model
     from ..plugins import notify
 
@@ -144,29 +155,35 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
             atomic_write_json(folder / MANIFEST, manifest)
         save = set(manifest["save_epochs"])
         recipe = Recipe(**spec["recipe"])
-        engine.seed_everything(spec["seed"])
+        seed_everything(spec["seed"])
         model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans).to(device)
         ctx = DistillContext(model, None, dataset.num_classes, dataset.input_shape,
                              len(dataset.train), {"w_ce": 1.0}, {})
         trainee = engine.Trainee("teacher", model, CE(ctx), recipe)
 
-        def on_epoch_end(epoch: int, trainees) -> None:
+        def keep(epoch: int, trainees) -> None:
             if epoch in save:
                 name = f"epoch_{epoch:04d}.pt"
                 sha = atomic_torch_save(model.state_dict(), folder / name)
                 manifest["checkpoints"][str(epoch)] = {"file": name, "sha256": sha}
             manifest["curve"] = trainee.history
             atomic_write_json(folder / MANIFEST, manifest)
+
+        def on_epoch_end(epoch: int, trainees) -> None:
             notify("kdbench_epoch_end", run_id=key, epoch=epoch,
                    metrics={k: v for k, v in trainee.history[-1].items()
                             if isinstance(v, (int, float))})
 
         state_path = folder / "state.pt"
-        timing = engine.fit([trainee], dataset, epochs=recipe.epochs,
-                            batch_size=recipe.batch_size, seed=spec["seed"], device=device,
-                            precision=spec["precision"], augment=spec["augment"],
-                            state_path=state_path, on_epoch_end=on_epoch_end, progress=progress,
-                            desc=f"teacher {spec['arch']} s{spec['seed']}")
+        suite = build_suite([{"name": "accuracy"}], EvalContext(dataset), epochs=recipe.epochs,
+                            precision=spec["precision"])
+        augment = spec["augment"] and make_augment(dataset, spec.get("augmentation", DEFAULT),
+                                                   spec.get("augmentation_options"))
+        timing = engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
+                            device=device, evaluators=suite, precision=spec["precision"],
+                            augment=augment, state_path=state_path, before_save=keep,
+                            on_epoch_end=on_epoch_end,
+                            progress=progress, desc=f"teacher {spec['arch']} s{spec['seed']}")
         manifest.update(status="done", train_seconds=manifest.get("train_seconds", 0.0)
                         + timing["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)

@@ -1,0 +1,84 @@
+"""A run's record: its skeleton when training starts, its metrics when it ends, its failure."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import traceback
+from typing import Any
+
+from .config import RunConfig
+from .device import environment
+from .errors import KDBenchError
+from .evaluators import Suite, summarize
+from .store import SCHEMA_VERSION, Store
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def data_summary(dataset: Any) -> dict[str, Any]:
+    """What the record says about the data a run used: split sizes and what the transforms
+    did (their reports)."""
+    return {"train_size": len(dataset.train), "test_size": len(dataset.test),
+            "transforms": dataset.info.get("transforms", [])}
+
+
+def new_record(cfg: RunConfig, run_id: str, device: Any, dataset: Any) -> dict[str, Any]:
+    return {"schema": SCHEMA_VERSION, "run_id": run_id, "status": "running", "error": None,
+            "created": now(), "finished": None, "config": cfg.to_dict(), "metrics": {},
+            "teacher": None, "data": data_summary(dataset), "stages": [], "cost": {},
+            "env": environment(device), "extra": {}}
+
+
+def metrics_of(trainee: Any, suite: Suite) -> dict[str, Any]:
+    """The record's metrics: every evaluator metric's last and best value and curve, and the
+    curves of the extra stages (a loss's init stage, a warm-up outside the budget)."""
+    metrics = summarize(trainee.history, suite.metrics, suite.best_metric,
+                        suite.lower_is_better)
+    extra = [{"name": s.name, "epochs": len(trainee.stage_history.get(s.name, [])),
+              "lr": s.lr, "curve": trainee.stage_history.get(s.name, [])}
+             for s in trainee.extra if s.epochs]
+    if extra:
+        metrics["stages"] = extra
+    return metrics
+
+
+def finish_failed(record: dict[str, Any], store: Store, exc: BaseException, t_start: float,
+                  keep_existing: bool) -> None:
+    """Write a ``failed`` (or ``interrupted``) record, never over a ``done`` one."""
+    from .plugins import notify
+
+    # Ctrl-C, and SystemExit (e.g. a Slurm requeue on preemption): resumable, not failed
+    interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+    record.update(status="interrupted" if interrupted else "failed", finished=now(),
+                  error=None if interrupted else f"{type(exc).__name__}: {exc}")
+    if not isinstance(exc, KDBenchError) and not interrupted:
+        record["traceback"] = "".join(traceback.format_exception(exc, limit=8))
+    record["cost"]["wall_seconds"] = time.perf_counter() - t_start
+    if not keep_existing:
+        notify("kdbench_run_end", record=record)
+        store.write_record(record)
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """One line per run: id, status, models, teacher, the best metric's last and best value
+    (with the best epoch), other evaluators' last values, time and throughput."""
+    cfg, m = record["config"], record.get("metrics") or {}
+    t = record.get("teacher")
+    where = (f"epoch {','.join(map(str, t['epochs']))}" if t and t.get("epochs")
+             else f"cohort of {t['peers']}" if t and "peers" in t else "weights" if t else "")
+    teacher = (f" ← {t['arch']} ({t['source']}, {where}, "
+               f"top-1 {t.get('teacher_top1', float('nan')):.2f})") if t else ""
+    cost = record.get("cost") or {}
+    best = (cfg.get("eval") or {}).get("best_metric", "top1")
+    others = [k for k in m if k.endswith("_last") and k != f"{best}_last"
+              and not k.startswith(("top5", "test_loss"))]
+    extra = "".join(f", {k[:-5]} {m[k]:.4g}" for k in others[:4])
+    return (f"{record['run_id']} {record['status']}: {cfg['student']}{teacher} "
+            f"{cfg['loss']['name']} on {cfg['data']['name']} seed {cfg['seed']}: {best} last "
+            f"{m.get(f'{best}_last', float('nan')):.2f}, best "
+            f"{m.get(f'{best}_best', float('nan')):.2f} (epoch {m.get('best_epoch', '?')})"
+            f"{extra}; {cost.get('wall_seconds', 0):.1f} s, "
+            f"{cost.get('images_per_s', 0):.0f} img/s")

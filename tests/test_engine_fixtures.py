@@ -1,0 +1,58 @@
+"""Records for a fixed seed are what they were before the stage/evaluator refactor: every
+built-in loss (init stages, composites, ensembles and the online cohort included) is rerun with
+the current code and compared, metric by metric and epoch by epoch, with records made on the
+commit before it (``fixtures/engine_records.json``, made by ``fixtures/make_engine_fixtures.py``
+on one thread)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(HERE))
+from make_engine_fixtures import BASE, CASES  # noqa: E402
+
+FIXTURE = json.loads((HERE / "engine_records.json").read_text())
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]
+
+
+def _rows_equal(old: list[dict], new: list[dict], what: str) -> None:
+    assert len(new) == len(old), f"{what}: {len(new)} epochs, expected {len(old)}"
+    for o, n in zip(old, new):
+        for key, value in o.items():
+            assert key in n, f"{what} epoch {o.get('epoch')}: {key} missing"
+            assert n[key] == value, f"{what} epoch {o.get('epoch')}: {key} {n[key]!r} != {value!r}"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("fixtures") / "results"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_record_equals_the_one_made_before_the_refactor(case, store):
+    from kdbench.config import build_config
+    from kdbench.runner import run
+
+    assert FIXTURE["threads"] == 1 and torch.get_num_threads() == 1
+    old = FIXTURE["cases"][case]
+    record = run(build_config({**BASE, **CASES[case], "results_dir": str(store)}),
+                 progress=False)
+    m = record["metrics"]
+    assert record["status"] == old["status"] == "done"
+    _rows_equal(old["curve"], m["curve"], f"{case} curve")
+    for key, value in old["summary"].items():
+        assert m[key] == value, f"{case}: {key} {m[key]!r} != {value!r}"
+    if "init" in old:  # the loss's own stage, now the first of metrics["stages"]
+        [stage] = m["stages"]
+        assert stage["epochs"] == old["init"]["epochs"] and stage["lr"] == old["init"]["lr"]
+        _rows_equal(old["init"]["curve"], stage["curve"], f"{case} init stage")
+    else:
+        assert "stages" not in m
+    if old.get("teacher_top1") is not None:
+        assert record["teacher"]["teacher_top1"] == old["teacher_top1"]
