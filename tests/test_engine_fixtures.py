@@ -56,3 +56,17 @@ def test_record_equals_the_one_made_before_the_refactor(case, store):
         assert "stages" not in m
     if old.get("teacher_top1") is not None:
         assert record["teacher"]["teacher_top1"] == old["teacher_top1"]
+
+
+def test_run_ids_of_configs_made_before_are_unchanged():
+    """Configs that do not use the fields added since keep their ids (``run_ids``: computed with
+    the commit the fixtures were made on), so existing stores are reused, not rerun."""
+    from kdbench.config import build_config, resolve, run_id
+
+    ids = FIXTURE["run_ids"]
+    for case, over in CASES.items():
+        cfg = resolve(build_config({**BASE, **over, "results_dir": "r"}))
+        assert run_id(cfg) == ids[case], case
+    for preset in ("quick", "repdistiller", "checkpointkd"):
+        cfg = resolve(build_config({"preset": preset, "loss.name": "kd"}))
+        assert run_id(cfg) == ids[f"preset-{preset}"], preset
