@@ -59,7 +59,7 @@ class DataConfig:
     augment: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the dataset factory's keyword args
     #: data transforms applied in order after loading: [{name: subset, per_class: 500}, ...]
-    transforms: list[dict[str, Any]] = field(default_factory=list)
+    transforms: list[dict[str, Any] | str] = field(default_factory=list)
     augmentation: str = "crop_flip"  # the batch augmentation (a registered name)
     augmentation_options: dict[str, Any] = field(default_factory=dict)
 
@@ -114,7 +114,7 @@ class EvalConfig:
     """What is measured: evaluator plugins (``--eval NAME``), and the metric that picks the
     best epoch."""
 
-    evaluators: list[dict[str, Any]] = field(default_factory=_default_evaluators)
+    evaluators: list[dict[str, Any] | str] = field(default_factory=_default_evaluators)
     best_metric: str = "top1"
 
 
@@ -130,7 +130,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     recipe: Recipe = field(default_factory=Recipe)
     #: warm-up stages before the loss's own (``--warmup NAME[:k=v]``): [{name: ..., ...}]
-    warmup: list[dict[str, Any]] = field(default_factory=list)
+    warmup: list[dict[str, Any] | str] = field(default_factory=list)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     precision: str = "auto"

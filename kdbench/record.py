@@ -73,12 +73,27 @@ def summary_line(record: dict[str, Any]) -> str:
                f"top-1 {t.get('teacher_top1', float('nan')):.2f})") if t else ""
     cost = record.get("cost") or {}
     best = (cfg.get("eval") or {}).get("best_metric", "top1")
-    others = [k for k in m if k.endswith("_last") and k != f"{best}_last"
-              and not k.startswith(("top5", "test_loss"))]
-    extra = "".join(f", {k[:-5]} {m[k]:.4g}" for k in others[:4])
+    extra = "".join(f", {k} {m[f'{k}_last']:.4g}" for k in _other_metrics(cfg, best)
+                    if isinstance(m.get(f"{k}_last"), (int, float)))
     return (f"{record['run_id']} {record['status']}: {cfg['student']}{teacher} "
             f"{cfg['loss']['name']} on {cfg['data']['name']} seed {cfg['seed']}: {best} last "
             f"{m.get(f'{best}_last', float('nan')):.2f}, best "
             f"{m.get(f'{best}_best', float('nan')):.2f} (epoch {m.get('best_epoch', '?')})"
             f"{extra}; {cost.get('wall_seconds', 0):.1f} s, "
             f"{cost.get('images_per_s', 0):.0f} img/s")
+
+
+def _other_metrics(cfg: dict[str, Any], best: str) -> list[str]:
+    """The metrics of the run's evaluators other than the one that picks the best epoch."""
+    from .errors import UnknownNameError
+    from .plugins import get
+
+    out = []
+    for item in (cfg.get("eval") or {}).get("evaluators", []):
+        try:
+            metrics = get("evaluator", item["name"]).metrics
+        except UnknownNameError:  # a record made with a plugin that is not installed here
+            continue
+        if best not in metrics:
+            out += list(metrics)
+    return out[:6]

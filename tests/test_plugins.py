@@ -144,6 +144,43 @@ def test_entry_point_plugin_lists_and_trains(example_install, tmp_path):
     assert "train_mse" in record["metrics"]["curve"][0]
 
 
+def test_a_third_party_adds_a_stage_an_evaluator_and_a_data_transform(example_install,
+                                                                      tmp_path):
+    """The example package's warm-up stage, evaluator and data transform in one run, with no
+    change to kdbench: the stage runs first within the budget, the evaluator's metrics get
+    last/best/curve in the record, the transform's report is kept."""
+    import json
+
+    env = {"PYTHONPATH": str(example_install), "KDBENCH_LOAD_PLUGINS": "kdbench-example"}
+    listed = run_cli("plugins", env=env).stdout
+    for kind, name in (("stage", "logit_warmup"), ("evaluator", "calibration"),
+                       ("data_transform", "train_fraction")):
+        assert any(l.split()[:3] == [kind, name, "kdbench-example"] for l in listed.splitlines())
+    trained = run_cli("run", "--loss", "kd", "--dataset", "synthetic", "--student", "resnet8",
+                      "--teacher-arch", "resnet8", "--epochs", "3", "--set",
+                      "teacher.recipe.epochs=2", "--warmup", "logit_warmup:epochs=1",
+                      "--eval", "calibration:bins=10", "--data-transform",
+                      "train_fraction:fraction=0.5", "--quiet", "--json",
+                      "--results-dir", tmp_path / "r", env=env)
+    assert trained.returncode == 0, trained.stderr
+    record = json.loads(trained.stdout)
+    assert record["status"] == "done"
+    assert [(s["name"], s["epochs"]) for s in record["stages"]] == [("logit_warmup", 1),
+                                                                      ("main", 2)]
+    curve = record["metrics"]["curve"]
+    assert [r["stage"] for r in curve] == ["logit_warmup", "main", "main"]
+    assert "train_mse" in curve[0] and "train_ce" not in curve[0]  # no label loss in warm-up
+    assert "train_kd" in curve[1] and "train_ce" in curve[1]
+    m = record["metrics"]
+    assert all(0 <= r["ece"] <= 100 and 0 <= r["confidence"] <= 100 for r in curve)
+    assert m["ece_last"] == curve[-1]["ece"] and "confidence_best" in m
+    [t] = record["data"]["transforms"]
+    assert t["name"] == "train_fraction" and t["report"] == {"kept": 128, "of": 256}
+    assert record["data"]["train_size"] == 128
+    assert record["config"]["eval"]["evaluators"] == [{"name": "accuracy"},
+                                                      {"name": "calibration", "bins": 10}]
+
+
 def test_load_plugins_allow_list_excludes_other_distributions(example_install):
     env = {"PYTHONPATH": str(example_install), "KDBENCH_LOAD_PLUGINS": ""}
     listed = run_cli("plugins", "--kind", "loss", env=env)

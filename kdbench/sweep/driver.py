@@ -255,8 +255,14 @@ def _metrics(store: Store, run_id: str, record: dict[str, Any] | None = None) ->
         except KDBenchError:
             record = None
     record = record or {}
-    return {"top1": (record.get("metrics") or {}).get("top1_last"),
-            "seconds": (record.get("cost") or {}).get("wall_seconds")}
+    return {"top1": headline(record), "seconds": (record.get("cost") or {}).get("wall_seconds")}
+
+
+def headline(record: dict[str, Any] | None) -> float | None:
+    """A record's last value of the metric that picks its best epoch (top-1 by default)."""
+    record = record or {}
+    best = ((record.get("config") or {}).get("eval") or {}).get("best_metric", "top1")
+    return (record.get("metrics") or {}).get(f"{best}_last")
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -268,7 +274,8 @@ def _unique(items: Iterable[str]) -> list[str]:
 
 def runs_table(plan: Plan, rows: list[tuple[PlannedRun, str, str | None, Any]],
                limit: int | None = None) -> str:
-    """Runs as a table: id, the sweep's varying values, status, top-1, error."""
+    """Runs as a table: id, the sweep's varying values, status, the last value of each run's
+    best-epoch metric (top-1 unless its config says otherwise), error."""
     from tabulate import tabulate
 
     shown = rows if limit is None or len(rows) <= limit else rows[:limit]
@@ -277,7 +284,7 @@ def runs_table(plan: Plan, rows: list[tuple[PlannedRun, str, str | None, Any]],
         body.append([run.run_id, *[_cell(run.label.get(a)) for a in plan.axes], status,
                      "" if top1 is None or (isinstance(top1, float) and math.isnan(top1))
                      else f"{top1:.2f}", _clip(error or "", 70)])
-    text = tabulate(body, headers=["run", *plan.axes, "status", "top1_last", "error"])
+    text = tabulate(body, headers=["run", *plan.axes, "status", "best metric, last", "error"])
     if len(shown) < len(rows):
         text += f"\n... and {len(rows) - len(shown)} more"
     return text
@@ -312,8 +319,7 @@ def status_report(plan: Plan, *, all_runs: bool = False, limit: int | None = 40)
         status = statuses[run.run_id]
         if all_runs or status != "done":
             record = _safe_record(store, run.run_id)
-            rows.append((run, status, (record or {}).get("error"),
-                         ((record or {}).get("metrics") or {}).get("top1_last")))
+            rows.append((run, status, (record or {}).get("error"), headline(record)))
     parts = [f"sweep {plan.name}: {len(plan.runs)} runs in {plan.results_dir} — "
              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=_status_order))]
     if plan.teachers:

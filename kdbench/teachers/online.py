@@ -93,11 +93,11 @@ class Cohort(Teacher):
             s = summarize(t.history, suite.metrics, suite.best_metric, suite.lower_is_better)
             cohort.append({"name": t.name, "arch": self.provenance["arch"] if t.name != "student"
                            else record["config"]["student"],
-                           **{k: s[k] for k in ("top1_last", "top1_best", "top5_last",
-                                                "top5_best", "best_epoch")},
-                           "curve": [{"epoch": h["epoch"], "top1": h["top1"]}
+                           **{k: v for k, v in s.items() if k != "curve"},
+                           "curve": [{k: h[k] for k in ("epoch", *suite.metrics) if k in h}
                                      for h in t.history]})
         record["metrics"]["cohort"] = cohort
+        # the peers are the teacher: their accuracy is its accuracy, as for a fixed teacher
         peers = [c["top1_last"] for c in cohort[1:]]
         record["teacher"].update(teacher_top1=sum(peers) / len(peers), peer_top1=peers)
 
