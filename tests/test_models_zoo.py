@@ -115,6 +115,15 @@ def ref_shufflev2(nc=100):
     return total + _conv(464, 1024, 1) + _bn(1024) + _fc(1024, nc)
 
 
+def ref_cnn32(widths, hidden, nc=100, in_chans=3):
+    """InDistill's Cnn32 / Cnn32_Small (gsarridis/InDistill models/cnn32.py, cnn32_small.py):
+    three unpadded 3×3 convs with bias + BN, fc ``widths[-1]·2·2 → hidden → nc``."""
+    total, inp = 0, in_chans
+    for w in widths:
+        total, inp = total + _conv(inp, w, 3, bias=True) + _bn(w), w
+    return total + _fc(widths[-1] * 4, hidden) + _fc(hidden, nc)
+
+
 PARAMS_100 = {
     "resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756,
     "resnet44": 667_188, "resnet56": 861_620, "resnet110": 1_736_564,
@@ -124,6 +133,8 @@ PARAMS_100 = {
     "vgg19": 20_086_692,
     "mobilenetv2": 812_836, "mobilenetv2_075": 1_475_692, "mobilenetv2_100": 2_353_060,
     "shufflev1": 949_258, "shufflev2": 1_355_528,
+    # not RepDistiller's: InDistill's plain CNNs, counted from its models/*.py layer shapes
+    "cnn32": 69_604, "cnn32_small": 20_900,
 }
 
 REFERENCE = {
@@ -139,6 +150,8 @@ REFERENCE = {
     "mobilenetv2_075": lambda: ref_mobilenetv2(0.75),
     "mobilenetv2_100": lambda: ref_mobilenetv2(1.0),
     "shufflev1": ref_shufflev1, "shufflev2": ref_shufflev2,
+    "cnn32": lambda: ref_cnn32((16, 32, 64), 128),
+    "cnn32_small": lambda: ref_cnn32((8, 16, 32), 64),
 }
 
 ISSUE_COUNTS = {"resnet20": 278_324, "resnet56": 861_620, "resnet32x4": 7_433_860,
@@ -218,10 +231,14 @@ def test_forward_backward_and_small_odd_input(name):
     StageInfo predicts), logits equal forward(), and gradients reach every parameter."""
     torch.manual_seed(0)
     model = create_model(name, 10, in_chans=1)
-    x = torch.randn(2, 1, 9, 9)
+    # unpadded models (InDistill's cnn32) need at least their nominal size: one pixel more
+    # keeps the size odd
+    size = 9 if model.min_input_size <= 9 else model.min_input_size + 1
+    x = torch.randn(2, 1, size, size)
     f = model.features(x)
-    assert [tuple(t.shape[1:]) for t in f.stages] == model.stage_shapes((9, 9))
-    assert tuple(f.stem.shape[1:]) == model.stem_info.shape((9, 9))
+    assert [tuple(t.shape[1:]) for t in f.stages] == model.stage_shapes((size, size))
+    if model.stem_info is not None:
+        assert tuple(f.stem.shape[1:]) == model.stem_info.shape((size, size))
     assert f.embedding.shape == (2, model.embedding_dim) and f.logits.shape == (2, 10)
     loss = F.cross_entropy(f.logits, torch.tensor([1, 7])) + sum(s.pow(2).mean() for s in f.stages)
     loss.backward()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import mobilenetv2, resnet, shufflenet, vgg, wrn
+from . import cnn32, mobilenetv2, resnet, shufflenet, vgg, wrn
 from .base import KDModel
 
 Factory = Callable[..., KDModel]
@@ -23,4 +23,5 @@ ZOO: dict[str, tuple[Factory, str]] = {
     **{f.__name__: (f, "mobilenetv2") for f in (
         mobilenetv2.mobilenetv2, mobilenetv2.mobilenetv2_075, mobilenetv2.mobilenetv2_100)},
     **{f.__name__: (f, "shufflenet") for f in (shufflenet.shufflev1, shufflenet.shufflev2)},
+    **{f.__name__: (f, "cnn") for f in (cnn32.cnn32, cnn32.cnn32_small)},
 }
