@@ -10,7 +10,8 @@ which compares KD methods under symmetric/asymmetric label noise and long-tailed
 
 Label noise (:func:`corrupt_labels`) follows the conventions of the noisy-label literature, read
 in bhanML/Co-teaching ``data/utils.py`` (commit 7c7fbe2, lines 98-172) and the same authors'
-NeurAI-Lab/NCT (``data_prep/cifar.py`` lines 94-102, ``utilities/utils.py``
+NeurAI-Lab/NCT (commit 53bb93a: ``data_prep/cifar.py`` lines 94-102 call a Co-teaching-style
+``noisify`` whose source is not in that repository; ``utilities/utils.py`` line 54
 ``get_random_labels``):
 
 * ``symmetric`` — a corrupted label moves to one of the other C−1 classes, uniformly
