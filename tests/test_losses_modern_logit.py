@@ -540,6 +540,10 @@ def test_ls_settings_follow_the_official_per_pair_runs():
     assert w == {"w_rld": 9.0} and o == {"standardize": True, "T": 2.0, "scd_T": 2.0}
     w, o = MP.modifier_settings("dkd", "ls", student="resnet8", teacher="resnet8")
     assert "beta" not in o  # LS kept the configured β where its logs name none
+    # LS with CTKD: every pair logged at 2 and 9 (the learnable T makes the 2 moot)
+    w, _ = MP.modifier_settings("kd", "ls", student="resnet20", teacher="resnet110",
+                                others=["ctkd"])
+    assert w == {"w_ce": 0.1, "w_kd": 9.0}
 
 
 def test_modifier_settings_go_under_user_values_through_resolve():

@@ -137,7 +137,12 @@ def curriculum_from_options(options: dict[str, Any], loss: str) -> CurriculumTem
 
 
 class DIST(Checked):
-    """DIST: Pearson-correlation relations of softened predictions, inter- and intra-class."""
+    """DIST: Pearson-correlation relations of softened predictions, inter- and intra-class.
+
+    Official CIFAR-100 defaults (hunto/image_classification_sota, the classification code of
+    hunto/DIST_KD, ``configs/strategies/distill/dist_cifar.yaml``): β = γ = 1, τ = 4, CE weight
+    1, DIST weight 2. No deliberate difference from the official code.
+    """
 
     name = "dist"
 
@@ -162,7 +167,12 @@ class DIST(Checked):
 class MLKDNoAug(Checked):
     """MLKD on the ordinary single view (``mlkd_noaug``, as RLD's authors run it for a fair
     comparison: zju-SWJ/RLD ``mdistiller/distillers/MLKD_NOAUG.py``): instance, class and batch
-    levels over five temperatures, weak-view confidence masks as in the official code."""
+    levels over five temperatures, weak-view confidence masks as in the official code.
+
+    Official defaults (``mdistiller/engine/cfg.py`` KD section): T = 4 (plus 3, 5, 2, 6), CE
+    weight 0.1, every level weighted 0.9. ``variant`` "official" (default) or "paper" (no
+    masks), see :func:`KM.mlkd`; ``standardize`` Z-scores the instance level only, as LS's code.
+    """
 
     name = "mlkd_noaug"
 
@@ -189,10 +199,16 @@ class MLKDNoAug(Checked):
 class MLKD(MLKDNoAug):
     """MLKD with its weak and strong augmented views (CE on both views, as the official loss).
 
-    Needs the engine seam ``views=``: a list of extra ``(student Features, teacher Features)``
-    pairs for the same images, here one pair from the *strong* augmentation (the official
-    ``get_cifar100_train_transform_strong``: RandomCrop(32, 4) + flip + RandAugment(2, 10)),
-    the ordinary batch being the weak view. Without it the loss refuses to run.
+    Needs an engine seam, ``forward(..., views=[(student_strong, teacher_strong)])``: for each
+    batch a second augmentation of the *same* images (official
+    ``get_cifar100_train_transform_strong``, ``mdistiller/dataset/cifar100.py`` lines 321-342:
+    its own RandomCrop(32, pad 4) + flip, then RandAugment(N=2, M=10); the ordinary batch is the
+    weak view), the student forwarded on it separately in training mode and the teacher in eval
+    mode (official ``AugTrainer.train_iter`` and ``forward_train``), the two ``Features`` passed
+    as one pair. Train accuracy stays the weak view's. The strong view's CE is the term
+    ``mlkd_ce_strong`` (weight 0.1 like ``w_ce``). Without the seam the loss refuses to run.
+    Official defaults as :class:`MLKDNoAug`; the official recipes are longer (480 or 960 epochs,
+    lr 0.025 or 0.01: ``configs/cifar100/mlkd/*.yaml`` of the LS repository) - recipe, not loss.
     """
 
     name = "mlkd"
@@ -213,7 +229,12 @@ class MLKD(MLKDNoAug):
 
 
 class NKD(Checked):
-    """NKD: teacher-weighted target log-probability plus γ·T²·normalised non-target CE."""
+    """NKD: teacher-weighted target log-probability plus γ·T²·normalised non-target CE.
+
+    Official defaults (yzd-v/cls_KD): CIFAR-100 T = 3, γ = 3.5
+    (``configs/distillers/cifar100/res34_distill_res18_cifar.py``; ImageNet configs use T = 1,
+    γ = 1.5), NKD and CE weights 1. No deliberate difference from the official code.
+    """
 
     name = "nkd"
 
@@ -234,7 +255,12 @@ class NKD(Checked):
 
 
 class TTM(Checked):
-    """Transformed teacher matching: KL(p_t^γ normalised ‖ p_s), no student temperature."""
+    """Transformed teacher matching: KL(p_t^γ normalised ‖ p_s), no student temperature.
+
+    Official defaults (zkxufo/TTM README, the one CIFAR setting the repository states, vgg13 →
+    vgg8): γ = 0.1, TTM weight 45, CE weight 1. The paper's per-pair β and γ (its appendix A.4)
+    are not in the repository. Log-space transform: same numbers, no underflow.
+    """
 
     name = "ttm"
 
@@ -251,7 +277,11 @@ class TTM(Checked):
 
 
 class WTTM(TTM):
-    """Weighted TTM: each sample's TTM term weighted by the teacher's power sum Σ p_t^γ."""
+    """Weighted TTM: each sample's TTM term weighted by the teacher's power sum Σ p_t^γ.
+
+    Official defaults: the README's only WTTM setting, γ = 0.2 with weight 4 (there added to
+    CRD at 0.8: ``crd+wttm`` reproduces it), CE weight 1.
+    """
 
     name = "wttm"
 
@@ -265,8 +295,14 @@ class WTTM(TTM):
 class RLD(Checked):
     """Refined logit distillation: min(epoch/warmup, 1)·(α·SCD + β·MCD), CE weight 1.
 
-    SCD's temperature is ``T`` when ``same_T`` (the README's ``--same-t``), else ``scd_T``
-    (the official configuration's ``ALPHA_T``, 1.0).
+    Official defaults (zju-SWJ/RLD ``mdistiller/engine/cfg.py`` lines 178-185): CE 1, α = 1,
+    β = 8, T = 4, warm-up 20 epochs (mdistiller's 1-based ``epoch / warmup``). The configuration
+    and the README disagree on SCD's temperature: ``ALPHA_T`` is 1.0 in ``cfg.py`` (no CIFAR
+    config overrides it), while the README's RLD command adds ``--same-t``, which sets it to T
+    (``tools/train.py`` lines 191-192). kdbench follows the README (``same_T`` true): it is the
+    authors' stated command for RLD, and the flag exists only to override that default;
+    ``same_T: false`` gives the configuration's ``scd_T`` = 1. SCD is computed in log space
+    (the official code takes the log of summed probabilities): the same numbers up to rounding.
     """
 
     name = "rld"

@@ -131,14 +131,15 @@ def ls_values(loss: str, teacher: str | None, student: str | None,
     return tuple(float(v) for v in table.get((arch_key(teacher), arch_key(student)), LS_DEFAULT))
 
 
-def _ls_settings(part: str, teacher: str | None, student: str | None,
-                 per_pair: bool) -> tuple[dict[str, float], dict[str, Any]]:
+def _ls_settings(part: str, teacher: str | None, student: str | None, per_pair: bool,
+                 others: tuple[str, ...]) -> tuple[dict[str, float], dict[str, Any]]:
     """What ``+ls`` sets on one loss, following LS's ``tools/train.py`` (lines 110-121; RLD's
     ``tools/train.py`` lines 170-192 for rld and mlkd_noaug): KD's weight and temperature
     replaced, DKD's and RLD's α and β multiplied by the KD weight (here: their own weight set
     to it), every MLKD level weighted by it. The CE weights stay the method's (0.1 for KD and
-    MLKD: LS's configuration default, 1 for DKD and RLD)."""
-    T, w, *beta = ls_values(part, teacher, student, per_pair)
+    MLKD: LS's configuration default, 1 for DKD and RLD). With ``ctkd`` as well, KD takes the
+    defaults 2 and 9 for every pair, as LS's CTKD logs (``logs/CTKD/ctkd,T,S,2,9.txt``)."""
+    T, w, *beta = ls_values(part, teacher, student, per_pair and "ctkd" not in others)
     options: dict[str, Any] = {"standardize": True, "T": T}
     if part == "kd":
         weights = {"w_ce": 0.1, "w_kd": w}
@@ -153,8 +154,8 @@ def _ls_settings(part: str, teacher: str | None, student: str | None,
     return weights, options
 
 
-def _ctkd_settings(part: str, teacher: str | None, student: str | None,
-                   per_pair: bool) -> tuple[dict[str, float], dict[str, Any]]:
+def _ctkd_settings(part: str, teacher: str | None, student: str | None, per_pair: bool,
+                   others: tuple[str, ...]) -> tuple[dict[str, float], dict[str, Any]]:
     """What ``+ctkd`` sets: the learnable temperature on; for DKD also no warm-up, as CTKD's
     official DKD has none (``helper/loops.py`` line 170). The weights stay the loss's (CTKD's
     scripts run KD with ``-r 0.1 -a 0.9``, kdbench's KD defaults)."""
@@ -171,7 +172,8 @@ class Modifier:
     year: int
     repo: str
     applies_to: tuple[str, ...]
-    settings: Callable[[str, str | None, str | None, bool],
+    #: (loss part, teacher, student, per_pair, the other modifiers) -> (weights, options)
+    settings: Callable[[str, str | None, str | None, bool, tuple[str, ...]],
                        tuple[dict[str, float], dict[str, Any]]]
 
 
@@ -201,9 +203,12 @@ def split_modifiers(name: str) -> tuple[str, list[str]]:
 
 
 def modifier_settings(loss: str, modifier: str, *, student: str | None = None,
-                      teacher: str | None = None,
-                      per_pair: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
-    """The weights and options ``modifier`` puts on ``loss`` (a registered name or a composite).
+                      teacher: str | None = None, per_pair: bool = True,
+                      others: tuple[str, ...] | list[str] = ()
+                      ) -> tuple[dict[str, float], dict[str, Any]]:
+    """The weights and options ``modifier`` puts on ``loss`` (a registered name or a composite);
+    ``per_pair`` uses the official per-pair values where there are some, ``others`` names the
+    other modifiers on the same loss (their combination may have its own official values).
 
     Apply them as defaults *under* the user's own values, e.g.
     ``resolve(loss, {**w_mod, **user_w}, {**o_mod, **user_o}, ...)``. For a composite only the
@@ -221,7 +226,7 @@ def modifier_settings(loss: str, modifier: str, *, student: str | None = None,
     weights: dict[str, float] = {}
     options: dict[str, Any] = {}
     for part in targets:
-        w, o = mod.settings(part, teacher, student, per_pair)
+        w, o = mod.settings(part, teacher, student, per_pair, tuple(others))
         weights.update({k: v for k, v in w.items() if k != "w_ce" or part == parts[0]})
         options.update(o)
     return weights, options
@@ -229,9 +234,9 @@ def modifier_settings(loss: str, modifier: str, *, student: str | None = None,
 
 def apply_modifier(loss: str, modifier: str, weights: dict[str, float], options: dict[str, Any],
                    *, student: str | None = None, teacher: str | None = None,
-                   per_pair: bool = True) -> None:
+                   per_pair: bool = True, others: tuple[str, ...] | list[str] = ()) -> None:
     """Put :func:`modifier_settings` into already resolved ``weights`` and ``options``."""
     w, o = modifier_settings(loss, modifier, student=student, teacher=teacher,
-                             per_pair=per_pair)
+                             per_pair=per_pair, others=others)
     weights.update(w)
     options.update(o)
