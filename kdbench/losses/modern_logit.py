@@ -21,8 +21,8 @@ from . import functional_modern as KM
 from .base import DistillContext, Distiller, option
 
 __all__ = ["CTKD_DEFAULTS", "DIST", "MLKD", "NKD", "RLD", "STANDARDIZE_DEFAULTS", "TTM", "WTTM",
-           "CurriculumTemperature", "MLKDNoAug", "curriculum_from_options", "linear_warmup",
-           "standardize_option"]
+           "Checked", "CurriculumTemperature", "MLKDNoAug", "check_weights",
+           "curriculum_from_options", "linear_warmup", "standardize_option"]
 
 #: the option a loss gains from the logit-standardisation modifier (off: the loss unchanged)
 STANDARDIZE_DEFAULTS: dict[str, Any] = {"standardize": False}
@@ -127,7 +127,7 @@ def curriculum_from_options(options: dict[str, Any], loss: str) -> CurriculumTem
         raise ConfigError(f"loss {loss!r} option ctkd must be true or false, got {on!r}")
     if not on:
         return None
-    o = {"ctkd_t_start": 1.0, "ctkd_t_end": 20.0, "ctkd_loops": 10, **options}
+    o = {**CTKD_DEFAULTS, **options}
     return CurriculumTemperature(option(o, "ctkd_t_start", loss, positive=True),
                                  option(o, "ctkd_t_end", loss, positive=True),
                                  option(o, "ctkd_loops", loss, positive=True, integer=True))
