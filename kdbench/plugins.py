@@ -40,6 +40,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kdbench.data.plugin",
     "kdbench.models.plugin",
     "kdbench.losses.plugin",
+    "kdbench.losses.modern_plugin",
     "kdbench.losses.modern_feature_plugin",
     "kdbench.teachers.plugin",
     "kdbench.mi.plugin",

@@ -1,4 +1,9 @@
-"""Logit losses: the CE baseline, Hinton KD, DKD and deep mutual learning's mimicry term."""
+"""Logit losses: the CE baseline, Hinton KD, DKD and deep mutual learning's mimicry term.
+
+KD and DKD take two modifiers from later papers (:mod:`.modern_logit`): ``standardize`` (logit
+standardisation, Sun et al. CVPR 2024) and ``ctkd`` (CTKD's learnable curriculum temperature,
+Li et al. AAAI 2023). Both are off by default, and off they leave the computation unchanged.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import re
 from typing import Any
 
 from . import functional as KF
+from . import functional_modern as KM
 from .base import DistillContext, Distiller, option
+from .modern_logit import curriculum_from_options, standardize_option
 
 
 class CE(Distiller):
@@ -19,14 +26,25 @@ class CE(Distiller):
 
 
 class KD(Distiller):
-    """Hinton KD on logits: w_ce·CE + w_kd·T²·KL(p_t^T ‖ p_s^T)."""
+    """Hinton KD on logits: w_ce·CE + w_kd·T²·KL(p_t^T ‖ p_s^T).
+
+    ``standardize``: both logit sets Z-scored first (LS's official ``kd_loss``, where T is the
+    "base temperature"); ``ctkd``: T is CTKD's learnable curriculum temperature (the ``T`` option
+    is then unused), its θ a parameter of this module.
+    """
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
         self.T = option(self.options, "T", "kd", positive=True)
+        self.standardize = standardize_option(self.options, "kd")
+        self.temperature = curriculum_from_options(self.options, "kd")
 
     def forward(self, student, teacher, target, index=None, epoch=0):
-        return {"kd": KF.kd(student.logits, teacher.logits, self.T)}
+        s, t = student.logits, teacher.logits
+        if self.standardize:
+            s, t = KM.standardize(s), KM.standardize(t)
+        T = self.T if self.temperature is None else self.temperature(epoch)
+        return {"kd": KF.kd(s, t, T)}
 
 
 class DML(Distiller):
@@ -65,7 +83,11 @@ def finalize_dkd(weights: dict[str, float], options: dict[str, Any], *, student:
 
 
 class DKD(Distiller):
-    """Decoupled KD: min(epoch/warmup, 1)·(α·TCKD + β·NCKD)·T², CE weight 1 (mdistiller)."""
+    """Decoupled KD: min(epoch/warmup, 1)·(α·TCKD + β·NCKD)·T², CE weight 1 (mdistiller).
+
+    ``standardize`` and ``ctkd`` as for :class:`KD` (LS's official ``dkd_loss`` standardises
+    before everything; CTKD's official DKD uses the learnable T in both parts).
+    """
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
@@ -74,11 +96,17 @@ class DKD(Distiller):
         self.beta = option(o, "beta", "dkd", nonneg=True)
         self.T = option(o, "T", "dkd", positive=True)
         self.warmup = option(o, "warmup", "dkd", nonneg=True, integer=True)
+        self.standardize = standardize_option(o, "dkd")
+        self.temperature = curriculum_from_options(o, "dkd")
 
     def warmup_factor(self, epoch: int) -> float:
         """mdistiller counts epochs from 1: the first epoch gets 1/warmup of the term."""
         return min((epoch + 1) / self.warmup, 1.0) if self.warmup > 0 else 1.0
 
     def forward(self, student, teacher, target, index=None, epoch=0):
-        term = KF.dkd(student.logits, teacher.logits, target, self.alpha, self.beta, self.T)
+        s, t = student.logits, teacher.logits
+        if self.standardize:
+            s, t = KM.standardize(s), KM.standardize(t)
+        T = self.T if self.temperature is None else self.temperature(epoch)
+        term = KF.dkd(s, t, target, self.alpha, self.beta, T)
         return {"dkd": self.warmup_factor(epoch) * term}

@@ -10,6 +10,7 @@ from ..hookspecs import hookimpl
 from .contrastive import CRD
 from .feature import AB, AT, FSP, FT, NST, SP, VID, FitNet
 from .logit import CE, DKD, DML, KD, arch_key, finalize_dkd
+from .modern_logit import CTKD_DEFAULTS, STANDARDIZE_DEFAULTS
 from .relation import CC, PKT, RKD
 
 __all__ = ["CE", "KD", "LOSSES", "register_losses"]
@@ -37,13 +38,14 @@ LOSSES: dict[str, tuple[type, dict]] = {
     "kd": (KD, {
         "description": "Hinton KD: softened-logit KL with T² scaling",
         "paper": "Hinton et al., Distilling the Knowledge in a Neural Network, NIPS-W 2015",
-        "defaults": {"w_ce": 0.1, "w_kd": 0.9, "T": 4.0}, "combo": {"w_kd": 1.0},
+        "defaults": {"w_ce": 0.1, "w_kd": 0.9, "T": 4.0, **STANDARDIZE_DEFAULTS,
+                     **CTKD_DEFAULTS}, "combo": {"w_kd": 1.0},
         "taps": ("logits",)}),
     "dkd": (DKD, {
         "description": "decoupled KD: α·target-class + β·non-target-class KL, linear warm-up",
         "paper": "Zhao et al., Decoupled Knowledge Distillation, CVPR 2022",
         "defaults": {"w_ce": 1.0, "w_dkd": 1.0, "alpha": 1.0, "beta": 8.0, "T": 4.0, "warmup": 20,
-                  "beta_table": False},
+                  "beta_table": False, **STANDARDIZE_DEFAULTS, **CTKD_DEFAULTS},
         "finalize": finalize_dkd, "taps": ("logits",)}),
     "dml": (DML, {
         "description": "deep mutual learning: KL to each peer's prediction (use --teacher peers)",
