@@ -203,6 +203,10 @@ def drop_later_defaults(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def identity(config: RunConfig) -> dict[str, Any]:
+    """What a run id hashes: the resolved config without paths, device and engine settings,
+    and without fields and loss options newer than the run's kind at their default."""
+    from .losses import entry
+
     d = config.to_dict()
     for dotted in NON_IDENTITY:
         *parents, leaf = dotted.split(".")
@@ -210,6 +214,10 @@ def identity(config: RunConfig) -> dict[str, Any]:
         for p in parents:
             node = node[p]
         node.pop(leaf, None)
+    spec = entry(config.loss.name)
+    for key in spec.later:
+        if key in d["loss"]["options"] and d["loss"]["options"][key] == spec.defaults[key]:
+            del d["loss"]["options"][key]
     return drop_later_defaults(d)
 
 

@@ -310,6 +310,9 @@ class LossSpec(PluginSpec):
     needs_teacher: bool | None = None
     cost: str = ""
     parts: tuple[str, ...] = ()
+    #: options added after records were made with this loss: at their default value they are
+    #: left out of the run id, so those records keep their ids
+    later: tuple[str, ...] = ()
 
     def check(self) -> None:
         bad = sorted(set(self.taps) - TAPS)
@@ -320,6 +323,10 @@ class LossSpec(PluginSpec):
             if key.startswith("w_") and not isinstance(value, (int, float)):
                 raise PluginError(f"{self.source}: loss {self.name!r} weight {key} must be a "
                                   f"number, got {value!r}")
+        unknown = sorted(set(self.later) - set(self.defaults))
+        if unknown:
+            raise PluginError(f"{self.source}: loss {self.name!r} lists later option "
+                              f"{unknown[0]!r}, which it has no default for")
         on_class = _class_attr(self.factory, "taps")
         if on_class is not None and set(on_class) != set(self.taps):
             raise _disagrees(self, "taps", self.taps, on_class)

@@ -18,7 +18,6 @@ Warm-ups are plugins (``register_stages``, ``--warmup NAME[:k=v,...]``) and can 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,23 +128,16 @@ class StageContext:
 
 
 def distiller_loss(distiller: nn.Module) -> StageLoss:
-    """The main stage's loss: the distiller's forward, given only what its signature accepts
-    (``stage``, ``batch``, ``views`` are newer than the first plugins)."""
-    params = inspect.signature(distiller.forward).parameters
-    open_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    extras = {k for k in ("stage", "batch", "views") if open_kw or k in params}
+    """The main stage's loss: the distiller's forward, given only the newer arguments its
+    signature accepts (:attr:`kdbench.losses.Distiller.step_arguments`)."""
+    extras = distiller.step_arguments
     wants_index = "index" in getattr(distiller, "taps", ())
 
     def loss(student: Features, teacher: Features | None, batch: Batch, epoch: int,
              stage: str, views: list[tuple[Features, Features | None]] | None = None
              ) -> dict[str, torch.Tensor]:
-        kw: dict[str, Any] = {}
-        if "stage" in extras:
-            kw["stage"] = stage
-        if "batch" in extras:
-            kw["batch"] = batch
-        if "views" in extras and views:
-            kw["views"] = views
+        given = {"stage": stage, "batch": batch, "views": views}
+        kw = {k: v for k, v in given.items() if k in extras and v is not None}
         return distiller(student, teacher, batch.y, batch.index if wants_index else None, epoch,
                          **kw)
     return loss

@@ -463,7 +463,7 @@ def test_kdsvd_connector_maps_unequal_widths():
     ("reviewkd", "resnet20", "resnet56", {"max_mid_channels": 0},
      "max_mid_channels must be > 0"),
     ("kdsvd", "resnet20", "resnet56", {"k": 0}, "option k must be > 0"),
-    ("kdsvd", "resnet20", "resnet56", {"extra": 1.5}, "option extra must be int, got 1.5"),
+    ("kdsvd", "resnet20", "resnet56", {"extra": 1.5}, "option extra must be an integer, got 1.5"),
 ])
 def test_pairs_and_options_that_cannot_work_are_one_line_config_errors(name, student, teacher,
                                                                         options, match):

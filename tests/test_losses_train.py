@@ -223,7 +223,7 @@ def test_bad_option_values_are_config_errors(data, teacher):
         make("fsp", data, teacher, init_lr="fast")
     with pytest.raises(ConfigError, match="negatives='nearby'"):
         make("crd", data, teacher, negatives="nearby")
-    with pytest.raises(ConfigError, match=r"has no option 'tau' \(valid: T\)"):
+    with pytest.raises(ConfigError, match=r"has no option 'tau' \(valid: T, ctkd"):
         resolve("kd", options={"tau": 2})
     with pytest.raises(ConfigError, match="option T must be a number"):
         resolve("kd", options={"T": "hot"})

@@ -42,8 +42,9 @@ def test_run_then_table_on_digits(cli_runner, results):
     m = full["metrics"]
     assert len(m["curve"]) == 2 and m["top1_last"] == m["curve"][-1]["top1"]
     assert m["top1_best"] == max(r["top1"] for r in m["curve"]) and 0 <= m["top1_last"] <= 100
-    assert full["config"]["loss"] == {"name": "kd", "weights": {"w_ce": 0.1, "w_kd": 0.9},
-                                      "options": {"T": 4.0}}
+    loss = full["config"]["loss"]
+    assert loss["name"] == "kd" and loss["weights"] == {"w_ce": 0.1, "w_kd": 0.9}
+    assert loss["options"]["T"] == 4.0 and loss["options"]["standardize"] is False
     assert full["cost"]["wall_seconds"] > 0 and full["cost"]["images_per_s"] > 0
     assert full["env"]["torch"] and full["env"]["kdbench"] == kdbench.__version__
     assert full["env"]["device"] == "cpu" and "git" in full["env"]

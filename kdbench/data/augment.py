@@ -25,6 +25,37 @@ def crop_flip(dataset: Dataset, padding: int | None = None, hflip: bool | None =
     return crop_flip_augment(padding, dataset.hflip if hflip is None else hflip)
 
 
+def strong(dataset: Dataset, n: int = 2, m: int = 10, padding: int | None = None,
+           hflip: bool | None = None) -> Augment:
+    """A strong view: the dataset's crop and flip, then RandAugment(n ops, magnitude m) on each
+    image (Cubuk et al. 2020; MLKD's strong view: torchvision's ``RandAugment(2, 10)`` after
+    ``RandomCrop(32, 4)`` and a flip). RandAugment draws from torch's global generator, so each
+    batch runs under a forked generator seeded from the epoch's generator: the view is fixed by
+    (seed, epoch) and the run's other random draws are untouched."""
+    from torchvision.transforms import v2
+
+    if n < 0 or not 0 <= m <= 30:
+        raise ConfigError(f"augmentation 'strong' needs n >= 0 and 0 <= m <= 30, got n={n}, "
+                          f"m={m}")
+    base = crop_flip(dataset, padding, hflip)
+    rand = v2.RandAugment(num_ops=n, magnitude=m)
+    channels = dataset.in_chans
+
+    def run(images, generator):
+        import torch
+
+        images = base(images, generator)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        devices = [images.device] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            if channels == 3:
+                return torch.stack([rand(img) for img in images])
+            # RandAugment's colour ops want RGB: grey images go through as three equal planes
+            return torch.stack([rand(img.expand(3, -1, -1))[:1] for img in images])
+    return run
+
+
 def none(dataset: Dataset) -> Augment:
     """No augmentation: the images as stored."""
     return lambda images, generator: images

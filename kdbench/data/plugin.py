@@ -17,6 +17,9 @@ def register_datasets(register):
 def register_augmentations(register):
     register("crop_flip", augment.crop_flip, defaults={"padding": None, "hflip": None},
              types={"padding": int | None, "hflip": bool | None})
+    register("strong", augment.strong, defaults={"n": 2, "m": 10, "padding": None,
+                                                  "hflip": None},
+             types={"padding": int | None, "hflip": bool | None})
     register("none", augment.none)
 
 

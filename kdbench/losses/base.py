@@ -25,7 +25,10 @@ from ..errors import ConfigError
 from ..models.base import Features, KDModel
 from ..spec import TAPS
 
-__all__ = ["TAPS", "DistillContext", "Distiller", "LossStage"]
+__all__ = ["STEP_ARGUMENTS", "TAPS", "DistillContext", "Distiller", "LossStage"]
+
+#: The forward arguments newer than the first loss plugins, passed when a forward takes them.
+STEP_ARGUMENTS = frozenset({"stage", "batch", "views"})
 
 
 @dataclass
@@ -98,6 +101,17 @@ class Distiller(nn.Module):
 
     def connector_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @property
+    def step_arguments(self) -> frozenset[str]:
+        """Which of the newer forward arguments (``stage``, ``batch``, ``views``) this
+        distiller's forward accepts; the engine passes only those."""
+        import inspect
+
+        params = inspect.signature(self.forward).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return STEP_ARGUMENTS
+        return frozenset(k for k in STEP_ARGUMENTS if k in params)
 
 
 # ============================== helpers for plugins =============================================

@@ -55,6 +55,7 @@ def merge_fields(specs: list[Any]) -> dict[str, Any]:
             "needs_teacher": any(e.teacher_needed for e in specs),
             "paper": "; ".join(e.paper for e in specs), "parts": tuple(e.name for e in specs),
             "family": "+".join(dict.fromkeys(e.family for e in specs if e.family)),
+            "later": tuple(dict.fromkeys(k for e in specs for k in e.later if k in defaults)),
             "finalize": finalize if finalizers else None}
 
 
@@ -69,10 +70,12 @@ class Combined(Distiller):
         self.needs_teacher = any(p.needs_teacher for p in self.parts)
         self.views = tuple(dict.fromkeys(v for p in self.parts for v in p.views))
 
-    def forward(self, student, teacher, target, index=None, epoch=0):
+    def forward(self, student, teacher, target, index=None, epoch=0, **step):
         terms: dict[str, torch.Tensor] = {}
         for part in self.parts:
-            terms.update(part(student, teacher, target, index, epoch))
+            accepted = part.step_arguments
+            terms.update(part(student, teacher, target, index, epoch,
+                              **{k: v for k, v in step.items() if k in accepted}))
         return terms
 
     def stages(self):

@@ -199,21 +199,21 @@ class MLKDNoAug(Checked):
 class MLKD(MLKDNoAug):
     """MLKD with its weak and strong augmented views (CE on both views, as the official loss).
 
-    Needs an engine seam, ``forward(..., views=[(student_strong, teacher_strong)])``: for each
-    batch a second augmentation of the *same* images (official
+    The engine gives it ``forward(..., views=[(student_strong, teacher_strong)])``: for each
+    batch a second augmentation of the *same* images (the ``strong`` augmentation, as the official
     ``get_cifar100_train_transform_strong``, ``mdistiller/dataset/cifar100.py`` lines 321-342:
     its own RandomCrop(32, pad 4) + flip, then RandAugment(N=2, M=10); the ordinary batch is the
     weak view), the student forwarded on it separately in training mode and the teacher in eval
     mode (official ``AugTrainer.train_iter`` and ``forward_train``), the two ``Features`` passed
     as one pair. Train accuracy stays the weak view's. The strong view's CE is the term
-    ``mlkd_ce_strong`` (weight 0.1 like ``w_ce``). Without the seam the loss refuses to run.
+    ``mlkd_ce_strong`` (weight 0.1 like ``w_ce``).
     Official defaults as :class:`MLKDNoAug`; the official recipes are longer (480 or 960 epochs,
     lr 0.025 or 0.01: ``configs/cifar100/mlkd/*.yaml`` of the LS repository) - recipe, not loss.
     """
 
     name = "mlkd"
-    #: the extra augmented views this loss needs per batch, by augmentation name
-    extra_views: tuple[str, ...] = ("strong",)
+    #: the extra augmented view the engine makes of each batch (an augmentation's name)
+    views = ("strong",)
 
     def forward(self, student, teacher, target, index=None, epoch=0, views=None):
         if not views:

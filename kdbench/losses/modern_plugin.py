@@ -36,12 +36,11 @@ LOSSES: dict[str, tuple[type, dict[str, Any]]] = {
         "defaults": {"w_ce": 1.0, "w_dist": 2.0, "beta": 1.0, "gamma": 1.0, "T": 4.0}}),
     "mlkd": (MLKD, {
         "description": "multi-level logit distillation: instance, class and batch alignment at "
-                       "five temperatures on a weak and a strong view (needs the views seam)",
+                       "five temperatures on a weak and a strong (RandAugment) view",
         "paper": "Jin et al., Multi-Level Logit Distillation, CVPR 2023",
         "year": 2023, "repo": "https://github.com/Jin-Ying/Multi-Level-Logit-Distillation",
         # cfg.py KD: T 4, CE 0.1, KD 0.9 (on every level); CE on both views
-        "defaults": {**_MLKD_WEIGHTS, "w_mlkd_ce_strong": 0.1, **_MLKD_OPTIONS},
-        "extra_views": MLKD.extra_views}),
+        "defaults": {**_MLKD_WEIGHTS, "w_mlkd_ce_strong": 0.1, **_MLKD_OPTIONS}}),
     "mlkd_noaug": (MLKDNoAug, {
         "description": "MLKD on one (ordinary) view, as RLD's authors compare it",
         "paper": "Jin et al., Multi-Level Logit Distillation, CVPR 2023 (single-view form of "

@@ -15,6 +15,9 @@ from .relation import CC, PKT, RKD
 
 __all__ = ["CE", "KD", "LOSSES", "register_losses"]
 
+#: the LS and CTKD modifiers' options, newer than kd's and dkd's first records
+MODIFIER_OPTIONS = (*STANDARDIZE_DEFAULTS, *CTKD_DEFAULTS)
+
 _INIT = {"init_epochs": 30, "init_lr": None}
 
 
@@ -39,13 +42,14 @@ LOSSES: dict[str, tuple[type, dict]] = {
         "description": "Hinton KD: softened-logit KL with T² scaling",
         "paper": "Hinton et al., Distilling the Knowledge in a Neural Network, NIPS-W 2015",
         "defaults": {"w_ce": 0.1, "w_kd": 0.9, "T": 4.0, **STANDARDIZE_DEFAULTS,
-                     **CTKD_DEFAULTS}, "combo": {"w_kd": 1.0},
+                     **CTKD_DEFAULTS}, "combo": {"w_kd": 1.0}, "later": MODIFIER_OPTIONS,
         "taps": ("logits",)}),
     "dkd": (DKD, {
         "description": "decoupled KD: α·target-class + β·non-target-class KL, linear warm-up",
         "paper": "Zhao et al., Decoupled Knowledge Distillation, CVPR 2022",
         "defaults": {"w_ce": 1.0, "w_dkd": 1.0, "alpha": 1.0, "beta": 8.0, "T": 4.0, "warmup": 20,
                   "beta_table": False, **STANDARDIZE_DEFAULTS, **CTKD_DEFAULTS},
+        "later": MODIFIER_OPTIONS,
         "finalize": finalize_dkd, "taps": ("logits",)}),
     "dml": (DML, {
         "description": "deep mutual learning: KL to each peer's prediction (use --teacher peers)",
