@@ -247,6 +247,9 @@ def engine_options(f):
               metavar="NAME[:K=V,...]|none",
               help="The teacher's own data transforms instead of the student's ('none': the "
                    "teacher trains on the untransformed data).")
+@click.option("--log", "loggers", multiple=True, metavar="NAME[:K=V,...]",
+              help="A logger besides the record (repeatable or comma-separated names), e.g. "
+                   "--log csv --log tensorboard; `kdbench plugins --kind logger`.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Set any config field by dotted path, e.g. teacher.recipe.epochs=10.")
 @results_dir_option(spec_default=True)
@@ -258,8 +261,8 @@ def engine_options(f):
 def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
         lr, seed, device, precision, warmups, evals, best_metric, transforms,
-        teacher_transforms, sets, results_dir, force, quiet, as_json, lockstep, compile_,
-        channels_last, threads, **teacher_flags):
+        teacher_transforms, loggers, sets, results_dir, force, quiet, as_json, lockstep,
+        compile_, channels_last, threads, **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record.
 
     Several --student/--loss values make one run per combination; runs that share teacher,
@@ -290,6 +293,11 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
     overrides.update(teacher_overrides(teacher_flags))
     overrides.update(behaviour_overrides(warmups, evals, best_metric, transforms,
                                          teacher_transforms))
+    if loggers:
+        from .config import parse_plugin_item
+
+        overrides["log"] = [parse_plugin_item(x, "--log") for item in loggers
+                            for x in ([item] if ":" in item else item.split(",")) if x.strip()]
     overrides.update(parse_assignments(sets, "--set"))
     specs = [load_spec(f) for f in spec] or [None]
     spec_dict = specs[0]

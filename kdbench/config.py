@@ -21,6 +21,7 @@ from typing import Any
 
 from .device import resolve_precision
 from .errors import ConfigError, UnknownNameError
+from .presets import PRESETS
 from .spec import coerce_options, from_dict
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -103,6 +104,7 @@ class EngineConfig:
     compile: bool = False  # torch.compile the student and teacher models
     threads: int = 0  # torch threads; 0: every core the process may use
     ensemble_vmap: bool = False  # ensemble teachers of one architecture: one vmapped forward
+    fuse_teacher: bool = False  # fold the frozen teacher's BatchNorm into its convolutions
 
 
 def _default_evaluators() -> list[dict[str, Any]]:
@@ -132,6 +134,8 @@ class RunConfig:
     #: warm-up stages before the loss's own (``--warmup NAME[:k=v]``): [{name: ..., ...}]
     warmup: list[dict[str, Any] | str] = field(default_factory=list)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    #: loggers (``--log NAME``): where progress goes besides the record; not part of the id
+    log: list[dict[str, Any] | str] = field(default_factory=list)
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
@@ -158,7 +162,7 @@ class RunConfig:
 
 
 #: Fields that say where or on what a run happens, not what it is.
-NON_IDENTITY = ("results_dir", "device", "data.dir", "engine")
+NON_IDENTITY = ("results_dir", "device", "data.dir", "engine", "log")
 
 
 #: Fields added after records were first written: the identity leaves each out while it holds
@@ -232,43 +236,6 @@ def run_id(config: RunConfig) -> str:
 
 
 # -- presets ------------------------------------------------------------------------------------
-
-#: name -> nested overrides. ``arch`` maps a student-architecture prefix to extra overrides;
-#: ``loss_defaults`` maps a loss name to weights/options that replace the plugin's defaults.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {
-        "description": "minutes on a 2-core CPU: 30 epochs, lr 0.05 ×0.1 at 18/24/28, batch 128",
-        "recipe": {"epochs": 30, "batch_size": 128, "lr": 0.05, "schedule": "multistep",
-                   "milestones": [18, 24, 28], "weight_decay": 5e-4},
-        "teacher": {"recipe": {"epochs": 30, "batch_size": 128, "lr": 0.05,
-                               "schedule": "multistep", "milestones": [18, 24, 28]},
-                    "save_every": 3},
-    },
-    "repdistiller": {
-        "description": "RepDistiller/CRD CIFAR-100 protocol: 240 epochs, lr 0.05 ×0.1 at "
-                       "150/180/210, wd 5e-4, batch 64",
-        "recipe": {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9,
-                   "schedule": "multistep", "milestones": [150, 180, 210], "weight_decay": 5e-4},
-        "teacher": {"recipe": {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9,
-                               "schedule": "multistep", "milestones": [150, 180, 210],
-                               "weight_decay": 5e-4},
-                    "save_every": 20},
-        # RepDistiller uses lr 0.01 for MobileNetV2 and ShuffleNet students
-        "arch": {"mobilenetv2": {"recipe": {"lr": 0.01}}, "shufflev": {"recipe": {"lr": 0.01}}},
-    },
-    "checkpointkd": {
-        "description": "Checkpoint KD (NeurIPS 2022): 200 epochs, SGD Nesterov lr 0.1 ÷10 every "
-                       "60, wd 5e-4, batch 128, checkpoints every 20; KD α 0.5, T 5",
-        "recipe": {"epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "nesterov": True,
-                   "schedule": "step", "step_size": 60, "gamma": 0.1, "weight_decay": 5e-4},
-        "teacher": {"recipe": {"epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
-                               "nesterov": True, "schedule": "step", "step_size": 60,
-                               "gamma": 0.1, "weight_decay": 5e-4},
-                    "save_every": 20},
-        "loss_defaults": {"kd": {"w_ce": 0.5, "w_kd": 0.5, "T": 5.0}},
-    },
-}
-
 
 def preset_default(preset: str, dotted: str) -> Any:
     """A preset's value for a dotted field, falling back to the dataclass default."""
@@ -443,6 +410,7 @@ def resolve(config: RunConfig) -> RunConfig:
     _check_recipe(c.recipe, "recipe")
     c.warmup = _resolve_stages(c.warmup)
     _resolve_eval(c.eval)
+    c.log = _resolve_loggers(c.log)
     if c.engine.threads < 0:
         raise ConfigError(f"engine.threads must be >= 0 (0: all cores), got {c.engine.threads}")
     if c.precision not in PRECISIONS:
@@ -503,6 +471,18 @@ def _resolve_stages(items: list[Any]) -> list[dict[str, Any]]:
 
         get("schedule", item["schedule"])
     return out
+
+
+def _resolve_loggers(items: list[Any]) -> list[dict[str, Any]]:
+    from .loggers import EXTERNAL_LOGGERS
+    from .plugins import names
+
+    for item in items:
+        name = item if isinstance(item, str) else (item or {}).get("name")
+        if name in EXTERNAL_LOGGERS and name not in names("logger"):
+            raise ConfigError(f"logger {name!r} is not installed: pip install "
+                              f"{EXTERNAL_LOGGERS[name]}")
+    return resolve_items(items, "logger", "log")
 
 
 def _resolve_eval(e: EvalConfig) -> None:

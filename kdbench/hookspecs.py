@@ -160,6 +160,14 @@ def register_table_layouts(register: Register) -> None:
 
 
 @hookspec
+def register_loggers(register: Register) -> None:
+    """Register loggers (``--log NAME``): ``register(name, factory, package=, defaults=,
+    types=)``; ``factory(results_dir=, **options)`` returns an object with ``start(record)``,
+    ``epoch(run_id, row)`` and ``end(record)`` (see :mod:`kdbench.loggers`). A logger watches
+    and never changes a run; one that raises is switched off with a warning."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add Click commands to the ``kdbench`` group (``cli.command()`` / ``cli.add_command``)."""
 
@@ -167,13 +175,15 @@ def register_commands(cli: click.Group) -> None:
 # -- lifecycle: notify-all, return values ignored -------------------------------------------------
 
 @hookspec
-def kdbench_run_start(config: dict[str, Any], run_id: str) -> None:
-    """Called when a run starts training, with its resolved config as a dict."""
+def kdbench_run_start(config: dict[str, Any], run_id: str, record: dict[str, Any]) -> None:
+    """Called when a run starts training, with its resolved config as a dict and its record as
+    it stands then (teacher provenance, environment, stages)."""
 
 
 @hookspec
 def kdbench_epoch_end(run_id: str, epoch: int, metrics: dict[str, float]) -> None:
-    """Called after every evaluated epoch of a run (and of teacher training: run_id = its key)."""
+    """Called after every epoch of a run (and of teacher training: run_id = its key) with every
+    number of its row: the evaluators' metrics, the loss terms (``train_*``), the lr."""
 
 
 @hookspec

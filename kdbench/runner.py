@@ -20,6 +20,7 @@ from . import engine
 from .checks import check_features, check_index, check_input_size, check_loss, check_stages
 from .config import RunConfig, canonical_json, resolve, run_id
 from .errors import KDBenchError
+from .loggers import Loggers
 from .record import finish_failed, metrics_of, new_record, now
 from .store import Store, load_resume
 
@@ -102,6 +103,7 @@ class _Job:
     trainee: engine.Trainee | None = None
     error: BaseException | None = None
     started: bool = False
+    loggers: Loggers = dataclasses.field(default_factory=lambda: Loggers([], ""))
 
     @property
     def rid(self) -> str:
@@ -249,7 +251,10 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
             if not job.keep_existing:  # a forced rerun leaves the done record until it is done
                 job.store.write_record(job.record)
             job.started = True
-            notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid)
+            notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid,
+                   record=job.record)
+            job.loggers = Loggers(job.cfg.log, job.cfg.results_dir)
+            job.loggers.start(job.record)
             if force:  # a forced rerun starts afresh rather than resuming an old attempt
                 job.store.state_path(job.rid).unlink(missing_ok=True)
         by_trainee = {id(j.trainee): j for j in jobs}
@@ -257,9 +262,11 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
         def on_epoch_end(epoch: int, done: list[engine.Trainee]) -> None:
             for t in done:
                 if id(t) in by_trainee:
-                    notify("kdbench_epoch_end", run_id=by_trainee[id(t)].rid, epoch=epoch,
-                           metrics={k: v for k, v in t.history[-1].items()
-                                    if isinstance(v, (int, float))})
+                    job = by_trainee[id(t)]
+                    row = {k: v for k, v in t.history[-1].items()
+                           if isinstance(v, (int, float))}
+                    notify("kdbench_epoch_end", run_id=job.rid, epoch=epoch, metrics=row)
+                    job.loggers.epoch(job.rid, t.history[-1])
 
         timing = engine.fit(trainees, dataset, batch_size=first.recipe.batch_size,
                             seed=first.seed, device=device, evaluators=suite,
@@ -277,6 +284,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
             trainee = job.trainee
             if trainee.error is not None:
                 finish_failed(job.record, job.store, trainee.error, t_start, job.keep_existing)
+                job.loggers.end(job.record)
                 job.error = trainee.error
                 continue
             job.record["metrics"] = metrics_of(trainee, suite)
@@ -285,6 +293,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
             job.record["cost"].update(wall_seconds=time.perf_counter() - t_start, **timing)
             job.record.update(status="done", finished=now())
             notify("kdbench_run_end", record=job.record)
+            job.loggers.end(job.record)
             job.store.write_record(job.record)
             job.store.state_path(job.rid).unlink(missing_ok=True)
         return jobs
@@ -295,6 +304,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
         for job in jobs:
             if job.record["status"] == "running":
                 finish_failed(job.record, job.store, exc, t_start, job.keep_existing)
+                job.loggers.end(job.record)
                 job.error = exc
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) or not lockstep:
             raise

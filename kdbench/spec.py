@@ -456,6 +456,17 @@ class AugmentationSpec(PluginSpec):
 
 
 @dataclass(frozen=True, eq=False)
+class LoggerSpec(PluginSpec):
+    """``factory(results_dir=, **options)`` → an object with ``start(record)``,
+    ``epoch(run_id, row)`` and ``end(record)``."""
+
+    kind: ClassVar[str] = "logger"
+    package: str = ""  # the distribution that provides it (named when it is missing)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    types: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
 class LayoutSpec(PluginSpec):
     """``factory(df, **options) -> str``: a table layout of ``kdbench table --layout``."""
 
@@ -477,4 +488,5 @@ SPECS: dict[str, tuple[str, str, type[PluginSpec]]] = {
     "data_transform": ("register_data_transforms", "data transform", DataTransformSpec),
     "augmentation": ("register_augmentations", "augmentation", AugmentationSpec),
     "table_layout": ("register_table_layouts", "table layout", LayoutSpec),
+    "logger": ("register_loggers", "logger", LoggerSpec),
 }

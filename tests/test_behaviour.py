@@ -357,3 +357,55 @@ def test_plugins_lists_every_kind(cli_runner):
                      "table_layout"}
     with pytest.raises(UnknownNameError):
         plugins.get("evaluator", "nope")
+
+
+# ============================== loggers =========================================================
+
+
+def test_a_failing_logger_warns_once_and_the_run_goes_on(local_plugin, results):
+    local_plugin(textwrap.dedent('''
+        import kdbench
+
+        SEEN = []
+
+        class Flaky:
+            def __init__(self, results_dir, fail_at=2):
+                self.fail_at = fail_at
+
+            def start(self, record):
+                SEEN.append(("start", record["run_id"]))
+
+            def epoch(self, run_id, row):
+                if row["epoch"] == self.fail_at:
+                    raise OSError("disk full")
+                SEEN.append(("epoch", row["epoch"]))
+
+            def end(self, record):
+                SEEN.append(("end", record["status"]))
+
+        @kdbench.hookimpl
+        def register_loggers(register):
+            register("flaky", Flaky, defaults={"fail_at": 2})
+    '''), "flaky.py")
+    import sys
+
+    with pytest.warns(RuntimeWarning, match="logger 'flaky' failed in epoch .*disk full") as w:
+        record = run(tiny(results, **{"recipe.epochs": 3, "loss.name": "ce",
+                                      "log": [{"name": "flaky", "fail_at": 2}]}),
+                     progress=False)
+    assert record["status"] == "done" and len([x for x in w if "flaky" in str(x.message)]) == 1
+    seen = sys.modules["kdbench_local_plugins.flaky"].SEEN
+    assert seen == [("start", record["run_id"]), ("epoch", 1)]  # off after it failed
+    plain = run(tiny(results, **{"recipe.epochs": 3, "loss.name": "ce"}), progress=False)
+    assert plain["run_id"] == record["run_id"]  # loggers are not part of a run's identity
+
+
+def test_logger_bad_input(results, cli_runner):
+    base = ["run", "--dataset", "synthetic", "--loss", "ce", "--epochs", "1", "--results-dir",
+            results, "--quiet"]
+    for args, message in [(["--log", "mlflow"], "logger 'mlflow' is not installed: pip install "
+                                                "kdbench-mlflow"),
+                          (["--log", "tensorbord"], "unknown logger 'tensorbord'")]:
+        result = cli_runner(*base, *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not list((results / "runs").glob("*.json"))
