@@ -150,6 +150,12 @@ class RunConfig:
         return from_dict(cls, data, "")
 
     @property
+    def resolved_precision(self) -> str:
+        """The precision the run computes in here: ``auto`` resolved for this machine's device
+        (the config, and so the run id, keep what was asked for)."""
+        return resolve_precision(self.precision, self.device)
+
+    @property
     def teacher_data(self) -> DataConfig:
         """The data the teacher trains on: its own (``teacher.data``), else the student's."""
         return self.teacher.data if self.teacher is not None and self.teacher.data is not None \
@@ -208,10 +214,14 @@ def drop_later_defaults(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def identity(config: RunConfig) -> dict[str, Any]:
     """What a run id hashes: the resolved config without paths, device and engine settings,
-    and without fields and loss options newer than the run's kind at their default."""
+    without the preset's name (its effect is spelled out in the recipe and loss values), and
+    without fields and loss options newer than the run's kind at their default. Precision is
+    the one asked for (``auto`` stays ``auto``), so an id does not depend on the machine that
+    computes it."""
     from .losses import entry
 
     d = config.to_dict()
+    d.pop("preset")
     for dotted in NON_IDENTITY:
         *parents, leaf = dotted.split(".")
         node = d
@@ -232,7 +242,20 @@ def canonical_json(obj: Any) -> str:
 def run_id(config: RunConfig) -> str:
     """Stable id of an already *resolved* config: 16 hex digits of the SHA-256 of its canonical
     JSON (``RunConfig.run_id`` resolves first)."""
-    return hashlib.sha256(canonical_json(identity(config)).encode()).hexdigest()[:16]
+    return _digest(identity(config))
+
+
+def legacy_run_id(config: RunConfig) -> str:
+    """The id kdbench 0.1 gave the same config (it hashed the preset's name and the resolved
+    precision): records stored under it are found and adopted (see :meth:`Store.adopt`)."""
+    d = identity(config)
+    d["preset"] = config.preset
+    d["precision"] = config.resolved_precision
+    return _digest(d)
+
+
+def _digest(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:16]
 
 
 # -- presets ------------------------------------------------------------------------------------
@@ -417,7 +440,6 @@ def resolve(config: RunConfig) -> RunConfig:
         raise UnknownNameError("precision", c.precision, PRECISIONS)
     if c.device not in DEVICES and not re.fullmatch(r"cuda:\d+", c.device):
         raise UnknownNameError("device", c.device, DEVICES)
-    c.precision = resolve_precision(c.precision, c.device)
     return c
 
 

@@ -14,6 +14,17 @@ from .evaluators import Suite, summarize
 from .store import SCHEMA_VERSION, Store
 
 
+def existing_record(store: Store, cfg: RunConfig, run_id: str) -> dict[str, Any] | None:
+    """The record of a resolved config in ``store``, adopting one stored under the id an older
+    kdbench gave it (:func:`kdbench.config.legacy_run_id`)."""
+    from .config import legacy_run_id
+
+    record = store.load_record(run_id)
+    if record is None:
+        record = store.adopt(legacy_run_id(cfg), run_id)
+    return record
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -21,7 +21,7 @@ from .checks import check_features, check_index, check_input_size, check_loss, c
 from .config import RunConfig, canonical_json, resolve, run_id
 from .errors import KDBenchError
 from .loggers import Loggers
-from .record import finish_failed, metrics_of, new_record, now
+from .record import existing_record, finish_failed, metrics_of, new_record, now
 from .store import Store, load_resume
 
 
@@ -121,7 +121,7 @@ def _run_configs(configs: list[RunConfig | dict[str, Any]], *, force: bool, prog
             continue
         store = Store(cfg.results_dir)
         store.check_writable()
-        existing = store.load_record(rid)
+        existing = existing_record(store, cfg, rid)
         if existing is not None and existing["status"] == "done" and not force:
             out[rid] = (existing, None)
         else:
@@ -205,6 +205,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
     first = cfgs[0]
     dev.set_threads(first.engine.threads)
     device = dev.resolve_device(first.device)
+    precision = first.resolved_precision
     dataset = load_data(first.data, device)
     t_start = time.perf_counter()
     jobs = [_Job(cfg, Store(cfg.results_dir), False, new_record(cfg, run_id(cfg), device,
@@ -239,7 +240,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
         for job in jobs:
             check_stages(job.cfg, job.trainee)
         suite = build_suite(first.eval.evaluators, EvalContext(dataset), epochs=first.recipe.epochs,
-                            precision=first.precision, best_metric=first.eval.best_metric,
+                            precision=precision, best_metric=first.eval.best_metric,
                             channels_last=(dev.default_channels_last(device)
                                            if first.engine.channels_last is None
                                            else first.engine.channels_last))
@@ -270,7 +271,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
 
         timing = engine.fit(trainees, dataset, batch_size=first.recipe.batch_size,
                             seed=first.seed, device=device, evaluators=suite,
-                            precision=first.precision, augment=augment,
+                            precision=precision, augment=augment,
                             teacher=teacher.module if teacher is not None and not online
                             else None,
                             state_path=None if lockstep else jobs[0].store.state_path(jobs[0].rid),

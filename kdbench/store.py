@@ -14,7 +14,9 @@ from typing import Any
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+#: 2: metrics of every evaluator (``<metric>_last/_best``), ``stages``, ``data``; 1 still reads
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 RECORD_KEYS = ("schema", "run_id", "status", "config")
 
 
@@ -176,6 +178,28 @@ class Store:
             return None
         return validate_record(read_json(path, "record"), path)
 
+    def adopt(self, old_id: str, run_id: str) -> dict[str, Any] | None:
+        """Move a record stored under an older id of the same run (``legacy_run_id``) to
+        ``run_id``: the record says both ids, the old file goes once the new one is written."""
+        if old_id == run_id or self.record_path(run_id).exists():
+            return None
+        try:
+            record = self.load_record(old_id)
+        except StoreError:
+            return None
+        if record is None:
+            return None
+        record.update(run_id=run_id, legacy_run_id=old_id)
+        self.write_record(record)
+        self.record_path(old_id).unlink(missing_ok=True)
+        old_state = self.state_path(old_id)
+        if old_state.exists():
+            os.replace(old_state, self.state_path(run_id))
+            sidecar = Path(str(old_state) + ".sha256")
+            if sidecar.exists():
+                os.replace(sidecar, Path(str(self.state_path(run_id)) + ".sha256"))
+        return record
+
     def write_record(self, record: dict[str, Any]) -> Path:
         validate_record(record, self.record_path(record.get("run_id", "?")))
         path = self.record_path(record["run_id"])
@@ -197,7 +221,7 @@ def validate_record(record: Any, path: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
         missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
         raise StoreError(f"corrupt record {str(path)!r}: missing {missing}")
-    if record["schema"] != SCHEMA_VERSION:
+    if record["schema"] not in READABLE_SCHEMAS:
         raise StoreError(f"record {str(path)!r} has schema {record['schema']!r}; this kdbench "
-                         f"reads schema {SCHEMA_VERSION}")
+                         f"reads schemas {', '.join(map(str, READABLE_SCHEMAS))}")
     return record

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..config import RunConfig, build_config, deep_merge, resolve
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
+from ..record import existing_record
 from ..store import Store
 
 SWEEP_KEYS = ("description", "extends", "base", "grid", "runs", "parts")
@@ -224,6 +225,10 @@ class PlannedRun:
         return " ".join(f"{k}={_short(v)}" for k, v in self.label.items())
 
     def status(self, store: Store) -> str:
+        try:  # a record an older kdbench stored under another id of this run is adopted
+            existing_record(store, self.config, self.run_id)
+        except KDBenchError:
+            pass
         return run_status(store, self.run_id)
 
 

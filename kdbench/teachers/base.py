@@ -74,7 +74,7 @@ class TeacherContext:
         """Test-set top-1/top-5 (%) of a teacher module, as the engine measures students."""
         from ..evaluators import test_accuracy
 
-        return test_accuracy(module, self.dataset, self.config.precision)
+        return test_accuracy(module, self.dataset, self.config.resolved_precision)
 
     def weights_teacher(self, source: str) -> Teacher:
         """The teacher architecture with ``teacher.weights`` (a local state dict), no trajectory."""

@@ -36,7 +36,9 @@ def trajectory_spec(config: RunConfig, seed: int | None = None) -> dict[str, Any
     spec = {"arch": t.arch, "dataset": data.name, "data_options": data.options,
             "augment": data.augment,
             "recipe": drop_later_defaults(dataclasses.asdict(t.recipe), "teacher.recipe."),
-            "seed": t.seed if seed is None else seed, "precision": config.precision}
+            "seed": t.seed if seed is None else seed,
+            # the weights depend on the precision they were trained in, as resolved here
+            "precision": config.resolved_precision}
     # data settings newer than the first trajectories join the key only when they are used
     later = drop_later_defaults({"data": dataclasses.asdict(data)})["data"]
     spec.update({key: later[key] for key in ("transforms", "augmentation",
