@@ -505,6 +505,19 @@ def test_regime_warnings_stay_silent_where_the_estimators_work(name):
     assert out.i_ty == pytest.approx(math.log(2), abs=0.05)
 
 
+def test_recon_regime_warning_on_discrete_inputs():
+    """16 discrete codes at d = 16: the decoder reconstructs X to the error floor and I(X;T)
+    (true log 16) is ≈ ½·log(1e6) per dimension — flagged; a Gaussian pair is not."""
+    x, t, y = patterns(400, 16, seed=22)
+    out, messages = _regime("recon", t, x, y)  # the defaults train long enough to hit it
+    assert out.details["saturated_xt"] and out.details["floor_dims"] > 8
+    assert out.i_xt > 50 and any("error floor" in m for m in messages)
+    assert out.details["ceiling_xt"] == pytest.approx(16 * 0.5 * math.log(1e6), rel=0.01)
+    x, t = correlated(600, RHO, seed=22)
+    out, messages = _regime("recon", t, x, quadrant(t), **RECON)
+    assert not messages and not out.details["saturated_xt"]
+
+
 def test_nhsic_regime_warning():
     """The median heuristic at d = 64, N = 300: R_T passes most centred directions (flagged);
     the official σ = 5 at d = 2 does not."""
