@@ -13,16 +13,19 @@ become distinct symbols, so for distinct probe images H(T̂ | X̂) = 0 and I(X;T
 the estimate then measures how many probe samples the layer still tells apart at this
 resolution, the known limitation Saxe et al. discuss. Low-dimensional continuous pairs give the
 textbook histogram estimator. Official code: ravidziv/IDNNs, simplified in artemyk/ibsgd
-(``simplebinmi.py``: 30 bins on [−1, 1] for tanh units); kdbench spans the observed range of the
-layer instead of [−1, 1], which is the same for saturating tanh units and works for ReLU ones.
+(``simplebinmi.py``: 30 bin edges on [−1, 1] for tanh units); kdbench spans the observed range
+of the layer instead of [−1, 1], which coincides with it when tanh units reach ±1 and also works
+for unbounded ReLU units.
 
 Where it works. With ``bins``^d cells and N samples, at d ≥ 16 every probe sample has its own
-cell whatever the data, so I(X;T) = H(T̂) = log N and I(T;Y) = H(Y) exactly (also under
-independence; ``docs/mi-audit.md``). Rule: both values are flagged saturated when H(T̂) is within
-1 % (``base.SATURATION``) of log N (then at most a few percent of the samples share a cell, and
-I(T;Y) is within 0.01·log N of H(Y) by construction); the flag emits a warning. The remedies are
-settings: ``project=pca|random`` with ``project_dim=k`` (binning T on a few directions; see
-:mod:`kdbench.mi.project`), or fewer ``bins``.
+cell whatever the data, so I(X;T) = H(T̂) = log N and I(T;Y) = H(Y) exactly (the audit,
+``docs/mi-audit.md``: every continuous case at d = 16 and 64, independence included). Like
+``kde`` it takes T for a function of X: for continuous inputs it measures H(T̂), not I(X;T).
+Rule: both values are flagged saturated when H(T̂) is within 1 % (``base.SATURATION``) of log N
+(then at most a few percent of the samples share a cell, and I(T;Y) is within 0.01·log N of H(Y)
+by construction); the flag emits a warning. The remedies are settings: ``project=pca|random``
+with ``project_dim=k`` (binning T on a few directions; see :mod:`kdbench.mi.project`), or fewer
+``bins``.
 """
 
 from __future__ import annotations

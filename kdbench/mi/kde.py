@@ -13,6 +13,7 @@ by class, H(T | Y) = Σ_y p(y)·Ĥ(T | Y = y) (the same bound on each class's sa
     I(X;T) = Ĥ(T) − (d/2)·(log(2πσ²) + 1)          (an upper bound, at most log N)
     I(T;Y) = Ĥ(T) − Σ_y p(y)·Ĥ(T | Y = y)
 
+Official code: artemyk/ibsgd (``kde.py``, ``entropy_estimator``: the same bound, in Keras).
 σ² is ``noise_variance`` (Saxe et al.: 0.1), in the units of the raw activations; with
 ``noise_relative=true`` it is ``noise_variance`` × the mean per-feature variance of T instead, so
 the estimate no longer grows with the scale of the features (kdbench's option; Saxe et al. fix σ²
@@ -21,9 +22,13 @@ I(X; T + ε) = ½·log det(I + A·Σ_X·Aᵀ / σ²).
 
 Where it works. I(X;T) = log N + mean_i log w_i with w_i = k(t_i, t_i) / Σ_j k(t_i, t_j) the weight
 of sample i's own kernel in its mixture density, so the bound can never exceed log N, and it
-reaches log N as soon as the probe samples are farther apart than σ — at d ≥ 16 with σ² = 0.1
-that is every layer and every data set, also under independence (the audit,
-``docs/mi-audit.md``). Likewise I(T;Y) reaches H(Y) once the samples of each class are apart.
+reaches log N as soon as the probe samples are farther apart than σ: with σ² = 0.1 on
+unit-variance features the audit (``docs/mi-audit.md``) finds exactly log N at d = 16 and 64 for
+every continuous case — Gaussian channel, class mixture and independence alike — at N = 500 and
+2000. Likewise I(T;Y) reaches H(Y) once the samples of each class are apart (+1.38 nats under
+independence). The bound also takes T for a deterministic function of X: on a noisy channel or
+independent T it measures the spread of T (H(T) at resolution σ), not I(X;T), whatever the
+setting.
 Rule: I(X;T) is flagged saturated when it is within 1 % (``base.SATURATION``) of log N; I(T;Y)
 when the class-conditional terms Σ_y p(y)·(log N_y − Î(X;T | Y=y)) are within 1 % of
 Σ_y p(y)·log N_y (every class's samples apart). Either flag emits a warning; the remedies are
