@@ -419,6 +419,16 @@ def test_nhsic_matches_numpy(settings):
 
     assert out.unit == "score" and out.kind == "dependence"
     assert out.i_xt == pytest.approx(score(rt, rx), rel=1e-6)
+    if not est.settings["unbiased"]:
+        # the official code centres on one side only, R = K·H (K·H + εnI)⁻¹, and sums
+        # R_A ∘ R_Bᵀ: the same number
+        def r_official(v):
+            width = 2 * sigma ** 2 * v.shape[1] if sigma > 0 else _np_median_width(v)
+            kc = _np_gauss_gram(v, width) @ h
+            return kc @ np.linalg.inv(kc + eps * n * np.eye(n))
+
+        official = (r_official(t.double().numpy()) * r_official(x.double().numpy()).T).sum()
+        assert out.i_xt == pytest.approx(official, rel=1e-6)
     assert out.i_ty == pytest.approx(score(rt, ry), rel=1e-6)
     assert out.details["trace_r_t"] == pytest.approx(np.trace(rt), rel=1e-6)
 

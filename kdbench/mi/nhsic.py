@@ -27,7 +27,9 @@ directions and every score approaches its level under independence, tr(R_T)·tr(
 Rule: flagged saturated, with a warning, when tr(R_T) > ``SATURATED_TRACE`` (0.5) × (N − 1).
 
 Deliberate differences from the official code: (1) G = H K H, Fukumizu et al.'s centred Gram
-matrix, where the official code centres on one side only (K·H), which makes R non-symmetric;
+matrix, where the official code centres on one side only (K·H), which makes R non-symmetric —
+its sum of R_A ∘ R_Bᵀ is nevertheless the same number (the tests check it against a numpy
+transcription of the official formula);
 (2) float64 instead of float32, and R through an eigendecomposition rather than an explicit
 inverse; (3) labels one-hot over the classes present in the probe set (official: 10 classes; it
 only changes the d in the kernel width); (4) ``sigma=0`` chooses σ by the median heuristic,
