@@ -11,7 +11,6 @@ with its error and left out of the mean, and a checkpoint with no finite repeat 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -29,10 +28,9 @@ from .base import EstimatorDiverged
 from .features import check_layer, extract, load_checkpoint, probe_set
 from .selection import Selection, algorithm1
 
-CACHE_VERSION = 2  # 2: features dead on the training split are zeroed (recon, infonce)
-#: A series whose spread across checkpoints is at most this fraction of its magnitude is flagged
-#: as flat: Algorithm 1 would stretch differences of that size to the whole 0..1 range.
-FLAT = 1e-3
+#: 2: features dead on the training split are zeroed (recon, infonce); 3: details carry the
+#: estimators' ceilings and saturation flags, which checkpoint selection reads
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -92,28 +90,24 @@ class TrajectoryMI:
     rows: list[CheckpointMI]
     cache: Path
     teacher_top1: dict[int, float] = field(default_factory=dict)
+    stochastic: bool = False  # the estimate depends on its seed (repeats measure its spread)
 
     @property
     def seconds(self) -> float:
         return sum(r.seconds for r in self.rows)
 
     def select(self) -> Selection:
-        """Algorithm 1 on the checkpoints that have an estimate; warns about flat series."""
+        """Algorithm 1 and its decision rule (:mod:`kdbench.mi.selection`) on the checkpoints
+        that have an estimate, with their repeats, ceilings and saturation flags."""
         ok = [r for r in self.rows if r.i_xt is not None and r.i_ty is not None]
         excluded = {r.epoch: "; ".join(r.diverged) or "no estimate" for r in self.rows
                     if r not in ok}
-        selection = algorithm1([r.epoch for r in ok], [r.i_xt for r in ok],
-                               [r.i_ty for r in ok], excluded)
-        for name, series in (("I(X;T)", selection.i_xt), ("I(T;Y)", selection.i_ty)):
-            spread = max(series) - min(series)
-            if spread <= FLAT * max(abs(v) for v in series):
-                warnings.warn(
-                    f"kdbench: {name} by {self.request.estimator!r} varies by only "
-                    f"{spread:.2g} across checkpoints (saturated? kde and binning reach log N "
-                    f"= {math.log(self.request.samples):.3f} when every probe sample is apart); "
-                    f"Algorithm 1 cannot rank the checkpoints by it", RuntimeWarning,
-                    stacklevel=2)
-        return selection
+        return algorithm1(
+            [r.epoch for r in ok], [r.i_xt for r in ok], [r.i_ty for r in ok], excluded,
+            repeats=[r.values for r in ok], stochastic=self.stochastic,
+            ceilings=[(r.details.get("ceiling_xt"), r.details.get("ceiling_ty")) for r in ok],
+            saturated=[(bool(r.details.get("saturated_xt")), bool(r.details.get("saturated_ty")))
+                       for r in ok])
 
 
 def cache_path(trajectory: Trajectory, request: MIRequest, settings: dict[str, Any]) -> Path:
@@ -145,7 +139,8 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
     device = torch.device(device)
     estimator = prepare(request, trajectory.spec["arch"], dataset)
     settings = dict(getattr(estimator, "settings", request.settings))
-    repeats = request.repeats if getattr(estimator, "stochastic", True) else 1
+    stochastic = bool(getattr(estimator, "stochastic", True))
+    repeats = request.repeats if stochastic else 1
     epochs = trajectory.epochs
     if not epochs:
         raise StoreError(f"teacher trajectory {trajectory.key!r} has no saved checkpoints")
@@ -155,7 +150,7 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
     kind = getattr(estimator, "kind", "estimate")
     document = {"version": CACHE_VERSION, "trajectory": trajectory.key,
                 "request": asdict(request), "settings": settings, "unit": unit, "kind": kind,
-                "epochs": dict(cached)}
+                "stochastic": stochastic, "epochs": dict(cached)}
     probe = None
     rows = []
     bar = tqdm(epochs, desc=f"MI {request.estimator} {request.layer}", unit="ckpt",
@@ -180,13 +175,20 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
             warnings.warn(f"kdbench: MI estimator {request.estimator!r} at epoch {r.epoch}: "
                           f"{len(r.diverged)} of {repeats} repeats diverged and are left out "
                           f"({r.diverged[0]})", RuntimeWarning, stacklevel=2)
+    flagged = [r for r in rows if r.details.get("regime")]
+    if flagged:
+        warnings.warn(f"kdbench: MI estimator {request.estimator!r} on {request.layer} is "
+                      f"outside its working regime at epochs "
+                      f"{', '.join(str(r.epoch) for r in flagged)}: "
+                      f"{flagged[0].details['regime'][0]}", RuntimeWarning, stacklevel=2)
     top1 = {}
     for e in epochs:
         try:
             top1[e] = trajectory.accuracy(e)["top1"]
         except (IndexError, KeyError):
             pass
-    return TrajectoryMI(trajectory.key, request, settings, unit, kind, rows, path, top1)
+    return TrajectoryMI(trajectory.key, request, settings, unit, kind, rows, path, top1,
+                        stochastic)
 
 
 def _estimate_checkpoint(estimator: Any, trajectory: Trajectory, epoch: int, dataset: Dataset,
@@ -199,12 +201,18 @@ def _estimate_checkpoint(estimator: Any, trajectory: Trajectory, epoch: int, dat
     for r in range(repeats):
         seed = request.seed + r
         try:
-            est = estimator.estimate(t, probe.x, probe.y, seed=seed, device=device)
+            with warnings.catch_warnings():  # regime warnings: one summary per trajectory
+                warnings.filterwarnings("ignore", message="kdbench: MI estimator ",
+                                        category=RuntimeWarning)
+                est = estimator.estimate(t, probe.x, probe.y, seed=seed, device=device)
         except EstimatorDiverged as exc:
             diverged.append(f"seed {seed}: {exc}")
             continue
         values.append([est.i_xt, est.i_ty])
-        details = details or dict(est.details)
+        if not details:
+            details = dict(est.details)  # the first repeat's, with its ceilings
+        for flag in ("saturated_xt", "saturated_ty"):  # flagged if any repeat is
+            details[flag] = bool(details.get(flag)) or bool(est.details.get(flag))
     mean = [sum(v[i] for v in values) / len(values) for i in (0, 1)] if values else [None, None]
     return {"i_xt": mean[0], "i_ty": mean[1], "values": values, "diverged": diverged,
             "seconds": time.perf_counter() - t0, "details": details}
@@ -240,6 +248,14 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "diverged" if v is None else f"{v:.{digits}f}"
 
 
+def _mark(epoch: int, selection: Selection) -> str:
+    if epoch == selection.chosen:
+        return "← chosen"
+    if selection.chosen is None and epoch == selection.argmax:
+        return "← argmax (no choice)"
+    return ""
+
+
 def format_result(result: TrajectoryMI, selection: Selection | None = None) -> str:
     """The per-checkpoint table (and Algorithm 1's columns when ``selection`` is given)."""
     from tabulate import tabulate
@@ -258,8 +274,7 @@ def format_result(result: TrajectoryMI, selection: Selection | None = None) -> s
             i = index.get(r.epoch)
             row += (["", "", "", ""] if i is None else
                     [f"{selection.norm_xt[i]:.3f}", f"{selection.norm_ty[i]:.3f}",
-                     f"{selection.scores[i]:.3f}", "← chosen" if r.epoch == selection.chosen
-                     else ""])
+                     f"{selection.scores[i]:.3f}", _mark(r.epoch, selection)])
         row += [f"{len(r.values)}/{len(r.values) + len(r.diverged)}", f"{r.seconds:.1f}"]
         body.append(row)
     req = result.request
