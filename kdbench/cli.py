@@ -739,9 +739,10 @@ def _mi_options(f):
                      help="Probe samples, drawn from the training split."),
         click.option("--seed", type=int, default=0,
                      help="Seed of the probe samples and of the estimator's training."),
-        click.option("--repeats", type=int, default=1,
+        click.option("--repeats", type=int, default=3,
                      help="Trained estimators: seeds seed..seed+R-1; the mean leaves out "
-                          "diverged repeats."),
+                          "diverged repeats, and their spread is what Algorithm 1's decision "
+                          "rule compares score differences with (1: it cannot choose)."),
         click.option("--opt", "options", multiple=True, metavar="NAME=VALUE",
                      help="Estimator setting, e.g. --opt noise_variance=0.01."),
         click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..config import canonical_json
 from ..data import Dataset
@@ -25,8 +26,8 @@ from ..errors import ConfigError, StoreError, UnknownNameError
 from ..store import Store, atomic_write_json, read_json
 from ..teachers.trajectory import MANIFEST, Trajectory
 from .base import EstimatorDiverged
-from .features import check_layer, extract, load_checkpoint, probe_set
-from .selection import Selection, algorithm1
+from .features import check_layer, extract, probe_set
+from .selection import REMEDY, SELECT_DEFAULTS, Selection, algorithm1
 
 #: 2: features dead on the training split are zeroed (recon, infonce); 3: details carry the
 #: estimators' ceilings and saturation flags, which checkpoint selection reads
@@ -313,3 +314,45 @@ def plot_information_plane(result: TrajectoryMI, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def load_checkpoint(trajectory: Trajectory, epoch: int, dataset: Dataset,
+                    device: torch.device) -> nn.Module:
+    """The trajectory's architecture with the (SHA-256 verified) weights of ``epoch``, eval mode."""
+    from ..models import create_model
+
+    model = create_model(trajectory.spec["arch"], dataset.num_classes, dataset.in_chans)
+    model.load_state_dict(trajectory.state_dict(epoch, "cpu"))
+    return model.to(device).eval()
+
+
+def select_teacher_epoch(ctx: Any) -> tuple[int, dict[str, Any]]:
+    """The checkpoint Algorithm 1 picks for a run, and the provenance to record.
+
+    Reads ``teacher.options.select`` (the estimator) and ``select_options`` (completed by
+    :func:`check_select`). The layer and probe size are checked before the trajectory is
+    trained; the estimates are cached in the trajectory folder and reused. When the decision
+    rule finds no choice the run stops here with a :class:`ConfigError` (exit 2, no record,
+    before any student training) saying why and what to do.
+    """
+    t = ctx.config.teacher
+    opts = {**SELECT_DEFAULTS, **(t.options.get("select_options") or {})}
+    request = MIRequest(str(t.options["select"]), str(opts["layer"]), int(opts["samples"]),
+                        int(opts["seed"]), int(opts["repeats"]), dict(opts["settings"]))
+    prepare(request, t.arch, ctx.dataset)  # fail before any teacher training
+    trajectory = ctx.trajectory()
+    t0 = time.perf_counter()
+    result = estimate_trajectory(trajectory, ctx.dataset, request, ctx.device,
+                                 progress=ctx.progress)
+    selection = result.select()
+    if selection.chosen is None:
+        raise ConfigError(f"--select {request.estimator}: Algorithm 1 cannot choose a checkpoint "
+                          f"of {trajectory.key} ({request.layer}, {request.samples} samples): "
+                          f"{selection.decision['reason']}; use {REMEDY}")
+    return selection.chosen, {
+        "estimator": request.estimator, "layer": request.layer, "samples": request.samples,
+        "seed": request.seed, "repeats": request.repeats, "settings": result.settings,
+        "unit": result.unit, "kind": result.kind, **selection.to_dict(),
+        # the cost of estimating every checkpoint (cached or not) and of this call
+        "estimate_seconds": result.seconds, "wall_seconds": time.perf_counter() - t0,
+        "cache": str(result.cache)}

@@ -38,7 +38,6 @@ when there is no choice (``argmax`` is then what plain Algorithm 1 would have ta
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -244,37 +243,3 @@ def check_select(config: Any) -> None:
                           f"{opts['repeats']}")
     t.options["select"] = str(name)
     t.options["select_options"] = opts
-
-
-def select_teacher_epoch(ctx: Any) -> tuple[int, dict[str, Any]]:
-    """The checkpoint Algorithm 1 picks for a run, and the provenance to record.
-
-    Reads ``teacher.options.select`` (the estimator) and ``select_options`` (completed by
-    :func:`check_select`). The layer and probe size are checked before the trajectory is
-    trained; the estimates are cached in the trajectory folder and reused. When the decision
-    rule finds no choice the run stops here with a :class:`ConfigError` (exit 2, no record,
-    before any student training) saying why and what to do.
-    """
-    from .analysis import MIRequest, estimate_trajectory, prepare
-
-    t = ctx.config.teacher
-    opts = {**SELECT_DEFAULTS, **(t.options.get("select_options") or {})}
-    request = MIRequest(str(t.options["select"]), str(opts["layer"]), int(opts["samples"]),
-                        int(opts["seed"]), int(opts["repeats"]), dict(opts["settings"]))
-    prepare(request, t.arch, ctx.dataset)  # fail before any teacher training
-    trajectory = ctx.trajectory()
-    t0 = time.perf_counter()
-    result = estimate_trajectory(trajectory, ctx.dataset, request, ctx.device,
-                                 progress=ctx.progress)
-    selection = result.select()
-    if selection.chosen is None:
-        raise ConfigError(f"--select {request.estimator}: Algorithm 1 cannot choose a checkpoint "
-                          f"of {trajectory.key} ({request.layer}, {request.samples} samples): "
-                          f"{selection.decision['reason']}; use {REMEDY}")
-    return selection.chosen, {
-        "estimator": request.estimator, "layer": request.layer, "samples": request.samples,
-        "seed": request.seed, "repeats": request.repeats, "settings": result.settings,
-        "unit": result.unit, "kind": result.kind, **selection.to_dict(),
-        # the cost of estimating every checkpoint (cached or not) and of this call
-        "estimate_seconds": result.seconds, "wall_seconds": time.perf_counter() - t0,
-        "cache": str(result.cache)}
