@@ -83,3 +83,12 @@ def check_stages(cfg: RunConfig, trainee: Any) -> None:
             raise ConfigError(f"evaluator {item['name']!r} needs the penultimate embedding, but "
                               f"the student {cfg.student!r} gives none (valid: a model with "
                               f"features(), e.g. the CIFAR zoo)")
+
+
+def check_batch(recipe: Any, dataset: Any, where: str = "recipe") -> None:
+    """A batch larger than the training split cannot be honoured (every epoch would be one
+    smaller batch)."""
+    if recipe.batch_size > len(dataset.train):
+        raise ConfigError(f"{where}.batch_size {recipe.batch_size} is larger than the "
+                          f"{len(dataset.train)} training images of {dataset.name!r} (valid: "
+                          f"2..{len(dataset.train)})")

@@ -15,6 +15,7 @@ from .config import PRESETS, preset_default
 from .errors import ConfigError, KDBenchError
 from .plugins import ENV_DIR
 from .record import summary_line
+from .version import __version__
 
 # ============================== the group ======================================================
 
@@ -66,7 +67,7 @@ def _showwarning(message, category, filename, lineno, file=None, line=None) -> N
 
 @click.group(cls=KDBenchGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                   "show_default": True})
-@click.version_option(package_name="kdbench")
+@click.version_option(version=__version__, prog_name="kdbench")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), envvar=ENV_DIR,
               show_envvar=True, default=None,
               help="Folder of *.py plugin files, loaded after installed plugins.")
@@ -298,17 +299,24 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
 
         overrides["log"] = [parse_plugin_item(x, "--log") for item in loggers
                             for x in ([item] if ":" in item else item.split(",")) if x.strip()]
-    overrides.update(parse_assignments(sets, "--set"))
+    explicit = parse_assignments(sets, "--set")  # --set KEY=null means None, not "unset"
     specs = [load_spec(f) for f in spec] or [None]
     spec_dict = specs[0]
+    teacher_given = [f"--{k.replace('_', '-')}" for k, v in {
+        "teacher": teacher_source, "teacher_arch": teacher_arch, "teacher_epoch": teacher_epoch,
+        "teacher_seed": teacher_seed, "teacher_data_transform": teacher_transforms or None,
+        **teacher_flags}.items() if v is not None]
     if len(students) > 1 or len(losses) > 1 or len(specs) > 1:
         if teacher_epoch == "all":
             raise ConfigError("--teacher-epoch all takes one --student, --loss and --spec")
-        configs = [build_config({**overrides, "student": st, "loss.name": lo}, sp)
+        configs = [build_config({**overrides, "student": st, "loss.name": lo}, sp, explicit)
                    for sp in specs for st in students or [None] for lo in losses or [None]]
+        for config in configs:
+            _check_teacher_flags(config, teacher_given)
         _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep)
         return
-    config = build_config(overrides, spec_dict)
+    config = build_config(overrides, spec_dict, explicit)
+    _check_teacher_flags(config, teacher_given)
     if teacher_epoch == "all":
         from .teachers.curve import run_each_checkpoint
 
@@ -322,6 +330,16 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         click.echo(json.dumps(record, indent=2))
     else:
         click.echo(summary_line(record))
+
+
+def _check_teacher_flags(config, given: list[str]) -> None:
+    """Teacher flags with a loss that uses no teacher would be silently ignored: refuse them."""
+    from .config import resolve
+
+    if given and resolve(config).teacher is None:
+        raise ConfigError(f"loss {config.loss.name!r} uses no teacher, so {', '.join(given)} "
+                          f"would be ignored; drop {'it' if len(given) == 1 else 'them'} or "
+                          f"choose a distillation loss")
 
 
 def behaviour_overrides(warmups, evals, best_metric, transforms, teacher_transforms
@@ -459,8 +477,8 @@ def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teach
                  "teacher.recipe.epochs": epochs, "teacher.save_every": save_every,
                  "teacher.save_epochs": save_epochs, "device": device, "precision": precision,
                  "results_dir": results_dir}
-    overrides.update(parse_assignments(sets, "--set"))
-    config = build_config(overrides, load_spec(spec) if spec else None)
+    config = build_config(overrides, load_spec(spec) if spec else None,
+                          parse_assignments(sets, "--set"))
     for t in manage.train(config, progress=not quiet):
         row = manage.summary(t)
         click.echo(f"{t.key}: {row['arch']} on {row['dataset']} seed {row['seed']}, "
@@ -894,10 +912,28 @@ def openmp_wait_policy() -> str | None:
     return os.environ.get("OMP_WAIT_POLICY")
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM (a scheduler, a dying sweep driver) stops a run as Ctrl-C does: its record says
+    ``interrupted`` and the next attempt resumes it."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: exit 0, 1 (a run failed), 2 (bad input), 130 (interrupted:
+    Ctrl-C or SIGTERM)."""
+    import signal
+
     openmp_wait_policy()
-    cli(prog_name="kdbench")
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        code = cli.main(prog_name="kdbench", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -292,13 +292,44 @@ def _preset_layers(preset: str, student: str, loss: str) -> list[dict[str, Any]]
     return layers
 
 
+#: Command-line names accepted as top-level keys of a spec or sweep file, and the config path
+#: each stands for (a mapping under ``loss``/``teacher`` is the section itself).
+ALIASES: dict[str, str] = {
+    "dataset": "data.name", "data_dir": "data.dir", "teacher_arch": "teacher.arch",
+    "teacher": "teacher.source", "teacher_epoch": "teacher.epoch",
+    "teacher_seed": "teacher.seed", "teacher_weights": "teacher.weights", "loss": "loss.name",
+    "epochs": "recipe.epochs", "lr": "recipe.lr", "batch_size": "recipe.batch_size",
+    "members": "teacher.options.members", "members_count": "teacher.options.members_count",
+    "save_every": "teacher.save_every", "save_epochs": "teacher.save_epochs",
+}
+
+
+def dealias(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with command-line names (``dataset: digits``, ``loss: kd``) turned into the nested
+    config they stand for; a name that is also a section keeps its mapping."""
+    out: dict[str, Any] = {}
+    flat = {}
+    for key, value in d.items():
+        if key in ALIASES and value is not None and not isinstance(value, dict):
+            flat[ALIASES[key]] = value
+        else:
+            out[key] = value
+    return deep_merge(out, unflatten(flat))
+
+
 def build_config(overrides: dict[str, Any] | None = None, spec: dict[str, Any] | None = None,
-                 ) -> RunConfig:
+                 explicit: dict[str, Any] | None = None) -> RunConfig:
     """A RunConfig from a spec dict and dotted overrides (``{"recipe.epochs": 5}``), on top of
-    the preset they name. None values are ignored."""
+    the preset they name. None values in ``overrides`` are ignored (an unset flag); those in
+    ``explicit`` (``--set KEY=null``) are kept.
+
+    A preset's lr milestones (and step size) follow the epochs asked for: when ``epochs`` is
+    given without them, they are scaled as fractions of the preset's own epochs.
+    """
     flat = {k: v for k, v in (overrides or {}).items() if v is not None}
+    flat.update(explicit or {})
     nested_over = unflatten(flat)
-    spec = copy.deepcopy(spec or {})
+    spec = dealias(copy.deepcopy(spec or {}))
     merged_top = deep_merge(spec, nested_over)
     preset = merged_top.get("preset", RunConfig.preset)
     student = merged_top.get("student", RunConfig.student)
@@ -306,12 +337,39 @@ def build_config(overrides: dict[str, Any] | None = None, spec: dict[str, Any] |
     base: dict[str, Any] = {}
     for layer in _preset_layers(preset, student, loss):
         base = deep_merge(base, layer)
+    for path in (("recipe",), ("teacher", "recipe")):
+        _scale_schedule(_section(base, path), _section(merged_top, path))
     merged = deep_merge(base, merged_top)
     teacher = merged.get("teacher")
     if isinstance(teacher, dict) and isinstance(teacher.get("data"), dict):
         # the teacher's own data settings are layered over the student's
         teacher["data"] = deep_merge(merged.get("data") or {}, teacher["data"])
     return RunConfig.from_dict(merged)
+
+
+def _section(d: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    for part in path:
+        d = d.get(part) if isinstance(d, dict) else None
+    return d if isinstance(d, dict) else None
+
+
+def _scale_schedule(preset: dict[str, Any] | None, given: dict[str, Any] | None) -> None:
+    """Scale a preset recipe's milestones/step size to the epochs ``given`` asks for (in place),
+    unless ``given`` sets them itself."""
+    if not preset or not given or "epochs" not in given or "epochs" not in preset:
+        return
+    old, new = int(preset["epochs"]), given["epochs"]
+    try:
+        new = int(new)
+    except (TypeError, ValueError):
+        return  # a bad value is reported by the typed construction
+    if new == old or new < 1:
+        return
+    if "milestones" in preset and "milestones" not in given:
+        preset["milestones"] = sorted({max(1, round(m * new / old))
+                                       for m in preset["milestones"]})
+    if preset.get("step_size") and "step_size" not in given:
+        preset["step_size"] = max(1, round(preset["step_size"] * new / old))
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
@@ -431,6 +489,9 @@ def resolve(config: RunConfig) -> RunConfig:
         if c.teacher.save_every < 0:
             raise ConfigError(f"teacher.save_every must be >= 0, got {c.teacher.save_every}")
     _check_recipe(c.recipe, "recipe")
+    for where, seed in (("seed", c.seed), ("teacher.seed", getattr(c.teacher, "seed", 0))):
+        if not 0 <= seed < 2**63:
+            raise ConfigError(f"{where} must be in 0..2^63-1, got {seed}")
     c.warmup = _resolve_stages(c.warmup)
     _resolve_eval(c.eval)
     c.log = _resolve_loggers(c.log)
@@ -557,3 +618,15 @@ def _check_recipe(r: Recipe, where: str) -> None:
         raise ConfigError(f"{where}.step_size must be >= 1 with schedule 'step'")
     if r.warmup_epochs < 0:
         raise ConfigError(f"{where}.warmup_epochs must be >= 0, got {r.warmup_epochs}")
+    for name, value, ok, valid in (("momentum", r.momentum, r.momentum >= 0, ">= 0"),
+                                   ("weight_decay", r.weight_decay, r.weight_decay >= 0, ">= 0"),
+                                   ("gamma", r.gamma, r.gamma > 0, "> 0")):
+        if not ok:
+            raise ConfigError(f"{where}.{name} must be {valid}, got {value}")
+    if r.schedule == "multistep" and r.milestones and max(r.milestones) <= r.epochs / 2:
+        import warnings
+
+        warnings.warn(f"kdbench: {where} drops its lr for the last time at epoch "
+                      f"{max(r.milestones)} of {r.epochs}: the second half of training runs at "
+                      f"the final lr (set {where}.milestones if that is not meant)",
+                      RuntimeWarning, stacklevel=3)

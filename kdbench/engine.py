@@ -58,6 +58,10 @@ class Trainee:
     #: lockstep with isolated failures: the exception that stopped this trainee
     error: BaseException | None = None
     online: bool = False
+    #: training time and images over every attempt (kept in the resume file, so an
+    #: interrupted and resumed run accounts for all of its work)
+    spent: dict[str, float] = field(default_factory=lambda: {
+        "train_seconds": 0.0, "train_images": 0, "extra_seconds": 0.0, "extra_images": 0})
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -98,7 +102,8 @@ class Trainee:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "distiller": self.distiller.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "history": self.history, "stage_history": self.stage_history}
+                "history": self.history, "stage_history": self.stage_history,
+                "spent": dict(self.spent)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -108,6 +113,7 @@ class Trainee:
             self.optimizer(stages[name]).load_state_dict(opt_state)
         self.history = list(state["history"])
         self.stage_history = {k: list(v) for k, v in state["stage_history"].items()}
+        self.spent.update(state.get("spent", {}))
 
 
 # ============================== teacher forward =================================================
@@ -365,6 +371,8 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
                 seen += batch.y.shape[0]
             seconds += time.perf_counter() - t0
             images += seen
+            trainee.spent["extra_seconds"] += time.perf_counter() - t0
+            trainee.spent["extra_images"] += seen
             rows.append(_epoch_row(e + 1, lr, acc, seen))
             save()
             bar.update(1)
@@ -553,8 +561,12 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
                         break
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            timing["train_seconds"] += time.perf_counter() - t0
+            epoch_seconds = time.perf_counter() - t0
+            timing["train_seconds"] += epoch_seconds
             timing["train_images"] += seen
+            for t in active:
+                t.spent["train_seconds"] += epoch_seconds
+                t.spent["train_images"] += seen
             if not active:
                 break
             for trainee, acc, lr in zip(active, sums, lrs):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,17 @@ READABLE_SCHEMAS = (1, 2)
 RECORD_KEYS = ("schema", "run_id", "status", "config")
 
 
+def _file_mode() -> int:
+    """The mode a new file gets from the process's umask (mkstemp's 0600 would lock others out
+    of a shared store)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: a reader
+    sees the old file or the new one, never half of one. The file gets the umask's mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -28,6 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), _file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -86,9 +98,6 @@ def load_resume(path: Path, device: Any = "cpu") -> dict[str, Any] | None:
     warning naming it, and None is returned: the run starts afresh rather than resuming from
     a damaged or planted state.
     """
-    import time
-    import warnings
-
     import torch
 
     path = Path(path)
@@ -106,15 +115,14 @@ def load_resume(path: Path, device: Any = "cpu") -> dict[str, Any] | None:
         why = "its SHA-256 does not match its checksum file"
     else:
         try:
-            return torch.load(path, map_location=device, weights_only=True)
+            with warnings.catch_warnings():  # torch's pickle-protocol notes: not ours to show
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.load(path, map_location=device, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - unreadable or not plain tensors and values
             why = f"it cannot be read as plain tensors ({type(exc).__name__})"
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(path, aside)
+    set_aside(path, f"is not a trusted resume file ({why}); the run starts afresh")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sidecar)
-    warnings.warn(f"kdbench: resume file {str(path)!r} is not trusted ({why}); set aside as "
-                  f"{aside.name}, the run starts afresh", RuntimeWarning, stacklevel=2)
     return None
 
 
@@ -141,8 +149,23 @@ def read_json(path: Path, what: str = "file") -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise
+    except PermissionError:
+        raise StoreError(f"cannot read {what} {str(path)!r}: permission denied") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StoreError(f"corrupt {what} {str(path)!r}: {exc}") from None
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<time>`` (kept for inspection, out of the way)
+    and warn, naming it; returns the new path."""
+    import time
+
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    warnings.warn(f"kdbench: {str(path)!r} {why}; set aside as {aside.name}", RuntimeWarning,
+                  stacklevel=3)
+    return aside
 
 
 class Store:
@@ -172,11 +195,48 @@ class Store:
     def state_path(self, run_id: str) -> Path:
         return self.runs / f"{run_id}.state.pt"
 
-    def load_record(self, run_id: str) -> dict[str, Any] | None:
+    def load_record(self, run_id: str, *, set_aside_corrupt: bool = False
+                    ) -> dict[str, Any] | None:
+        """The record of ``run_id`` (None without one). A corrupt record raises StoreError, or
+        with ``set_aside_corrupt`` is set aside with a warning and counts as absent (the run
+        that is about to replace it)."""
         path = self.record_path(run_id)
         if not path.exists():
             return None
-        return validate_record(read_json(path, "record"), path)
+        try:
+            return validate_record(read_json(path, "record"), path)
+        except StoreError as exc:
+            if not set_aside_corrupt or not path.exists():
+                raise
+            set_aside(path, f"is unreadable ({exc}); the run is made again")
+            return None
+
+    @contextlib.contextmanager
+    def run_lock(self, run_id: str, *, say: Any = None) -> Iterator[None]:
+        """Hold ``.locks/<run_id>.lock`` (one process per run). When another process holds it,
+        ``say`` (a one-line message callable) is told, then this process waits its turn."""
+        import fcntl
+
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{run_id}.lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                if say is not None:
+                    say(f"kdbench: run {run_id} is being trained by {holder}; waiting for it "
+                        f"to finish")
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def adopt(self, old_id: str, run_id: str) -> dict[str, Any] | None:
         """Move a record stored under an older id of the same run (``legacy_run_id``) to

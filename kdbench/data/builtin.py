@@ -47,6 +47,14 @@ def digits(data_dir: str | None = None, test_fraction: float = 0.25) -> Dataset:
 def synthetic(data_dir: str | None = None, num_classes: int = 4, size: int = 8, channels: int = 3,
               train_size: int = 256, test_size: int = 128, seed: int = 0) -> Dataset:
     """Tiny random images for unit tests: one smooth prototype per class plus noise (learnable)."""
+    from ..errors import ConfigError
+
+    for name, value, low in (("num_classes", num_classes, 2), ("size", size, 1),
+                             ("channels", channels, 1), ("train_size", train_size, 1),
+                             ("test_size", test_size, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"dataset 'synthetic' option {name} must be an integer >= {low}, "
+                              f"got {value!r}")
     g = torch.Generator().manual_seed(seed)
     protos = torch.rand(num_classes, channels, max(size // 2, 1), max(size // 2, 1), generator=g)
     protos = torch.nn.functional.interpolate(protos, size=(size, size), mode="bilinear",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ConfigError
 from ..spec import LossSpec
 from .base import TAPS, DistillContext, Distiller, LossStage
 
@@ -50,6 +51,11 @@ def resolve(name: str, weights: dict[str, float] | None = None,
     w = coerce_options(weights, w_defaults, f"loss {name!r}", {k: float for k in w_defaults},
                        kind="weight")
     o = coerce_options(options, o_defaults, f"loss {name!r}", e.types)
+    negative = {k: v for k, v in w.items() if v < 0}
+    if negative:
+        k, v = next(iter(negative.items()))
+        raise ConfigError(f"loss {name!r} weight {k} must be >= 0, got {v} (a negative weight "
+                          f"turns minimising the term into maximising it)")
     if e.finalize is not None:
         e.finalize(w, o, student=student, teacher=teacher)
     return w, o

@@ -36,7 +36,7 @@ def train_teacher(spec_file: str | Path, results_dir: str | Path, progress: bool
     device = resolve_device(cfg.device)
     dataset = load_data(cfg.teacher_data, device)
     found = traj.ensure(store, data["trajectory"], list(data["save_epochs"]), dataset, device,
-                        progress=progress)
+                        progress=progress, repair=True)
     return found.key
 
 

@@ -48,10 +48,10 @@ class TeacherContext:
         assert self.config.teacher is not None
         return self.config.teacher.checkpoint_epochs()
 
-    def trajectory(self, seed: int | None = None) -> traj.Trajectory:
+    def trajectory(self, seed: int | None = None, *, repair: bool = False) -> traj.Trajectory:
         assert self.config.teacher is not None
         return traj.ensure(self.store, self.spec(seed), self.config.teacher.checkpoint_epochs(),
-                           self.dataset, self.device, progress=self.progress)
+                           self.dataset, self.device, progress=self.progress, repair=repair)
 
     def load(self, trajectory: traj.Trajectory, epoch: int) -> nn.Module:
         """The teacher architecture with the weights of ``epoch``, on the device."""

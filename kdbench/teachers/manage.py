@@ -47,7 +47,7 @@ def train(config: RunConfig, seeds: list[int] | None = None, *, progress: bool =
     if cfg.teacher.weights is not None:
         raise ConfigError(f"the teacher comes from --teacher-weights {cfg.teacher.weights!r}; "
                           f"there is no trajectory to train")
-    return [ctx.trajectory(seed) for seed in (seeds or seeds_needed(cfg))]
+    return [ctx.trajectory(seed, repair=True) for seed in (seeds or seeds_needed(cfg))]
 
 
 def trajectories(store: Store) -> list[traj.Trajectory]:
@@ -91,7 +91,7 @@ def summary(t: traj.Trajectory, runs: int = 0) -> dict[str, Any]:
     curve = t.manifest.get("curve", [])
     spec = t.spec
     return {"key": t.key, "arch": spec["arch"], "dataset": spec["dataset"], "seed": spec["seed"],
-            "status": t.manifest.get("status"),
+            "status": t.status,
             "epochs": f"{len(curve)}/{spec['recipe']['epochs']}",
             "saved": len(t.epochs),
             "best_top1": max((r["top1"] for r in curve), default=None),

@@ -65,7 +65,34 @@ class Trajectory:
 
     @property
     def done(self) -> bool:
-        return self.manifest.get("status") == "done"
+        """Trained to the end, with every checkpoint its manifest promises on disk."""
+        return self.manifest.get("status") == "done" and not self.problems(hashes=False)
+
+    def problems(self, *, hashes: bool = True) -> list[str]:
+        """What is missing or damaged: each checkpoint the manifest records (and, when training
+        finished, each the save schedule promises), present and (with ``hashes``) matching its
+        SHA-256."""
+        out = []
+        recorded = self.manifest.get("checkpoints", {})
+        promised = set(self.manifest.get("save_epochs", [])) if \
+            self.manifest.get("status") == "done" else set()
+        for epoch in sorted(promised - {int(e) for e in recorded}):
+            out.append(f"checkpoint of epoch {epoch} is not in the manifest")
+        for _, entry in sorted(recorded.items(), key=lambda kv: int(kv[0])):
+            path = self.folder / entry["file"]
+            if not path.is_file():
+                out.append(f"{entry['file']} is missing")
+            elif hashes and sha256_file(path) != entry["sha256"]:
+                out.append(f"{entry['file']} does not match its SHA-256")
+        return out
+
+    @property
+    def status(self) -> str:
+        """done, training (interrupted or under way), or damaged (what is wrong)."""
+        problems = self.problems(hashes=False)
+        if problems:
+            return "damaged: " + "; ".join(problems)
+        return str(self.manifest.get("status"))
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -120,14 +147,35 @@ def locked(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _set_aside_damaged(folder: Path, problems: list[str]) -> None:
+    """Move a damaged trajectory's files into ``damaged-<time>/`` inside its folder (kept for
+    inspection) so that it is trained again from the start; say so."""
+    import os
+    import time
+
+    aside = folder / f"damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for path in folder.iterdir():
+        if path.is_file() and path.name != ".lock":
+            os.replace(path, aside / path.name)
+    warnings.warn(f"kdbench: teacher trajectory {folder.name!r} is damaged ({'; '.join(problems)})"
+                  f"; its files are set aside in {aside.name}/ and it is trained again",
+                  RuntimeWarning, stacklevel=3)
+
+
 def find(store: Store, spec: dict[str, Any]) -> Trajectory | None:
     folder = store.teachers / trajectory_key(spec)
     return Trajectory(folder) if (folder / MANIFEST).exists() else None
 
 
 def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, device,
-           *, progress: bool = True) -> Trajectory:
-    """The finished trajectory for ``spec``, training (or resuming) it first if needed."""
+           *, progress: bool = True, repair: bool = False) -> Trajectory:
+    """The finished trajectory for ``spec``, training (or resuming) it first if needed.
+
+    A damaged trajectory (a checkpoint missing or not matching its SHA-256) is an error that
+    names the damage and the command that repairs it; with ``repair`` (``kdbench teacher
+    train``, a sweep's teacher jobs) its files are set aside and it is trained again.
+    """
     from .. import engine
     from ..config import Recipe
     from ..data.augment import DEFAULT, make_augment
@@ -141,6 +189,12 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
     key = trajectory_key(spec)
     folder = store.teachers / key
     with locked(folder):
+        if (folder / MANIFEST).exists() and (problems := Trajectory(folder).problems()):
+            if not repair:
+                raise StoreError(f"teacher trajectory {key!r} is damaged: {'; '.join(problems)}"
+                                 f" (`kdbench teacher train` with the run's options trains it "
+                                 f"again)")
+            _set_aside_damaged(folder, problems)
         if (folder / MANIFEST).exists():
             existing = Trajectory(folder)
             if sorted(save_epochs) != existing.manifest["save_epochs"]:
@@ -169,6 +223,8 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                 sha = atomic_torch_save(model.state_dict(), folder / name)
                 manifest["checkpoints"][str(epoch)] = {"file": name, "sha256": sha}
             manifest["curve"] = trainee.history
+            # every attempt's training time, a killed one included (the state carries it)
+            manifest["train_seconds"] = trainee.spent["train_seconds"]
             atomic_write_json(folder / MANIFEST, manifest)
 
         def on_epoch_end(epoch: int, trainees) -> None:
@@ -181,13 +237,11 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                             precision=spec["precision"])
         augment = spec["augment"] and make_augment(dataset, spec.get("augmentation", DEFAULT),
                                                    spec.get("augmentation_options"))
-        timing = engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
-                            device=device, evaluators=suite, precision=spec["precision"],
-                            augment=augment, state_path=state_path, before_save=keep,
-                            on_epoch_end=on_epoch_end,
-                            progress=progress, desc=f"teacher {spec['arch']} s{spec['seed']}")
-        manifest.update(status="done", train_seconds=manifest.get("train_seconds", 0.0)
-                        + timing["train_seconds"])
+        engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
+                   device=device, evaluators=suite, precision=spec["precision"], augment=augment,
+                   state_path=state_path, before_save=keep, on_epoch_end=on_epoch_end,
+                   progress=progress, desc=f"teacher {spec['arch']} s{spec['seed']}")
+        manifest.update(status="done", train_seconds=trainee.spent["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)
         state_path.unlink(missing_ok=True)
         return Trajectory(folder)
