@@ -124,14 +124,21 @@ def find(store: Store, spec: dict[str, Any]) -> Trajectory | None:
 
 
 def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, device,
-           *, progress: bool = True) -> Trajectory:
-    """The finished trajectory for ``spec``, training (or resuming) it first if needed."""
+           *, progress: bool = True, teacher: torch.nn.Module | None = None,
+           init: dict[str, Any] | None = None) -> Trajectory:
+    """The finished trajectory for ``spec``, training (or resuming) it first if needed.
+
+    The model trains on the labels (CE), unless ``spec["distill"]`` names a loss
+    (``{"loss", "weights", "options", ...}``): then it is distilled with that loss from
+    ``teacher`` (a frozen module; the spec says which, e.g. by its trajectory key), as an
+    auxiliary teacher is. ``init`` is a state dict to start from instead of the seeded random
+    initialisation (the spec says which, so it is part of the key)."""
     from .. import engine
     from ..config import Recipe
     from ..data.augment import DEFAULT, make_augment
     from ..device import seed_everything
     from ..evaluators import EvalContext, build_suite
-    from ..losses import DistillContext
+    from ..losses import DistillContext, build
     from ..losses.logit import CE
     from ..models import create_model
     from ..plugins import notify
@@ -156,10 +163,22 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
         save = set(manifest["save_epochs"])
         recipe = Recipe(**spec["recipe"])
         seed_everything(spec["seed"])
-        model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans).to(device)
-        ctx = DistillContext(model, None, dataset.num_classes, dataset.input_shape,
-                             len(dataset.train), {"w_ce": 1.0}, {})
-        trainee = engine.Trainee("teacher", model, CE(ctx), recipe)
+        model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans)
+        if init is not None:
+            model.load_state_dict(init)
+        model = model.to(device)
+        distill = spec.get("distill")
+        if distill is None:
+            distiller = CE(DistillContext(model, None, dataset.num_classes, dataset.input_shape,
+                                          len(dataset.train), {"w_ce": 1.0}, {}))
+        else:
+            if teacher is None:
+                raise ConfigError(f"trajectory {key!r} is distilled ({distill['loss']}) and "
+                                  f"needs its teacher module")
+            distiller = build(distill["loss"], DistillContext(
+                model, teacher, dataset.num_classes, dataset.input_shape, len(dataset.train),
+                distill["weights"], distill["options"], dataset.train.labels)).to(device)
+        trainee = engine.Trainee("teacher", model, distiller, recipe)
 
         def keep(epoch: int, trainees) -> None:
             if epoch in save:
@@ -181,7 +200,8 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                                                    spec.get("augmentation_options"))
         timing = engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
                             device=device, evaluators=suite, precision=spec["precision"],
-                            augment=augment, state_path=state_path, before_save=keep,
+                            augment=augment, teacher=teacher if distill is not None else None,
+                            state_path=state_path, before_save=keep,
                             on_epoch_end=on_epoch_end,
                             progress=progress, desc=f"teacher {spec['arch']} s{spec['seed']}")
         manifest.update(status="done", train_seconds=manifest.get("train_seconds", 0.0)
