@@ -48,7 +48,7 @@ def _choose_layers(ctx: StageContext, layers: list[int] | None) -> list[int]:
                           f"student stage indices in 0 to {n_s - 1})")
     if layers[-1] >= n_t:
         raise ConfigError(f"stage 'indistill' distils student stage {layers[-1]} but the teacher "
-                          f"{type(ctx.teacher).__name__} has only {n_t} stages (valid: layers "
+                          f"({type(ctx.teacher).__name__}) has only {n_t} stages (valid: layers "
                           f"in 0 to {n_t - 1})")
     return layers
 
