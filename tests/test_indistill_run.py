@@ -362,3 +362,27 @@ def test_bad_input_is_one_line_exit_2_nothing_written(results, cli_runner, local
         assert message in result.output, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1, result.output
     assert not results.exists() or not any(results.rglob("*.json"))
+
+
+def test_indistill_table_layout_puts_each_loss_alone_next_to_its_warmup_run():
+    import pandas as pd
+
+    from kdbench.teachers.indistill_table import indistill_table
+
+    warm = json.dumps([{"name": "indistill", "a": 2}])
+    rows = []
+    for seed, (alone, warmed) in enumerate([(50.0, 54.0), (52.0, 58.0)]):
+        for value, warmup in ((alone, "[]"), (warmed, warm)):
+            rows.append({"status": "done", "dataset": "cifar10", "student": "cnn32_small",
+                         "teacher_arch": "cnn32", "loss": "kd", "config.loss.weights.w_ce": 0.1,
+                         "config.warmup": warmup, "top1_last": value,
+                         "map_cosine_last": value / 200, "map_euclidean_last": value / 400,
+                         "seed": seed})
+    out = indistill_table(pd.DataFrame(rows), fmt="csv")
+    header, line = out.strip().splitlines()
+    cells = dict(zip(header.split(","), line.split(",")))
+    # alone: 50, 52 -> 51 ± 1.41; warmed: 54, 58 -> 56 ± 2.83; Δ = +5; mAP cos = top-1 / 2 (%)
+    assert cells["top-1 (%) alone"] == "51.00 ± 1.41" and cells["top-1 (%) Δ"] == "+5.00"
+    assert cells["top-1 (%) +InDistill"] == "56.00 ± 2.83"
+    assert cells["mAP cos (%) Δ"] == "+2.50" and cells["mAP euc (%) alone"] == "12.75 ± 0.35"
+    assert cells["seeds"] == "2/2"

@@ -284,3 +284,15 @@ def register_teacher_sources(register):
     register("auxiliary", auxiliary, resolve=resolve_auxiliary, seeds=_seeds,
              description="an auxiliary teacher (teacher.arch) distilled from a large one "
                          "(teacher.options.large_arch), trained once and reused")
+
+
+def indistill_layout(df: Any, **options: Any) -> str:
+    """InDistill's comparison: each loss alone vs after the indistill warm-up, top-1 and mAP."""
+    from .indistill_table import indistill_table  # pandas only when the layout is asked for
+
+    return indistill_table(df, **options)
+
+
+@hookimpl
+def register_table_layouts(register):
+    register("indistill", indistill_layout)
