@@ -54,11 +54,11 @@ def layers_of(curve):
 
 def test_curriculum_schedule_through_a_run_and_a_chained_warmup(results):
     record = run(cnn(results, **{
-        "recipe.epochs": 12, "loss.name": "kd",
+        "recipe.epochs": 12, "loss.name": "pkt",
         "warmup": [{"name": "indistill", "a": 1},
                    {"name": "indistill", "a": 0, "layers": [2], "within_budget": False}]}),
         progress=False)
-    # a = 1, three layers: 2, 3, 4 epochs on layers 0, 1, 2, then kd for 12 - 9 = 3 epochs
+    # a = 1, three layers: 2, 3, 4 epochs on layers 0, 1, 2, then pkt for 12 - 9 = 3 epochs
     assert layers_of(record["metrics"]["curve"]) == (
         [("indistill", 0)] * 2 + [("indistill", 1)] * 3 + [("indistill", 2)] * 4
         + [("main", None)] * 3)
@@ -67,7 +67,7 @@ def test_curriculum_schedule_through_a_run_and_a_chained_warmup(results):
     [extra] = record["metrics"]["stages"]  # a = 0, one layer: one epoch, outside the budget
     assert extra["name"] == "indistill#2" and list(extra["curve"][0]).count("train_mse_layer2")
     curve = record["metrics"]["curve"]
-    assert "train_ce" not in curve[0] and "train_kd" in curve[-1]  # no label loss in the warm-up
+    assert "train_ce" not in curve[0] and "train_pkt" in curve[-1]  # no label loss in the warm-up
     assert record["config"]["warmup"][0]["a"] == 1
 
 

@@ -254,6 +254,11 @@ class Retrieval:
     ``interpolation``, ``reference_batch_size`` and ``chunk_size`` are
     :func:`retrieval_metrics`'s. The database is the training split the student trained on
     (after the run's data transforms, e.g. a subset), with the labels it trained on.
+
+    Cost, measured: a 50,000-image database against 10,000 queries with 64-d embeddings took
+    88 s by cosine and 97 s by Euclidean distance on one thread of this 2-core CPU while its load
+    average was 8 (``retrieval_metrics`` on clustered random ReLU embeddings, default chunks of
+    256 queries); the 5,000 × 10,000 of the CPU-scale study take a tenth of that.
     """
 
     needs = ("test_embedding", "train_embedding")
