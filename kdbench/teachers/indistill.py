@@ -221,6 +221,13 @@ def auxiliary(ctx: TeacherContext) -> Teacher:
     start). Each is trained once, by the first run that needs it, and reused by every run
     that names the same settings, whatever its student, loss or warm-ups. The student gets
     the auxiliary's last epoch; the record's teacher provenance names all three.
+
+    Where kdbench differs: the large teacher is any zoo model (``large_arch``; the zoo has no
+    CIFAR ResNet-18); ``init=scratch`` (a seeded random start) is offered besides the
+    reference's baseline start; the distillation loss, its weights and recipe are options. As in
+    the reference, with PKT alone the auxiliary's classifier gets no gradient, so its logits
+    (what KD would distil) may be worse than its baseline's; ``loss_weights: {w_ce: 1}`` keeps
+    it trained.
     """
     cfg = ctx.config
     t = cfg.teacher
