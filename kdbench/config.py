@@ -35,6 +35,13 @@ class Recipe:
     ``momentum`` and ``nesterov`` are SGD's; another optimiser's own settings (Adam's betas)
     go in ``optimizer_options``. ``warmup_epochs`` puts a linear lr warm-up in front of any
     schedule.
+
+    ``reset_optimizer`` says when the optimiser is re-created (its state, e.g. Adam's moment
+    estimates, thrown away): ``"never"`` (the default: one optimiser per stage, its state kept
+    across lr changes, as RepDistiller and most KD code do), ``"lr_change"`` (a fresh optimiser
+    at every epoch whose lr differs from the previous epoch's: the reference baselines of
+    InDistill, which build a new Adam per lr phase) or ``"epoch"`` (a fresh optimiser every
+    epoch: InDistill's ``kd_from_aux_to_student.py``, line 22).
     """
 
     epochs: int = 30
@@ -51,6 +58,11 @@ class Recipe:
     optimizer_options: dict[str, Any] = field(default_factory=dict)
     schedule_options: dict[str, Any] = field(default_factory=dict)
     warmup_epochs: int = 0
+    reset_optimizer: str = "never"  # never | lr_change | epoch
+
+
+#: when a stage's optimiser is re-created (:attr:`Recipe.reset_optimizer`)
+RESET_OPTIMIZER = ("never", "lr_change", "epoch")
 
 
 @dataclass
@@ -175,7 +187,8 @@ NON_IDENTITY = ("results_dir", "device", "data.dir", "engine", "log")
 #: the value a default config resolves it to, so a config that does not use them keeps its id.
 LATER_FIELDS: tuple[str, ...] = (
     *(f"{r}.{k}" for r in ("recipe", "teacher.recipe") for k in (
-        "optimizer", "optimizer_options", "schedule_options", "warmup_epochs")),
+        "optimizer", "optimizer_options", "schedule_options", "warmup_epochs",
+        "reset_optimizer")),
     "data.transforms", "data.augmentation", "data.augmentation_options", "teacher.data",
     "warmup", "eval",
 )
@@ -618,6 +631,8 @@ def _check_recipe(r: Recipe, where: str) -> None:
         raise ConfigError(f"{where}.step_size must be >= 1 with schedule 'step'")
     if r.warmup_epochs < 0:
         raise ConfigError(f"{where}.warmup_epochs must be >= 0, got {r.warmup_epochs}")
+    if r.reset_optimizer not in RESET_OPTIMIZER:
+        raise UnknownNameError(f"{where}.reset_optimizer", r.reset_optimizer, RESET_OPTIMIZER)
     for name, value, ok, valid in (("momentum", r.momentum, r.momentum >= 0, ">= 0"),
                                    ("weight_decay", r.weight_decay, r.weight_decay >= 0, ">= 0"),
                                    ("gamma", r.gamma, r.gamma > 0, "> 0")):

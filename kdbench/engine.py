@@ -99,6 +99,17 @@ class Trainee:
             self.optimizers[stage.name] = stage.make_optimizer()
         return self.optimizers[stage.name]
 
+    def start_epoch(self, stage: Stage, lr: float) -> None:
+        """Set the stage's optimiser to ``lr`` for the coming epoch, first replacing it by a
+        fresh one where the stage's ``reset_optimizer`` rule says so (InDistill's reference
+        builds a new Adam every epoch). A resumed run reloads the saved optimiser and applies
+        the same rule, so it trains as an uninterrupted one."""
+        current = self.optimizers.get(stage.name)
+        if current is not None and stage.reset_due(current, lr):
+            del self.optimizers[stage.name]
+        for group in self.optimizer(stage).param_groups:
+            group["lr"] = lr
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "distiller": self.distiller.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -357,8 +368,7 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
                    disable=not progress, leave=False, dynamic_ncols=True)
         for e in range(len(rows), stage.epochs):
             lr = stage.lr * stage.schedule(e)
-            for group in trainee.optimizer(stage).param_groups:
-                group["lr"] = lr
+            trainee.start_epoch(stage, lr)
             acc, seen = RunningSums(device), 0
             t0 = time.perf_counter()
             for step, batch in enumerate(_batches(loader, -1 - offset - e)):
@@ -537,8 +547,7 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
                 stage, stage_epoch = t.stage_at(epoch)
                 # a timeline stage's schedule counts the run's epochs; extra ones their own
                 lr = stage.lr * stage.schedule(epoch if stage.name == "main" else stage_epoch)
-                for group in t.optimizer(stage).param_groups:
-                    group["lr"] = lr
+                t.start_epoch(stage, lr)
                 _train_mode(t, stage)
                 lrs.append(lr)
             sums = [RunningSums(device) for _ in active]

@@ -30,10 +30,12 @@ def now() -> str:
 
 
 def data_summary(dataset: Any) -> dict[str, Any]:
-    """What the record says about the data a run used: split sizes and what the transforms
-    did (their reports)."""
+    """What the record says about the data a run used: split sizes, what the transforms
+    did (their reports) and what the dataset plugin says it did (``info``: e.g. its source, a
+    resize)."""
+    info = {k: v for k, v in dataset.info.items() if k != "transforms"}
     return {"train_size": len(dataset.train), "test_size": len(dataset.test),
-            "transforms": dataset.info.get("transforms", [])}
+            "transforms": dataset.info.get("transforms", []), **({"info": info} if info else {})}
 
 
 def new_record(cfg: RunConfig, run_id: str, device: Any, dataset: Any,

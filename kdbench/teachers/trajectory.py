@@ -169,8 +169,16 @@ def find(store: Store, spec: dict[str, Any]) -> Trajectory | None:
 
 
 def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, device,
-           *, progress: bool = True, repair: bool = False) -> Trajectory:
+           *, progress: bool = True, repair: bool = False,
+           teacher: torch.nn.Module | None = None, init: dict[str, Any] | None = None
+           ) -> Trajectory:
     """The finished trajectory for ``spec``, training (or resuming) it first if needed.
+
+    The model trains on the labels (CE), unless ``spec["distill"]`` names a loss
+    (``{"loss", "weights", "options", ...}``): then it is distilled with that loss from
+    ``teacher`` (a frozen module; the spec says which, e.g. by its trajectory key), as an
+    auxiliary teacher is. ``init`` is a state dict to start from instead of the seeded random
+    initialisation (the spec says which, so it is part of the key).
 
     A damaged trajectory (a checkpoint missing or not matching its SHA-256) is an error that
     names the damage and the command that repairs it; with ``repair`` (``kdbench teacher
@@ -181,7 +189,7 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
     from ..data.augment import DEFAULT, make_augment
     from ..device import seed_everything
     from ..evaluators import EvalContext, build_suite
-    from ..losses import DistillContext
+    from ..losses import DistillContext, build
     from ..losses.logit import CE
     from ..models import create_model
     from ..plugins import notify
@@ -212,10 +220,22 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
         save = set(manifest["save_epochs"])
         recipe = Recipe(**spec["recipe"])
         seed_everything(spec["seed"])
-        model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans).to(device)
-        ctx = DistillContext(model, None, dataset.num_classes, dataset.input_shape,
-                             len(dataset.train), {"w_ce": 1.0}, {})
-        trainee = engine.Trainee("teacher", model, CE(ctx), recipe)
+        model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans)
+        if init is not None:
+            model.load_state_dict(init)
+        model = model.to(device)
+        distill = spec.get("distill")
+        if distill is None:
+            distiller = CE(DistillContext(model, None, dataset.num_classes, dataset.input_shape,
+                                          len(dataset.train), {"w_ce": 1.0}, {}))
+        else:
+            if teacher is None:
+                raise ConfigError(f"trajectory {key!r} is distilled ({distill['loss']}) and "
+                                  f"needs its teacher module")
+            distiller = build(distill["loss"], DistillContext(
+                model, teacher, dataset.num_classes, dataset.input_shape, len(dataset.train),
+                distill["weights"], distill["options"], dataset.train.labels)).to(device)
+        trainee = engine.Trainee("teacher", model, distiller, recipe)
 
         def keep(epoch: int, trainees) -> None:
             if epoch in save:
@@ -239,8 +259,9 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                                                    spec.get("augmentation_options"))
         engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
                    device=device, evaluators=suite, precision=spec["precision"], augment=augment,
-                   state_path=state_path, before_save=keep, on_epoch_end=on_epoch_end,
-                   progress=progress, desc=f"teacher {spec['arch']} s{spec['seed']}")
+                   teacher=teacher if distill is not None else None, state_path=state_path,
+                   before_save=keep, on_epoch_end=on_epoch_end, progress=progress,
+                   desc=f"teacher {spec['arch']} s{spec['seed']}")
         manifest.update(status="done", train_seconds=trainee.spent["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)
         state_path.unlink(missing_ok=True)
