@@ -48,6 +48,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kdbench.optim",
     "kdbench.evaluators.plugin",
     "kdbench.layouts",
+    "kdbench.loggers.builtin",
 )
 
 #: kind -> (hook name, human label used in messages)
