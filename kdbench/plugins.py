@@ -49,6 +49,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kdbench.evaluators.plugin",
     "kdbench.layouts",
     "kdbench.loggers.builtin",
+    "kdbench.report.plugin",
 )
 
 #: kind -> (hook name, human label used in messages)
