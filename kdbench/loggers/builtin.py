@@ -30,39 +30,54 @@ class CsvLogger:
     terms ``train_*``, ``lr``, ``stage`` in a run of several stages).
 
     Stages may log different loss terms, so the columns are the union of every row's keys and a
-    row leaves the others empty; the file is rewritten whole (atomically) each epoch, so its
-    header always covers every row. A resumed run reads the file back and replaces the rows of
-    the epochs it trains again; a forced rerun starts it afresh (it trains from epoch 1).
+    row leaves the others empty. A row whose keys the header has is appended; a row with a new
+    key (a stage with another loss term) makes the file be rewritten whole, atomically, with the
+    wider header. A resumed run reads the file back and replaces the rows of the epochs it
+    trains again; a forced rerun starts it afresh (it trains from epoch 1).
     """
 
     def __init__(self, results_dir: str, dir: str | None = None):
         self.root = Path(dir) if dir else Path(results_dir) / "logs"
         self.path: Path | None = None
         self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = []
 
     def start(self, record: dict[str, Any]) -> None:
         self.path = self.root / record["run_id"] / "epochs.csv"
         self.rows = read_csv(self.path) if self.path.exists() else []
+        self.columns = []  # the file is rewritten at the first epoch
 
     def epoch(self, run_id: str, row: dict[str, Any]) -> None:
         assert self.path is not None, "start() comes first"
         epoch = int(row["epoch"])
+        stale = any(int(r["epoch"]) >= epoch for r in self.rows)
         self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [dict(row)]
-        atomic_write_bytes(self.path, write_csv(self.rows).encode())
+        if self.columns and not stale and set(row) <= set(self.columns):
+            with open(self.path, "a", newline="") as f:
+                f.write(write_csv([row], self.columns, header=False))
+            return
+        self.columns = csv_columns(self.rows)
+        atomic_write_bytes(self.path, write_csv(self.rows, self.columns).encode())
 
     def end(self, record: dict[str, Any]) -> None:
         """Nothing left to write: every epoch is on disk when it ends."""
 
 
-def write_csv(rows: list[dict[str, Any]]) -> str:
-    """``rows`` as CSV text: columns in first-seen order (``epoch`` first), lists and mappings
-    as JSON, a value a row does not have left empty."""
+def csv_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of ``rows`` in first-seen order, ``epoch`` first."""
     columns = ["epoch"]
     for row in rows:
         columns += [k for k in row if k not in columns]
+    return columns
+
+
+def write_csv(rows: list[dict[str, Any]], columns: list[str], header: bool = True) -> str:
+    """``rows`` as CSV text under ``columns``: lists and mappings as JSON, a value a row does
+    not have left empty."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v
                          for k, v in row.items()})
