@@ -10,6 +10,7 @@ reference.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from collections.abc import Sequence
@@ -95,10 +96,23 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _log10(series: Sequence[Series], marks: Sequence[Mark]
+           ) -> tuple[list[Series], list[Mark]]:
+    """The series and marks with x as log10(x) (x <= 0 dropped)."""
+    def lg(v: float | None) -> float | None:
+        return math.log10(v) if _finite(v) and v > 0 else None
+
+    return ([dataclasses.replace(s, x=[lg(x) for x in s.x]) for s in series],
+            [Mark(lg(m.x), m.label) for m in marks if lg(m.x) is not None])
+
+
 def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str,
           marks: Sequence[Mark] = (), width: int = 460, height: int = 300,
-          integer_x: bool = False) -> str:
-    """An SVG line/point chart of ``series`` (see :class:`Series`) as a markup string."""
+          integer_x: bool = False, log_x: bool = False) -> str:
+    """An SVG line/point chart of ``series`` (see :class:`Series`) as a markup string. With
+    ``log_x`` the x axis is logarithmic (ticks at powers of ten where there are two or more)."""
+    if log_x:
+        series, marks = _log10(series, marks)
     xs = [x for s in series for x, y in zip(s.x, s.y) if _finite(x) and _finite(y)]
     ys = [y for s in series for y in s.y if _finite(y)]
     for s in series:
@@ -109,6 +123,13 @@ def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str,
     if integer_x:
         xa.ticks = [t for t in xa.ticks if float(t).is_integer()] or xa.ticks
     ya = nice_ticks(min(ys, default=0.0), max(ys, default=1.0))
+    x_label = xa.label
+    if log_x:
+        decades = [float(t) for t in range(math.ceil(xa.lo), math.floor(xa.hi) + 1)]
+        xa.ticks = decades if len(decades) >= 2 else xa.ticks
+
+        def x_label(t: float) -> str:
+            return f"{10 ** t:.3g}"
     legend_rows = math.ceil(len(series) / 2) if len(series) > 1 else 0
     left, right, top = 58, 14, 30
     bottom = 44 + 16 * legend_rows
@@ -134,7 +155,7 @@ def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str,
         x = px(t)
         out.append(f'<line class="kd-grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
                    f'y2="{top + ph}"/><text class="kd-tick" x="{x:.1f}" y="{top + ph + 15}" '
-                   f'text-anchor="middle">{xa.label(t)}</text>')
+                   f'text-anchor="middle">{x_label(t)}</text>')
     out.append(f'<rect class="kd-frame" x="{left}" y="{top}" width="{pw}" height="{ph}"/>')
     out.append(f'<text class="kd-label" x="{left + pw / 2:.1f}" y="{top + ph + 32}" '
                f'text-anchor="middle">{_e(xlabel)}</text>')
