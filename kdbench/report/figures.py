@@ -8,6 +8,7 @@ markup that needs nothing from the network (an ``<img>`` with a ``data:`` URI is
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +17,8 @@ from .study import Study
 from .svg import Mark, Series, chart
 
 METRIC = "top1_last"
-#: runs whose curves are drawn when the user chose none: one per (dataset, student, teacher
-#: source, teacher epochs, loss), the lowest seed, at most this many
+#: runs whose curves are drawn when the user chose none: one per (dataset and its transforms,
+#: student, teacher source, teacher epochs, loss), the lowest seed, at most this many
 DEFAULT_CURVES = 6
 
 
@@ -112,6 +113,68 @@ def information_plane(study: Study) -> list[Figure]:
     return out
 
 
+# ============================== robustness curves ==============================================
+
+
+def robustness_curves(study: Study) -> list[Figure]:
+    """Knowledge Distillation Beyond Model Compression (Sarfraz, Arani & Zonooz, ICPR 2020):
+    accuracy against the severity of label noise or class imbalance, one line per method (the
+    CE-only student in black), one panel per dataset, student and kind of corruption; the clean
+    runs are each panel's first point (rate 0, ratio 1). The data are those of ``kdbench table
+    --layout robustness`` (``kdbench.robustness.robustness_points``: mean ± std over seeds of
+    ``top1_last``, severity from each run's data transforms); a study with no corrupted runs,
+    or a kdbench without that module, has no such figure.
+
+    Differs from ``kdbench plot robustness``: the std over seeds is in each point's hover text
+    rather than drawn as error bars (lines of several methods overlap at the clean point).
+    """
+    try:
+        from ..robustness import BASELINE, CLEAN, robustness_points
+    except ImportError:
+        return []
+    from ..errors import KDBenchError
+
+    try:
+        points = robustness_points(study.df)
+    except KDBenchError:
+        return []
+    families = [f for f in dict.fromkeys(points["family"]) if f not in (CLEAN, "mixed")]
+    out = []
+    for (dataset, student), block in points.groupby(["dataset", "student"], sort=True):
+        for family in families:
+            if not (block["family"] == family).any():
+                continue
+            imbalance = family.startswith("imbalance:")
+            kind = family.split(":", 1)[1]
+            part = block[block["family"].isin([family, CLEAN])]
+            series = []
+            for (loss, arch, tdata), line in part.groupby(["loss", "teacher_arch",
+                                                          "teacher_data"], sort=True):
+                xs = [1.0 if (imbalance and f == CLEAN) else float(lv)
+                      for f, lv in zip(line["family"], line["level"])]
+                order = sorted(range(len(xs)), key=xs.__getitem__)
+                label = loss if arch in ("-", None) else f"{loss} ← {arch}"
+                label += "" if tdata in ("same", "-") else f" ({tdata} teacher)"
+                rows = [line.iloc[i] for i in order]
+                series.append(Series(
+                    label, [xs[i] for i in order], [float(r["mean"]) for r in rows],
+                    tips=[f"{label}, {r['severity']}: {r['mean']:.2f} ± "
+                          f"{0.0 if math.isnan(r['std']) else r['std']:.2f} (n={int(r['n'])})"
+                          + ("" if loss == BASELINE or math.isnan(r["gain"])
+                             else f", {r['gain']:+.2f} over CE") for r in rows],
+                    dashed=tdata == CLEAN, color="#000000" if loss == BASELINE else None))
+            what = f"{kind} imbalance ratio ρ" if imbalance else f"{kind} label-noise rate"
+            title = f"{student} on {dataset}: {kind}"
+            out.append(Figure(f"Robustness: {title}",
+                              chart(series, title=title, xlabel=what, ylabel=f"{METRIC} (%)",
+                                    log_x=imbalance, width=520,
+                                    height=300 + 16 * math.ceil(len(series) / 2)),
+                              f"Student {METRIC} (mean over seeds; hover: ± std, n, gain over "
+                              f"CE) against the severity; black: the CE-only student, dashed: "
+                              f"a teacher trained on clean data."))
+    return out
+
+
 # ============================== training curves ================================================
 
 
@@ -125,12 +188,14 @@ def chosen_runs(study: Study) -> tuple[list[dict[str, Any]], str]:
     cells: dict[tuple, dict[str, Any]] = {}
     for r in sorted(done, key=lambda r: (r["config"]["seed"], r["run_id"])):
         cfg, t = r["config"], r.get("teacher") or {}
-        cell = (cfg["data"]["name"], cfg["student"], (cfg.get("teacher") or {}).get("source"),
+        cell = (cfg["data"]["name"], json.dumps(cfg["data"].get("transforms"), sort_keys=True),
+                cfg["student"], (cfg.get("teacher") or {}).get("source"),
                 tuple(t.get("epochs", [])), cfg["loss"]["name"])
         cells.setdefault(cell, r)
     picked = list(cells.values())[:DEFAULT_CURVES]
-    how = (f"one run per dataset, student, teacher and loss (the lowest seed), at most "
-           f"{DEFAULT_CURVES}; choose others with `kdbench report --curves RUN_ID`")
+    how = (f"one run per dataset (and transforms), student, teacher and loss (the lowest "
+           f"seed), at most {DEFAULT_CURVES}; choose others with `kdbench report --curves "
+           f"RUN_ID`")
     return picked, how
 
 

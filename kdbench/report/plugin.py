@@ -25,6 +25,13 @@ def information_plane(study: Any) -> list[Any]:
     return draw(study)
 
 
+def robustness(study: Any) -> list[Any]:
+    """Student accuracy against label-noise rate or imbalance ratio, per method."""
+    from .figures import robustness_curves as draw
+
+    return draw(study)
+
+
 def training_curves(study: Any) -> list[Any]:
     """Test metric per epoch of chosen runs, and each one's loss terms per epoch."""
     from .figures import training_curves as draw
@@ -34,5 +41,5 @@ def training_curves(study: Any) -> list[Any]:
 
 @hookimpl
 def register_report_figures(register):
-    for fn in (checkpoint_curve, information_plane, training_curves):
+    for fn in (checkpoint_curve, information_plane, robustness, training_curves):
         register(fn.__name__, fn)
