@@ -141,7 +141,7 @@ def _study_section(study: Study, summary: Summary, many: bool) -> str:
     sid = study.slug
     parts = [f'<section class="kd-study" id="study-{_e(sid)}">']
     parts.append(f"<h2>{'Study: ' if many else ''}{_e(study.name)}</h2>"
-                 f'<p class="kd-path">{_e(study.path)}</p>')
+                 + (f'<p class="kd-path">{_e(study.path)}</p>' if many else ""))
     parts.append(f'<section id="{_e(sid)}-inventory"><h3>What is in it</h3>'
                  f"{_inventory(study, summary)}</section>")
     parts.append(f'<section id="{_e(sid)}-tables"><h3>Tables</h3>{_tables(study, summary)}'

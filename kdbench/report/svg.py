@@ -131,7 +131,7 @@ def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str,
         def x_label(t: float) -> str:
             return f"{10 ** t:.3g}"
     legend_rows = math.ceil(len(series) / 2) if len(series) > 1 else 0
-    left, right, top = 58, 14, 30
+    left, right, top = 58, 26, 30  # room for the y labels and the last x label
     bottom = 44 + 16 * legend_rows
     pw, ph = width - left - right, height - top - bottom
 
