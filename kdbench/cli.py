@@ -594,7 +594,10 @@ def plot_curves(run_ids, results_dir, out, metric):
               help="Page title.")
 def report(results_dir, out, curves, title):
     """One self-contained HTML page for a results store: its studies, datasets, runs and
-    teachers, every table layout that applies, the figures, each run's provenance."""
+    teachers, every table layout that applies, the figures, each run's provenance.
+
+    RESULTS_DIR defaults to $KDBENCH_RESULTS_DIR, else ./results; a study is any folder in it
+    (itself included) with its own runs/."""
     from .report.page import write_report
 
     summary = write_report(results_dir, out, curves=curves, title=title)

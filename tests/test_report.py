@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 import pytest
 from report_store import make_store
 
-from kdbench.report.curves import run_curves
+from kdbench.report.curves import plot_curves, run_curves
 from kdbench.report.page import GENERATOR, write_report
 from kdbench.report.svg import nice_ticks
 
@@ -245,9 +245,9 @@ def test_plot_curves_draws_runs_side_by_side(store, tmp_path, cli_runner):
     assert result.exit_code == 2 and "must end in .png or .pdf" in result.output
 
 
-def test_run_curves_split_metrics_loss_terms_and_stages():
+def staged_record():
     """A hand-made record: a warm-up stage with its own term, then the main stage; an evaluator
-    metric named train_* is a metric, not a loss term."""
+    metric named train_* (it has a ``_last``) is a metric, not a loss term."""
     curve = [
         {"epoch": 1, "lr": 0.1, "top1": 10.0, "train_top1": 12.0, "train_loss": 3.0,
          "train_zero": 3.0, "train_emb": 0.5, "stage": "warm"},
@@ -256,10 +256,15 @@ def test_run_curves_split_metrics_loss_terms_and_stages():
         {"epoch": 3, "lr": 0.1, "top1": 30.0, "train_top1": 32.0, "train_loss": 1.5,
          "train_ce": 1.0, "train_kd": 0.5, "train_emb": 0.7, "stage": "main"},
     ]
-    record = {"run_id": "abc", "status": "done",
-              "config": {"student": "s", "loss": {"name": "kd"}, "seed": 0, "teacher": None,
-                         "eval": {"best_metric": "top1"}},
-              "metrics": {"top1_last": 30.0, "train_emb_last": 0.7, "curve": curve}}
+    return {"run_id": "abc", "status": "done",
+            "config": {"student": "s", "loss": {"name": "kd"}, "seed": 0, "teacher": None,
+                       "data": {"name": "d", "transforms": []},
+                       "eval": {"best_metric": "top1"}},
+            "metrics": {"top1_last": 30.0, "train_emb_last": 0.7, "curve": curve}}
+
+
+def test_run_curves_split_metrics_loss_terms_and_stages(tmp_path):
+    record = staged_record()
     c = run_curves(record)
     assert c.metric == "top1" and c.values == [10.0, 20.0, 30.0]
     assert c.train_top1 == [12.0, 22.0, 32.0]
@@ -269,6 +274,18 @@ def test_run_curves_split_metrics_loss_terms_and_stages():
     assert run_curves(record, "train_emb").values == [0.5, None, 0.7]
     with pytest.raises(Exception, match="unknown metric 'top5'"):
         run_curves(record, "top5")
+    # the PNG of a run of two stages, and the report's chart marks where each starts
+    assert plot_curves([record], tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from kdbench.report.figures import training_curves
+    from kdbench.report.study import Study
+
+    figures = training_curves(Study("s", tmp_path, [record], [], None))
+    assert [f.title for f in figures] == ["Training curves: test top1",
+                                          "Loss terms: abc s kd s0"]
+    marks = re.findall(r'<g class="kd-mark"><line x1="([\d.]+)".*?<text[^>]*>(\w+)</text>',
+                       figures[1].body)
+    assert [name for _, name in marks] == ["warm", "main"]
+    assert float(marks[0][0]) < float(marks[1][0])
 
 
 def test_nice_ticks_by_hand():

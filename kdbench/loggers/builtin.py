@@ -43,11 +43,13 @@ class CsvLogger:
         self.columns: list[str] = []
 
     def start(self, record: dict[str, Any]) -> None:
+        """Find the run's file; a resumed run's rows are read back."""
         self.path = self.root / record["run_id"] / "epochs.csv"
         self.rows = read_csv(self.path) if self.path.exists() else []
         self.columns = []  # the file is rewritten at the first epoch
 
     def epoch(self, run_id: str, row: dict[str, Any]) -> None:
+        """Write the epoch's row (replacing a row of the same or a later epoch)."""
         assert self.path is not None, "start() comes first"
         epoch = int(row["epoch"])
         stale = any(int(r["epoch"]) >= epoch for r in self.rows)
@@ -133,11 +135,13 @@ class TensorBoardLogger:
         self.last_epoch = 0
 
     def folder(self, run_id: str) -> Path:
+        """Where the run's event files go."""
         if self.logdir:
             return Path(self.logdir) / run_id
         return run_logs_dir(self.results_dir, run_id) / "tb"
 
     def start(self, record: dict[str, Any]) -> None:
+        """Open the event file and write the session-start summary (the hyperparameters)."""
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         folder = self.folder(record["run_id"])
@@ -147,6 +151,7 @@ class TensorBoardLogger:
         self.writer.flush()
 
     def epoch(self, run_id: str, row: dict[str, Any]) -> None:
+        """Every number of the row as a scalar at step = epoch; flushed, to watch it live."""
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         self.last_epoch = int(row["epoch"])
@@ -155,6 +160,7 @@ class TensorBoardLogger:
         self.writer.flush()
 
     def end(self, record: dict[str, Any]) -> None:
+        """The final metrics, the session-end summary with the outcome; close the file."""
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         step = int((record.get("metrics") or {}).get("epochs") or self.last_epoch)

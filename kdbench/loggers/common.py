@@ -87,6 +87,7 @@ class InBackground:
         self.thread.start()
 
     def _work(self) -> None:
+        """The worker: the calls in order; after a failure, the rest are dropped."""
         while True:
             call = self.calls.get()
             if call is None:
@@ -99,18 +100,22 @@ class InBackground:
                     self.error = exc
 
     def _check(self) -> None:
+        """Raise the worker's first exception, if there was one."""
         if self.error is not None:
             raise self.error
 
     def start(self, record: dict) -> None:
+        """Queue ``start`` with a copy of the record."""
         self._check()
         self.calls.put(("start", (copy.deepcopy(record),)))
 
     def epoch(self, run_id: str, row: dict) -> None:
+        """Queue ``epoch`` with a copy of the row."""
         self._check()
         self.calls.put(("epoch", (run_id, dict(row))))
 
     def end(self, record: dict) -> None:
+        """Queue ``end``, then wait for the worker to finish every call."""
         self._check()
         self.calls.put(("end", (copy.deepcopy(record),)))
         self.calls.put(None)

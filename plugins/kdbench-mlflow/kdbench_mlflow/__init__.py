@@ -71,6 +71,7 @@ class MlflowLogger:
         self.run_id: str | None = None  # the MLflow run's id
 
     def _connect(self) -> None:
+        """The client (its first use creates the local database)."""
         from mlflow.tracking import MlflowClient
 
         if self.tracking_uri is None:
@@ -78,6 +79,7 @@ class MlflowLogger:
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
 
     def _experiment(self) -> str:
+        """The experiment's id, created if it does not exist (by this or another process)."""
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is not None:
             return exp.experiment_id
@@ -91,6 +93,8 @@ class MlflowLogger:
             return exp.experiment_id
 
     def start(self, record: dict[str, Any]) -> None:
+        """Create the MLflow run with its tags and params, or continue the KILLED run of an
+        interrupted attempt."""
         from mlflow.entities import Param
 
         self._connect()
@@ -118,9 +122,11 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, params=params[i:i + PARAMS_PER_BATCH])
 
     def epoch(self, run_id: str, row: dict[str, Any]) -> None:
+        """Every number of the row as a metric at step = epoch."""
         self._metrics(numbers(row), int(row["epoch"]))
 
     def end(self, record: dict[str, Any]) -> None:
+        """The final metrics, the record as an artifact, the status; end the MLflow run."""
         if self.run_id is None:
             return
         metrics = record.get("metrics") or {}
@@ -131,6 +137,7 @@ class MlflowLogger:
         self.client.set_terminated(self.run_id, status=STATUS[outcome(record)])
 
     def _metrics(self, values: dict[str, float], step: int) -> None:
+        """Log ``values`` at ``step`` in batches of MLflow's size."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

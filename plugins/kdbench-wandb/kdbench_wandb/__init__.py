@@ -48,6 +48,7 @@ class WandbLogger:
         self.run: Any = None
 
     def start(self, record: dict[str, Any]) -> None:
+        """Start the W&B run with the resolved config."""
         import wandb
 
         cfg = record["config"]
@@ -60,9 +61,11 @@ class WandbLogger:
             settings=wandb.Settings(silent=True, console="off"))
 
     def epoch(self, run_id: str, row: dict[str, Any]) -> None:
+        """Every number of the row into the history at step = epoch."""
         self.run.log(numbers(row), step=int(row["epoch"]))
 
     def end(self, record: dict[str, Any]) -> None:
+        """The record as a file, the final metrics in the summary; finish the W&B run."""
         if self.run is None:
             return
         path = Path(self.run.dir) / RECORD
