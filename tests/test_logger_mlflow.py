@@ -81,3 +81,61 @@ def test_mlflow_plugin_missing_names_the_package(tmp_path, cli_runner):
                                      "kdbench-mlflow (plugins/kdbench-mlflow in the kdbench "
                                      "sources)")
     assert not (tmp_path / "r").exists()
+
+
+INTERRUPT = '''
+import kdbench
+
+KILLED = []
+
+
+class Interrupt:
+    """Interrupts the run (as Ctrl-C would) the first time it hears of epoch 2."""
+
+    def __init__(self, results_dir):
+        pass
+
+    def start(self, record):
+        pass
+
+    def epoch(self, run_id, row):
+        if row["epoch"] == 2 and not KILLED:
+            KILLED.append(run_id)
+            raise KeyboardInterrupt
+
+    def end(self, record):
+        pass
+
+
+@kdbench.hookimpl
+def register_loggers(register):
+    register("interrupt", Interrupt)
+'''
+
+
+def test_an_interrupted_run_continues_its_killed_mlflow_run(mlflow_install, tmp_path,
+                                                             monkeypatch, local_plugin):
+    from mlflow.tracking import MlflowClient
+
+    from conftest import tiny_overrides
+    from kdbench.config import build_config
+    from kdbench.runner import run
+
+    monkeypatch.syspath_prepend(str(mlflow_install))
+    monkeypatch.setenv("KDBENCH_LOAD_PLUGINS", "kdbench-mlflow")
+    local_plugin(INTERRUPT, "interrupt.py")
+    results = tmp_path / "r"
+    cfg = tiny_overrides(results, **{"loss.name": "ce", "recipe.epochs": 4,
+                                     "log": ["mlflow", "interrupt"]})
+    with pytest.raises(KeyboardInterrupt):
+        run(build_config(cfg), progress=False)
+    client = MlflowClient(tracking_uri=f"sqlite:///{results.resolve()}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("kdbench")
+    [killed] = client.search_runs([exp.experiment_id])
+    assert killed.info.status == "KILLED" and killed.data.tags["kdbench.status"] == "interrupted"
+    record = run(build_config(cfg), progress=False)  # resumes at epoch 3
+    [again] = client.search_runs([exp.experiment_id])
+    assert again.info.run_id == killed.info.run_id and again.info.status == "FINISHED"
+    history = sorted(client.get_metric_history(again.info.run_id, "top1"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(r["epoch"], r["top1"])
+                                                   for r in record["metrics"]["curve"]]
