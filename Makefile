@@ -18,11 +18,15 @@ RESULTS   ?= demo-results
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml plugins/kdbench-ray/pyproject.toml
+# The tracker plugins pull in mlflow and wandb (and the extra, tensorboard); their tests run
+# offline: MLflow's local store, W&B's offline mode.
+$(STAMP): pyproject.toml plugins/kdbench-ray/pyproject.toml \
+          plugins/kdbench-mlflow/pyproject.toml plugins/kdbench-wandb/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev,slurm]'
+	$(PIP) install -q -e '.[dev,slurm,tensorboard]'
 	$(PIP) install -q -e ./plugins/kdbench-ray
+	$(PIP) install -q -e ./plugins/kdbench-mlflow -e ./plugins/kdbench-wandb
 	@touch $(STAMP)
 
 test: install

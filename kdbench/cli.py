@@ -580,6 +580,48 @@ def plot_checkpoint_curve(results_dir, out, metric, where):
     click.echo(f"wrote {path} ({panels} teacher–student pair(s))")
 
 
+@plot.command("curves")
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+@results_dir_option
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="curves.png",
+              help="Output file (.png or .pdf).")
+@click.option("--metric", default=None, show_default="each run's best metric (top1)",
+              help="Test metric per epoch: top1, top5, test_loss or any evaluator metric.")
+def plot_curves(run_ids, results_dir, out, metric):
+    """Training curves of runs side by side (ids or unique prefixes): the metric and every loss
+    term per epoch, where each stage starts marked."""
+    from .report.curves import find_records
+    from .report.curves import plot_curves as draw
+
+    path = draw(find_records(results_dir, run_ids), out, metric=metric)
+    click.echo(f"wrote {path} ({len(run_ids)} run(s))")
+
+
+# ============================== report =========================================================
+
+
+@cli.command()
+@click.argument("results_dir", required=False, default="results", envvar="KDBENCH_RESULTS_DIR")
+@click.option("--out", "-o", default="report.html",
+              help="Output HTML file; an existing file is replaced only if kdbench report "
+                   "wrote it.")
+@click.option("--curves", multiple=True, metavar="RUN_ID",
+              help="Draw this run's training curves (id or unique prefix; repeatable). "
+                   "Default: one run per dataset, student, teacher and loss.")
+@click.option("--title", default=None, show_default="kdbench report: <store folder>",
+              help="Page title.")
+def report(results_dir, out, curves, title):
+    """One self-contained HTML page for a results store: its studies, datasets, runs and
+    teachers, every table layout that applies, the figures, each run's provenance.
+
+    RESULTS_DIR defaults to $KDBENCH_RESULTS_DIR, else ./results; a study is any folder in it
+    (itself included) with its own runs/."""
+    from .report.page import write_report
+
+    summary = write_report(results_dir, out, curves=curves, title=title)
+    click.echo(f"wrote {summary.path} ({summary.line()})")
+
+
 # ============================== losses =========================================================
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import re
 import typing
@@ -571,14 +572,20 @@ def _resolve_stages(items: list[Any]) -> list[dict[str, Any]]:
 
 def _resolve_loggers(items: list[Any]) -> list[dict[str, Any]]:
     from .loggers import EXTERNAL_LOGGERS
-    from .plugins import names
+    from .plugins import get, names
 
     for item in items:
         name = item if isinstance(item, str) else (item or {}).get("name")
         if name in EXTERNAL_LOGGERS and name not in names("logger"):
             raise ConfigError(f"logger {name!r} is not installed: pip install "
                               f"{EXTERNAL_LOGGERS[name]}")
-    return resolve_items(items, "logger", "log")
+    out = resolve_items(items, "logger", "log")
+    for item in out:  # a logger whose package is missing fails now, not after training
+        package = get("logger", item["name"]).package
+        if package and importlib.util.find_spec(package.replace("-", "_")) is None:
+            raise ConfigError(f"logger {item['name']!r} needs the package {package!r}, which is "
+                              f"not installed: pip install {package}")
+    return out
 
 
 def _resolve_eval(e: EvalConfig) -> None:

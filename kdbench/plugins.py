@@ -50,6 +50,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kdbench.optim",
     "kdbench.evaluators.plugin",
     "kdbench.layouts",
+    "kdbench.loggers.builtin",
+    "kdbench.report.plugin",
 )
 
 #: kind -> (hook name, human label used in messages)
