@@ -20,7 +20,8 @@ def test_layers_preset_then_spec_then_flags():
                      spec={"preset": "checkpointkd", "recipe": {"epochs": 100, "lr": 0.2}})
     assert c.recipe.epochs == 7          # flag beats spec
     assert c.recipe.lr == 0.2            # None flag does not clobber the spec
-    assert c.recipe.nesterov and c.recipe.schedule == "step" and c.recipe.step_size == 60
+    # the preset's step (every 60 of 200 epochs) follows the epochs asked for: 7 → every 2
+    assert c.recipe.nesterov and c.recipe.schedule == "step" and c.recipe.step_size == 2
     assert c.teacher.recipe.epochs == 200 and c.teacher.checkpoint_epochs()[:2] == [20, 40]
 
 
