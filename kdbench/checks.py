@@ -66,7 +66,7 @@ def check_loss(cfg: RunConfig, dataset: Any) -> None:
     build(cfg.loss.name, DistillContext(student, teacher, dataset.num_classes,
                                         dataset.input_shape, len(dataset.train),
                                         cfg.loss.weights, cfg.loss.options,
-                                        dataset.train.labels.cpu()))
+                                        dataset.train.labels.cpu(), epochs=cfg.recipe.epochs))
 
 
 def check_stages(cfg: RunConfig, trainee: Any) -> None:
