@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("kdbench.config", "kdbench.engine", "kdbench.checks", "kdbench.record")),
     ("orchestration", ("kdbench.teachers", "kdbench.mi", "kdbench.runner", "kdbench.table",
                        "kdbench.layouts", "kdbench.sweep", "kdbench.bench", "kdbench.report",
-                       "kdbench.loggers", "kdbench.reproduce")),
+                       "kdbench.loggers", "kdbench.reproduce", "kdbench.robustness")),
     ("surface", ("kdbench.cli", "kdbench.__main__", "kdbench")),
 ]
 
