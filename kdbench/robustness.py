@@ -219,8 +219,8 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
             body.append(line)
     headers = ROW_HEADERS + columns
     caption = (f"{metric} (%) — mean ± std over seeds (n seeds), [gain over CE at the same "
-               f"severity]; teacher data: same = the student's corrupted data, clean = "
-               f"uncorrupted; {int(points['n'].sum())} runs")
+               f"severity: method − CE]; teacher data: same = the student's corrupted data, "
+               f"clean = uncorrupted; {int(points['n'].sum())} runs")
     from .teachers.tables import _render
 
     return _render(body, headers, fmt, caption)
