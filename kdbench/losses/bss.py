@@ -299,5 +299,6 @@ REGISTRATION = ("bss", BSS, {
     "taps": ("logits",),
     "cost": "while the BSS weight is > 0 (the first 3/4 of training), per batch on the "
             "<= sample_ratio·B attacked samples: `steps` (10) teacher forward+backward passes "
-            "to the input, 1 teacher forward, 1 student forward+backward",
+            "to the input, 1 teacher forward, 1 student forward+backward; measured: an epoch "
+            "costs 2.3x KD's (CIFAR-10, resnet20 -> resnet8, batch 128, 1 CPU thread)",
 })
