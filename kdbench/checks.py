@@ -68,7 +68,8 @@ def check_loss(cfg: RunConfig, dataset: Any) -> None:
     distiller = build(cfg.loss.name, DistillContext(student, teacher, dataset.num_classes,
                                                     dataset.input_shape, len(dataset.train),
                                                     cfg.loss.weights, cfg.loss.options,
-                                                    dataset.train.labels.cpu()))
+                                                    dataset.train.labels.cpu(),
+                                                    epochs=cfg.recipe.epochs))
     if cfg.warmup:
         from .stages import StageContext, arrange, build_warmups, loss_stages, main_stage
 

@@ -580,6 +580,24 @@ def plot_checkpoint_curve(results_dir, out, metric, where):
     click.echo(f"wrote {path} ({panels} teacher–student pair(s))")
 
 
+@plot.command("robustness")
+@results_dir_option
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="robustness.png",
+              help="Output file (.png or .pdf).")
+@click.option("--metric", default="top1_last",
+              help="Metric: top1_last, top1_best, acc_few_last, noisy_fit_noisy_last, ...")
+@click.option("--where", multiple=True, metavar="KEY=VALUE",
+              help="Keep only runs with this column value (repeatable).")
+def plot_robustness(results_dir, out, metric, where):
+    """Accuracy against label-noise rate and imbalance ratio, one line per method (error bars:
+    std over seeds), one panel per noise or imbalance kind."""
+    from .robustness import robustness_plot
+    from .table import load_records
+
+    path, panels = robustness_plot(load_records(results_dir), out, metric=metric, where=where)
+    click.echo(f"wrote {path} ({panels} panel(s))")
+
+
 @plot.command("curves")
 @click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
 @results_dir_option

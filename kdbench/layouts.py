@@ -39,7 +39,16 @@ def selection(df: Any, **options: Any) -> str:
     return selection_table(df, **options)
 
 
+def robustness(df: Any, **options: Any) -> str:
+    """KD beyond compression: methods × severity of label noise and class imbalance, the gain
+    over CE at each severity, where the teacher learned."""
+    from .robustness import robustness_table
+
+    return robustness_table(df, **options)
+
+
 @hookimpl
 def register_table_layouts(register):
     for fn in (pivot, checkpoint, ensemble, selection):
         register(fn.__name__, fn)
+    register("robustness", robustness)

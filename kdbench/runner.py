@@ -189,7 +189,8 @@ def _trainee(cfg: RunConfig, dataset: Any, device: Any, teacher: Any, lockstep: 
     mine = cfg.teacher is not None and teacher is not None
     dctx = DistillContext(student, teacher.peers[0] if online else (fixed if mine else None),
                           dataset.num_classes, dataset.input_shape, len(dataset.train),
-                          cfg.loss.weights, cfg.loss.options, dataset.train.labels)
+                          cfg.loss.weights, cfg.loss.options, dataset.train.labels,
+                          epochs=cfg.recipe.epochs)
     check_features(cfg, student, teacher if mine else None)
     check_index(cfg, dataset)
     distiller = build(cfg.loss.name, dctx).to(device)

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("orchestration", ("kdbench.teachers", "kdbench.mi.analysis", "kdbench.mi.report",
                        "kdbench.mi.commands", "kdbench.runner", "kdbench.table",
                        "kdbench.layouts", "kdbench.sweep", "kdbench.bench", "kdbench.report",
-                       "kdbench.reproduce")),
+                       "kdbench.reproduce", "kdbench.robustness")),
     ("surface", ("kdbench.cli", "kdbench.__main__", "kdbench")),
 ]
 

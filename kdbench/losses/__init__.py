@@ -100,5 +100,6 @@ def format_table(rows: list[dict[str, Any]], detail: bool = False) -> str:
             f"  taps:    {', '.join(r['taps'])}"
             + ("" if r["needs_teacher"] else " (no teacher)"),
             f"  weights: {kv(r['weights'])}", f"  options: {kv(r['options'])}",
+            *([f"  cost:    {r['cost']}"] if r["cost"] else []),
             f"  source:  {r['source']}"]))
     return "\n\n".join(blocks)

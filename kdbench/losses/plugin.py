@@ -7,6 +7,7 @@ Weights (``w_*``) and options are RepDistiller's CIFAR-100 ones (``scripts/run_c
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
+from . import bss
 from .contrastive import CRD
 from .feature import AB, AT, FSP, FT, NST, SP, VID, FitNet
 from .logit import CE, DKD, DML, KD, arch_key, finalize_dkd
@@ -124,3 +125,5 @@ LOSSES: dict[str, tuple[type, dict]] = {
 def register_losses(register):
     for name, (factory, meta) in LOSSES.items():
         register(name, factory, **meta)
+    # the decision-boundary family (Heo et al., AAAI 2019): its registration lives with it
+    register(*bss.REGISTRATION[:2], **bss.REGISTRATION[2])
