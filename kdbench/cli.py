@@ -311,12 +311,11 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
             raise ConfigError("--teacher-epoch all takes one --student, --loss and --spec")
         configs = [build_config({**overrides, "student": st, "loss.name": lo}, sp, explicit)
                    for sp in specs for st in students or [None] for lo in losses or [None]]
-        for config in configs:
-            _check_teacher_flags(config, teacher_given)
+        _check_teacher_flags(configs, teacher_given)
         _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep)
         return
     config = build_config(overrides, spec_dict, explicit)
-    _check_teacher_flags(config, teacher_given)
+    _check_teacher_flags([config], teacher_given)
     if teacher_epoch == "all":
         from .teachers.curve import run_each_checkpoint
 
@@ -332,14 +331,18 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         click.echo(summary_line(record))
 
 
-def _check_teacher_flags(config, given: list[str]) -> None:
-    """Teacher flags with a loss that uses no teacher would be silently ignored: refuse them."""
+def _check_teacher_flags(configs, given: list[str]) -> None:
+    """Teacher flags with losses that use no teacher are ignored: say so (a loop over losses
+    may pass them to every loss on purpose, so it is a warning, not an error)."""
     from .config import resolve
 
-    if given and resolve(config).teacher is None:
-        raise ConfigError(f"loss {config.loss.name!r} uses no teacher, so {', '.join(given)} "
-                          f"would be ignored; drop {'it' if len(given) == 1 else 'them'} or "
-                          f"choose a distillation loss")
+    if not given:
+        return
+    idle = [c.loss.name for c in configs if resolve(c).teacher is None]
+    if idle and len(idle) == len(configs):  # flags for the others of a multi-loss run are fine
+        warnings.warn(f"kdbench: loss {', '.join(map(repr, idle))} uses no teacher, so "
+                      f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} ignored for it",
+                      RuntimeWarning, stacklevel=2)
 
 
 def behaviour_overrides(warmups, evals, best_metric, transforms, teacher_transforms

@@ -131,6 +131,10 @@ def robustness_points(df: pd.DataFrame, *, metric: str = "top1_last",
                                                                              index=df.index))]
     df["order"] = [json.dumps(k) for k, _ in sev]
     df["severity"] = [label for _, label in sev]
+    if df["severity"].nunique() < 2:
+        raise KDBenchError("the robustness layout compares severities of label noise or class "
+                           "imbalance, and these runs have at most one (data.transforms "
+                           "label_noise, imbalance)")
     df["teacher_data"] = [teacher_data(r) for _, r in df.iterrows()]
     df["teacher_arch"] = [a if d != NONE else NONE
                           for a, d in zip(df["teacher_arch"], df["teacher_data"])]

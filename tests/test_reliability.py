@@ -311,8 +311,6 @@ def test_files_follow_the_umask_and_unreadable_records_warn(results, monkeypatch
     (["--w", "w_kd=-1"], "weight w_kd must be >= 0, got -1.0"),
     (["--batch-size", "300"], "recipe.batch_size 300 is larger than the 256 training images"),
     (["--set", "teacher=null"], "loss 'kd' needs a teacher but the config has none"),
-    (["--loss", "ce", "--teacher-epoch", "3"], "uses no teacher, so --teacher-arch, "
-                                               "--teacher-epoch would be ignored"),
 ])
 def test_bad_values_are_refused_before_any_work(args, message, results, cli_runner):
     result = cli_runner("run", "--dataset", "synthetic", "--student", "resnet8",
@@ -321,6 +319,17 @@ def test_bad_values_are_refused_before_any_work(args, message, results, cli_runn
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not list(results.glob("**/*.json")) and not list(results.glob("teachers/*"))
+
+
+def test_teacher_flags_with_a_loss_that_has_no_teacher_are_said_to_be_ignored(results,
+                                                                              cli_runner):
+    result = cli_runner("run", "--dataset", "synthetic", "--student", "resnet8", "--loss", "ce",
+                        "--teacher-arch", "resnet8", "--teacher-epoch", "3", "--epochs", "1",
+                        "--results-dir", results, "--quiet", "--json")
+    assert result.exit_code == 0
+    assert ("loss 'ce' uses no teacher, so --teacher-arch, --teacher-epoch are ignored"
+            in result.output)
+    assert not (results / "teachers").exists() or not list((results / "teachers").iterdir())
 
 
 def test_set_null_means_none(results):

@@ -51,7 +51,7 @@ class Source:
             saturated=[self.saturated.get(e, (False, False)) for e in epochs])
 
 
-def _mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
+def mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
                 ) -> dict[str, Source]:
     """estimator label -> its :class:`Source`, from caches and --select runs."""
     sources: dict[str, Source] = {}
@@ -138,7 +138,7 @@ def selection_rows(df: pd.DataFrame, results_dir: str | Path, metric: str = "top
         frame = pd.DataFrame(points, columns=["epoch", "acc", "seconds"])
         acc = frame.groupby("epoch")["acc"].mean()
         runs = frame.groupby("epoch").size()
-        sources = _mi_sources(results_dir, key, by_key.get(key, []))
+        sources = mi_sources(results_dir, key, by_key.get(key, []))
         if not sources:
             warnings.warn(f"kdbench: no MI estimates for trajectory {key!r} (run `kdbench "
                           f"select {key}`)", RuntimeWarning, stacklevel=3)

@@ -91,13 +91,14 @@ def information_plane(study: Study) -> list[Figure]:
     against I(T;Y) at every checkpoint of a teacher trajectory, joined in epoch order, one panel
     per trajectory and estimator. From the MI caches ``kdbench mi``/``kdbench select`` leave in
     ``<study>/teachers/<key>/mi/`` and the estimates runs made with ``--select`` keep."""
-    from ..mi.report import _mi_sources
+    from ..mi.report import mi_sources
 
     keys = sorted({m.get("key") for m in study.trajectories if m.get("key")})
     out = []
     for key in keys:
         users = [r for r in study.records if (r.get("teacher") or {}).get("trajectory") == key]
-        for label, series in sorted(_mi_sources(study.path, key, users).items()):
+        for label, source in sorted(mi_sources(study.path, key, users).items()):
+            series = source.points
             epochs = sorted(series)
             if not epochs:
                 continue

@@ -40,7 +40,10 @@ def indistill_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
     df = df[df["status"] == "done"].copy()
     if df.empty:
         raise KDBenchError("no finished runs to tabulate")
-    df["indistill"] = df["config.warmup"].map(has_indistill)
+    df["indistill"] = (df["config.warmup"].map(has_indistill) if "config.warmup" in df
+                       else False)
+    if not df["indistill"].any():
+        raise KDBenchError("no finished runs with the indistill warm-up (--warmup indistill)")
     w_ce = df["config.loss.weights.w_ce"] if "config.loss.weights.w_ce" in df else 1.0
     df["w_ce"] = w_ce
     keys = ["dataset", "student", "teacher_arch", "loss", "w_ce"]
