@@ -25,6 +25,7 @@ from .errors import ConfigError, UnknownNameError
 from .presets import PRESETS
 from .spec import coerce_options, from_dict
 
+TEACHER_EVALUATE = ("epochs", "checkpoints")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -91,6 +92,9 @@ class TeacherConfig:
     options: dict[str, Any] = field(default_factory=dict)  # source-specific settings
     #: the data the teacher trains on (None: the student's) — e.g. clean labels for the teacher
     data: DataConfig | None = None
+    #: when a trajectory is tested: every epoch, or only at its saved checkpoints (cheaper;
+    #: the running training accuracy is kept every epoch either way). Not part of any id.
+    evaluate: str = "epochs"
 
     def checkpoint_epochs(self) -> list[int]:
         epochs = self.recipe.epochs
@@ -181,7 +185,7 @@ class RunConfig:
 
 
 #: Fields that say where or on what a run happens, not what it is.
-NON_IDENTITY = ("results_dir", "device", "data.dir", "engine", "log")
+NON_IDENTITY = ("results_dir", "device", "data.dir", "engine", "log", "teacher.evaluate")
 
 
 #: Fields added after records were first written: the identity leaves each out while it holds
@@ -240,8 +244,9 @@ def identity(config: RunConfig) -> dict[str, Any]:
         *parents, leaf = dotted.split(".")
         node = d
         for p in parents:
-            node = node[p]
-        node.pop(leaf, None)
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     spec = entry(config.loss.name)
     for key in spec.later:
         if key in d["loss"]["options"] and d["loss"]["options"][key] == spec.defaults[key]:
@@ -500,6 +505,8 @@ def resolve(config: RunConfig) -> RunConfig:
         bad = [e for e in c.teacher.save_epochs if not 1 <= e <= c.teacher.recipe.epochs]
         if bad:
             raise ConfigError(f"teacher.save_epochs {bad} outside 1..{c.teacher.recipe.epochs}")
+        if c.teacher.evaluate not in TEACHER_EVALUATE:
+            raise UnknownNameError("teacher.evaluate", c.teacher.evaluate, TEACHER_EVALUATE)
         if c.teacher.save_every < 0:
             raise ConfigError(f"teacher.save_every must be >= 0, got {c.teacher.save_every}")
     _check_recipe(c.recipe, "recipe")

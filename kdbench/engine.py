@@ -30,6 +30,7 @@ from .errors import ConfigError, TrainingError
 from .evaluators import EvalContext, Suite, build_suite
 from .losses import Distiller
 from .models import Features, KDModel
+from .progress import Progress
 from .stages import Batch, Stage, loss_stages, main_stage
 
 # ============================== trainees ========================================================
@@ -327,6 +328,16 @@ def _online_step(trainees: list[Trainee], batch: Batch, sums: list[RunningSums],
                 views[k] = _forward(trainee.model, batch.x, how).detach()
 
 
+def _postfix(trainees: list[Trainee], metric: str) -> str:
+    """Each trainee's latest ``metric`` (or its training accuracy in an epoch not tested)."""
+    def one(t: Trainee) -> str:
+        row = t.history[-1]
+        if metric in row:
+            return f"{t.name} {metric}={row[metric]:.1f}"
+        return f"{t.name} train_top1={row.get('train_top1', math.nan):.1f}"
+    return " ".join(one(t) for t in trainees)
+
+
 def _batches(loader: BatchLoader, epoch: int) -> Iterator[Batch]:
     for b in loader.epoch(epoch):
         yield Batch(*b[:3], views=b[3] if len(b) > 3 else [])
@@ -353,8 +364,6 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
     ``trainee.stage_history``. Each draws its own data order (epoch numbers −1, −2, …, counted
     across the extra stages, distinct from the run's), and the state is saved after each epoch,
     so an interrupted stage resumes too."""
-    from tqdm.auto import tqdm
-
     seconds, images, offset = 0.0, 0, 0
     for stage in trainee.extra:
         rows = trainee.stage_history.setdefault(stage.name, [])
@@ -364,8 +373,8 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
         if teacher is None and stage.teacher != "none":
             raise ConfigError(f"stage {stage.name!r} of {trainee.name} needs a fixed teacher")
         _train_mode(trainee, stage)
-        bar = tqdm(total=stage.epochs, initial=len(rows), desc=f"{desc} {stage.name}", unit="ep",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = Progress(stage.epochs, f"{desc} {stage.name}", initial=len(rows),
+                       enabled=progress)
         for e in range(len(rows), stage.epochs):
             lr = stage.lr * stage.schedule(e)
             trainee.start_epoch(stage, lr)
@@ -385,7 +394,7 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
             trainee.spent["extra_images"] += seen
             rows.append(_epoch_row(e + 1, lr, acc, seen))
             save()
-            bar.update(1)
+            bar.update()
         bar.close()
         offset += stage.epochs
     return seconds, images
@@ -475,8 +484,6 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
     ``isolate_failures`` a trainee whose step raises stops (its ``error`` is set) and the rest
     go on. Returns timing.
     """
-    from tqdm.auto import tqdm
-
     if online and (teacher is not None or len(trainees) < 2):
         raise ConfigError("an online cohort needs at least two trainees and no fixed teacher")
     if update not in ("alternate", "simultaneous"):
@@ -537,8 +544,7 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
                 timing["extra_images"] += n
             active = [t for t in active if t.error is None]
 
-        bar = tqdm(total=epochs_total, initial=start, desc=desc, unit="ep",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = Progress(epochs_total, desc, initial=start, enabled=progress)
         for epoch in range(start, epochs_total):
             if not active:
                 break
@@ -593,10 +599,7 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
             save(epoch + 1)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, active)
-            shown = evaluators.best_metric
-            bar.set_postfix_str(" ".join(f"{t.name}={t.history[-1].get(shown, math.nan):.1f}"
-                                         for t in active))
-            bar.update(1)
+            bar.update(_postfix(active, evaluators.best_metric))
         bar.close()
     t_sec = timing["train_seconds"]
     timing["images_per_s"] = (timing["train_images"] * len(trainees) / t_sec if t_sec > 0

@@ -23,6 +23,7 @@ from torch import nn
 from ..config import canonical_json
 from ..data import Dataset
 from ..errors import ConfigError, StoreError, UnknownNameError
+from ..progress import Progress
 from ..store import Store, atomic_write_json, read_json
 from ..teachers.trajectory import MANIFEST, Trajectory
 from .base import EstimatorDiverged
@@ -135,8 +136,6 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
                         device: torch.device | str = "cpu", *, force: bool = False,
                         progress: bool = True) -> TrajectoryMI:
     """Estimate I(X;T) and I(T;Y) at every saved checkpoint (cached), in epoch order."""
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     estimator = prepare(request, trajectory.spec["arch"], dataset)
     settings = dict(getattr(estimator, "settings", request.settings))
@@ -154,9 +153,9 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
                 "stochastic": stochastic, "epochs": dict(cached)}
     probe = None
     rows = []
-    bar = tqdm(epochs, desc=f"MI {request.estimator} {request.layer}", unit="ckpt",
-               disable=not progress, leave=False, dynamic_ncols=True)
-    for epoch in bar:
+    bar = Progress(len(epochs), f"MI {request.estimator} {request.layer}", unit="checkpoint",
+                   enabled=progress)
+    for epoch in epochs:
         sha = trajectory.manifest["checkpoints"][str(epoch)]["sha256"]
         entry = cached.get(str(epoch))
         if entry is None or entry.get("checkpoint_sha256") != sha:
@@ -167,6 +166,7 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
             entry["checkpoint_sha256"] = sha
             document["epochs"][str(epoch)] = entry
             atomic_write_json(path, document)
+        bar.update(f"epoch {epoch}")
         rows.append(CheckpointMI(epoch, entry["i_xt"], entry["i_ty"], entry["values"],
                                  entry["diverged"], entry["seconds"], sha,
                                  entry.get("details", {})))

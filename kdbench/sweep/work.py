@@ -36,7 +36,8 @@ def train_teacher(spec_file: str | Path, results_dir: str | Path, progress: bool
     device = resolve_device(cfg.device)
     dataset = load_data(cfg.teacher_data, device)
     found = traj.ensure(store, data["trajectory"], list(data["save_epochs"]), dataset, device,
-                        progress=progress, repair=True)
+                        progress=progress, repair=True,
+                        evaluate=cfg.teacher.evaluate if cfg.teacher is not None else "epochs")
     return found.key
 
 

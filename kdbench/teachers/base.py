@@ -51,7 +51,8 @@ class TeacherContext:
     def trajectory(self, seed: int | None = None, *, repair: bool = False) -> traj.Trajectory:
         assert self.config.teacher is not None
         return traj.ensure(self.store, self.spec(seed), self.config.teacher.checkpoint_epochs(),
-                           self.dataset, self.device, progress=self.progress, repair=repair)
+                           self.dataset, self.device, progress=self.progress, repair=repair,
+                           evaluate=self.config.teacher.evaluate)
 
     def load(self, trajectory: traj.Trajectory, epoch: int) -> nn.Module:
         """The teacher architecture with the weights of ``epoch``, on the device."""

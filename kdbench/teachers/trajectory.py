@@ -108,6 +108,8 @@ class Trajectory:
         return len(self.manifest.get("curve", []))
 
     def accuracy(self, epoch: int) -> dict[str, float]:
+        """Test top-1/top-5 at ``epoch`` (a trajectory tested at its checkpoints only has them
+        there)."""
         row = self.manifest["curve"][epoch - 1]
         return {"top1": row["top1"], "top5": row["top5"]}
 
@@ -170,8 +172,8 @@ def find(store: Store, spec: dict[str, Any]) -> Trajectory | None:
 
 def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, device,
            *, progress: bool = True, repair: bool = False,
-           teacher: torch.nn.Module | None = None, init: dict[str, Any] | None = None
-           ) -> Trajectory:
+           teacher: torch.nn.Module | None = None, init: dict[str, Any] | None = None,
+           evaluate: str = "epochs") -> Trajectory:
     """The finished trajectory for ``spec``, training (or resuming) it first if needed.
 
     The model trains on the labels (CE), unless ``spec["distill"]`` names a loss
@@ -179,6 +181,9 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
     ``teacher`` (a frozen module; the spec says which, e.g. by its trajectory key), as an
     auxiliary teacher is. ``init`` is a state dict to start from instead of the seeded random
     initialisation (the spec says which, so it is part of the key).
+
+    ``evaluate="checkpoints"`` tests the model at the saved epochs only (the running training
+    accuracy is in every epoch's row either way).
 
     A damaged trajectory (a checkpoint missing or not matching its SHA-256) is an error that
     names the damage and the command that repairs it; with ``repair`` (``kdbench teacher
@@ -254,7 +259,8 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
 
         state_path = folder / "state.pt"
         suite = build_suite([{"name": "accuracy"}], EvalContext(dataset), epochs=recipe.epochs,
-                            precision=spec["precision"])
+                            precision=spec["precision"],
+                            only_at=save if evaluate == "checkpoints" else None)
         augment = spec["augment"] and make_augment(dataset, spec.get("augmentation", DEFAULT),
                                                    spec.get("augmentation_options"))
         engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
