@@ -345,7 +345,7 @@ def test_feature_loss_with_an_ensemble_teacher_names_the_losses_that_work(
         results, local_plugin, source):
     local_plugin(FEATURE_LOSS, "toyhint.py")
     with pytest.raises(ConfigError, match=rf"source '{source}' gives logits only "
-                                          r"\(losses that work: ce, dist, dkd, dml, kd, "):
+                                          r"\(losses that work: .*\bdkd, dml, kd\b"):
         run(one_epoch(results, **{"loss.name": "toyhint", "teacher.source": source}),
             progress=False)
 
