@@ -14,7 +14,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP     := $(VENV)/.kdbench-installed
 RESULTS   ?= demo-results
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo reference bench lint clean
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ demo: install
 	done
 	$(KDB) table --results-dir $(RESULTS) --cols loss
 	$(KDB) table --results-dir $(RESULTS) --cols loss --metric noisy_fit_noisy_last
+
+# A study of results/ remade from nothing (long: see results/<study>/README.md for its cost):
+#   make reference STUDY=checkpoint-kd-cifar10
+STUDY     ?= checkpoint-kd-cifar10
+reference: install
+	$(KDB) reproduce $(STUDY)
 
 bench: install
 	$(VENV)/bin/kdbench bench

@@ -618,6 +618,34 @@ def plot_curves(run_ids, results_dir, out, metric):
     click.echo(f"wrote {path} ({len(run_ids)} run(s))")
 
 
+# ============================== reproduce ======================================================
+
+
+@cli.command()
+@click.argument("study")
+@click.option("--render-only", is_flag=True,
+              help="Only remake the tables and figures from the study's records.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
+              show_envvar=True, default=None, show_default="the study's own",
+              help="Folder holding the dataset's files.")
+@click.option("--executor", default="local", help="Sweep executor for the study's runs.")
+@click.option("--jobs", type=int, default=None, help="local: runs in parallel.")
+@click.option("--root", type=click.Path(file_okay=False), default="results",
+              help="Where studies live (STUDY may also be a folder).")
+@click.option("--quiet", is_flag=True, help="No progress.")
+def reproduce(study, render_only, data_dir, executor, jobs, root, quiet):
+    """Remake a study of results/ from nothing: its sweeps (finished runs reused), its teacher
+    selections, then every table and figure from the records (study.yaml says which)."""
+    from .reproduce import find_study, render, run_study
+
+    found = find_study(study, root)
+    if not render_only:
+        run_study(found, data=data_dir, executor=executor, jobs=jobs, progress=not quiet,
+                  say=lambda msg: click.echo(msg, err=True))
+    for path in render(found):
+        click.echo(f"wrote {path}")
+
+
 # ============================== report =========================================================
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConfigError, KDBenchError, UnknownNameError
+from .plotting import save_figure
 from .table import FORMATS, NONE, apply_where, check_metric
 
 __all__ = ["ROWS", "robustness_plot", "robustness_points", "robustness_table", "severity",
@@ -289,6 +290,5 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
     fig.suptitle("Accuracy against severity (mean ± std over seeds)", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out, dpi=150)
     return out, len(panels)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdbench"
 #: import modules of its own layer and of lower ones.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("kdbench.errors", "kdbench.version", "kdbench.spec", "kdbench.hookspecs",
-                "kdbench.progress",
+                "kdbench.progress", "kdbench.plotting",
                 "kdbench.presets",
                 "kdbench.device", "kdbench.store", "kdbench.plugins")),
     ("blocks", ("kdbench.models", "kdbench.data", "kdbench.losses", "kdbench.evaluators",

@@ -23,6 +23,7 @@ from torch import nn
 from ..config import canonical_json
 from ..data import Dataset
 from ..errors import ConfigError, StoreError, UnknownNameError
+from ..plotting import save_figure
 from ..progress import Progress
 from ..store import Store, atomic_write_json, read_json
 from ..teachers.trajectory import MANIFEST, Trajectory
@@ -311,8 +312,7 @@ def plot_information_plane(result: TrajectoryMI, path: str | Path) -> Path:
     ax.set_title(f"information plane: {result.request.estimator}, {result.request.layer}\n"
                  f"{result.trajectory}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

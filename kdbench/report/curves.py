@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
+from ..plotting import save_figure
 from ..store import Store
 
 FORMATS = (".png", ".pdf")
@@ -152,8 +153,7 @@ def plot_curves(records: Sequence[dict[str, Any]], out: str | Path, *,
             ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
+    save_figure(fig, out, dpi=130)
     return out
 
 

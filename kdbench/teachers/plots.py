@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError
+from ..plotting import save_figure
 from .tables import PAIR, _done, checkpoint_points
 
 FORMATS = (".png", ".pdf")
@@ -61,6 +62,5 @@ def checkpoint_curve(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_l
     fig.suptitle("Student accuracy vs teacher checkpoint (mean ± std over seeds)", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out, dpi=150)
     return out, len(panels)
