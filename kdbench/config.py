@@ -296,6 +296,9 @@ def preset_default(preset: str, dotted: str) -> Any:
 
 
 def _preset_layers(preset: str, student: str, loss: str) -> list[dict[str, Any]]:
+    """The preset's layers for a run of ``loss`` by ``student``: its recipe and teacher, its
+    per-architecture overrides, and its ``loss_defaults`` as they reach ``loss`` (a composite's
+    or a modified loss's parts too: :func:`kdbench.losses.preset_values`)."""
     if preset not in PRESETS:
         raise UnknownNameError("preset", preset, PRESETS)
     p = PRESETS[preset]
@@ -303,11 +306,12 @@ def _preset_layers(preset: str, student: str, loss: str) -> list[dict[str, Any]]
     for prefix, extra in p.get("arch", {}).items():
         if student.startswith(prefix):
             layers.append(extra)
-    if loss in p.get("loss_defaults", {}):
-        d = p["loss_defaults"][loss]
-        layers.append({"loss": {"weights": {k: v for k, v in d.items() if k.startswith("w_")},
-                                "options": {k: v for k, v in d.items()
-                                            if not k.startswith("w_")}}})
+    if p.get("loss_defaults") and isinstance(loss, str):  # a bad name fails in resolve
+        from .losses import preset_values
+
+        weights, options = preset_values(loss, p["loss_defaults"])
+        if weights or options:
+            layers.append({"loss": {"weights": weights, "options": options}})
     return layers
 
 

@@ -3,6 +3,11 @@
 A preset is nested config overrides, plus ``arch`` (student-architecture prefix -> extra
 overrides) and ``loss_defaults`` (loss name -> weights/options replacing the plugin's defaults).
 Layers, lowest first: dataclass defaults < preset < spec file < flags.
+
+A loss's ``loss_defaults`` reach it wherever it is a part: ``checkpointkd``'s KD (α 0.5, T 5)
+is the KD of ``kd+at`` and of ``at+kd`` too (``w_ce`` only when KD comes first: it belongs to
+the base loss), and a modifier's own values win over the preset's (``kd+ls`` is LS's KD); see
+:func:`kdbench.losses.preset_values`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "save_every": 20},
         # RepDistiller uses lr 0.01 for MobileNetV2 and ShuffleNet students
         "arch": {"mobilenetv2": {"recipe": {"lr": 0.01}}, "shufflev": {"recipe": {"lr": 0.01}}},
+        # the official per-pair values of the methods run under this protocol since: DKD's β
+        # (mdistiller configs/cifar100/dkd/*.yaml), ReviewKD's weight (dvlab-research/ReviewKD
+        # CIFAR-100/script/reviewKD.sh); pairs the official runs lack keep the defaults. They
+        # reach composites and modified losses too (dkd+ctkd; dkd+ls takes LS's own β instead)
+        "loss_defaults": {"dkd": {"beta_table": True}, "reviewkd": {"weight_table": True}},
     },
     "checkpointkd": {
         "description": "Checkpoint KD (NeurIPS 2022): 200 epochs, SGD Nesterov lr 0.1 ÷10 every "

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("orchestration", ("kdbench.teachers", "kdbench.mi.analysis", "kdbench.mi.report",
                        "kdbench.mi.commands", "kdbench.runner", "kdbench.table",
                        "kdbench.layouts", "kdbench.sweep", "kdbench.bench", "kdbench.report",
-                       "kdbench.reproduce", "kdbench.robustness")),
+                       "kdbench.reproduce", "kdbench.robustness", "kdbench.methods")),
     ("surface", ("kdbench.cli", "kdbench.__main__", "kdbench")),
 ]
 

@@ -101,7 +101,7 @@ def test_report_holds_every_applicable_table_and_every_figure(store, tmp_path, c
     assert figures == ["checkpoint_curve", "information_plane"] + ["training_curves"] * 4 \
         + ["training_curves"] * 2
     text = out.read_text()
-    assert "Layouts that do not apply here (ensemble, indistill, robustness)" in text
+    assert "Layouts that do not apply here (ensemble, indistill, methods, robustness)" in text
     assert text.count('<section class="kd-study"') == 2
 
 
