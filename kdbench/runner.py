@@ -31,7 +31,7 @@ from .config import RunConfig, canonical_json, resolve, run_id
 from .errors import KDBenchError
 from .loggers import Loggers
 from .record import end_attempt, existing_record, finish_failed, metrics_of, new_record, now
-from .store import Store, load_resume
+from .store import Store, load_resume, remove_resume
 
 
 def run(config: RunConfig | dict[str, Any], *, force: bool = False,
@@ -288,7 +288,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
             job.loggers = Loggers(job.cfg.log, job.cfg.results_dir)
             job.loggers.start(job.record)
             if force:  # a forced rerun starts afresh rather than resuming an old attempt
-                job.store.state_path(job.rid).unlink(missing_ok=True)
+                remove_resume(job.store.state_path(job.rid))
         by_trainee = {id(j.trainee): j for j in jobs}
 
         def on_epoch_end(epoch: int, done: list[engine.Trainee]) -> None:
@@ -329,7 +329,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
             notify("kdbench_run_end", record=job.record)
             job.loggers.end(job.record)
             job.store.write_record(job.record)
-            job.store.state_path(job.rid).unlink(missing_ok=True)
+            remove_resume(job.store.state_path(job.rid))
         return jobs
     except BaseException as exc:
         if not any(j.started for j in jobs) and isinstance(exc, KDBenchError) \

@@ -90,6 +90,12 @@ def save_resume(obj: Any, path: Path) -> None:
     atomic_write_bytes(Path(path), data)
 
 
+def remove_resume(path: Path) -> None:
+    """Delete a resume file and its checksum (a finished or restarted run's)."""
+    Path(path).unlink(missing_ok=True)
+    Path(str(path) + ".sha256").unlink(missing_ok=True)
+
+
 def load_resume(path: Path, device: Any = "cpu") -> dict[str, Any] | None:
     """The training state in a resume file, or None when there is none.
 

@@ -368,6 +368,8 @@ def test_a_resumed_record_accounts_for_every_attempt(stopper, results, tmp_path)
     assert record["cost"]["train_images"] == reference["cost"]["train_images"]
     assert record["cost"]["wall_seconds"] == pytest.approx(sum(a["wall_seconds"]
                                                                for a in attempts))
+    # a finished run leaves no resume file behind, nor its checksum
+    assert not list(Store(results).runs.glob(f"{cfg.run_id}.state*"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -22,7 +22,14 @@ import torch
 
 from ..config import RunConfig, canonical_json, drop_later_defaults
 from ..errors import ConfigError, StoreError
-from ..store import Store, atomic_torch_save, atomic_write_json, read_json, sha256_file
+from ..store import (
+    Store,
+    atomic_torch_save,
+    atomic_write_json,
+    read_json,
+    remove_resume,
+    sha256_file,
+)
 
 MANIFEST = "manifest.json"
 
@@ -270,5 +277,5 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                    desc=f"teacher {spec['arch']} s{spec['seed']}")
         manifest.update(status="done", train_seconds=trainee.spent["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)
-        state_path.unlink(missing_ok=True)
+        remove_resume(state_path)
         return Trajectory(folder)
