@@ -40,7 +40,7 @@ def train(config: RunConfig, seeds: list[int] | None = None, *, progress: bool =
         raise ConfigError(f"loss {cfg.loss.name!r} uses no teacher; nothing to train")
     store = Store(cfg.results_dir)
     store.check_writable()
-    set_threads()
+    set_threads(cfg.engine.threads)
     device = resolve_device(cfg.device)
     dataset = load_data(cfg.teacher_data, device)
     ctx = TeacherContext(cfg, dataset, device, store, progress)
