@@ -14,7 +14,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP     := $(VENV)/.kdbench-installed
 RESULTS   ?= demo-results
 
-.PHONY: install test demo reference bench lint clean
+.PHONY: install test test-slow demo reference bench lint clean
 
 install: $(STAMP)
 
@@ -29,8 +29,13 @@ $(STAMP): pyproject.toml plugins/kdbench-ray/pyproject.toml \
 	$(PIP) install -q -e ./plugins/kdbench-mlflow -e ./plugins/kdbench-wandb
 	@touch $(STAMP)
 
+# the fast tier (minutes); the slow tier (engine fixtures, kill -9 fault injection) is
+# `make test-slow`, which CI runs too
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 # The demo: a true story on the embedded digits data. 40% of the training labels are flipped
 # to another class (symmetric noise, the same flips for every run); the resnet20 student
