@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import KDBenchError, UnknownNameError
-from .table import FORMATS, NONE, apply_where, format_cell, metric_columns
+from .table import FORMATS, NONE, finished, format_cell, metric_columns
 
 __all__ = ["method_info", "methods_points", "methods_table"]
 
@@ -59,13 +59,7 @@ def methods_points(df: pd.DataFrame, *, metric: str = "top1", where: Iterable[st
     ``std``, ``n`` over seeds of ``<metric>_<when>``, with the method's ``family`` and
     ``year``. Runs without a teacher are counted in every pair of their student (and dataset);
     a method run with several teacher sources gets one row per source (``kd (intermediate)``)."""
-    if df.empty:
-        raise KDBenchError("no run records to tabulate")
-    df = apply_where(df, where)
-    df = df[df["status"] == "done"]
-    if df.empty:
-        raise KDBenchError("no finished runs match" + (f" --where {' '.join(where)}" if where
-                                                         else ""))
+    df = finished(df, where)
     base = _base_metric(metric, df)
     distilled = sorted(set(df.loc[df["teacher_arch"] != NONE, "loss"]))
     if len(distilled) < 2:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from .errors import ConfigError, KDBenchError, UnknownNameError
 from .plotting import save_figure
-from .table import FORMATS, NONE, apply_where, check_metric
+from .table import FORMATS, NONE, check_metric, finished
 
 __all__ = ["ROWS", "robustness_plot", "robustness_points", "robustness_table", "severity",
            "teacher_data"]
@@ -119,13 +119,7 @@ def robustness_points(df: pd.DataFrame, *, metric: str = "top1_last",
     ``std``, ``n`` over seeds of ``metric``, ``gain`` = mean − the CE student's mean at the same
     dataset, student and severity (NaN where there is no CE cell), ``order`` (the severity's
     sort key), ``family`` (clean, noise:<kind>, imbalance:<kind> or mixed) and ``level``."""
-    if df.empty:
-        raise KDBenchError("no run records to tabulate")
-    df = apply_where(df, where)
-    df = df[df["status"] == "done"]
-    if df.empty:
-        raise KDBenchError("no finished runs match" + (f" --where {' '.join(where)}" if where
-                                                         else ""))
+    df = finished(df, where)
     check_metric(df, metric)
     df = df.copy()
     sev = [severity(t) for t in df.get("config.data.transforms", pd.Series([None] * len(df),

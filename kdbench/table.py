@@ -93,6 +93,18 @@ def apply_where(df: pd.DataFrame, where: Iterable[str]) -> pd.DataFrame:
     return df
 
 
+def finished(df: pd.DataFrame, where: Iterable[str] = ()) -> pd.DataFrame:
+    """The finished runs matching every ``--where`` clause; none is an error that says so."""
+    if df.empty:
+        raise KDBenchError("no run records to tabulate")
+    df = apply_where(df, where)
+    df = df[df["status"] == "done"]
+    if df.empty:
+        raise KDBenchError("no finished runs match" + (f" --where {' '.join(where)}" if where
+                                                         else ""))
+    return df
+
+
 def _text(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
@@ -152,15 +164,9 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     """The comparison table as text: a pivot of mean ± std (n seeds) of ``metric``."""
     if fmt not in FORMATS:
         raise UnknownNameError("table format", fmt, FORMATS)
-    if df.empty:
-        raise KDBenchError("no run records to tabulate")
     rows = list(rows or DEFAULT_ROWS)
     cols = list(cols if cols is not None else DEFAULT_COLS)
-    df = apply_where(df, where)
-    df = df[df["status"] == "done"]
-    if df.empty:
-        raise KDBenchError("no finished runs match" + (f" --where {' '.join(where)}" if where
-                                                         else ""))
+    df = finished(df, where)
     check_metric(df, metric)
     long = aggregate(df, rows, cols, metric)
     mixed = long[long["configs"] > 1]

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import KDBenchError
-from ..table import apply_where
+from ..table import finished
 from .tables import _cell, _render
 
 #: (column of the records, header, scale to percent)
@@ -33,13 +33,8 @@ def indistill_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
     mAP Euclidean, ``_last`` or ``_best`` as ``metric`` ends) the loss alone, after the
     ``indistill`` warm-up, and the difference of the means; cells are mean ± std over seeds
     (n seeds in the last column). The vanilla student is the ``ce`` row."""
-    if df.empty:
-        raise KDBenchError("no run records to tabulate")
     suffix = "best" if metric.endswith("_best") else "last"
-    df = apply_where(df, where)
-    df = df[df["status"] == "done"].copy()
-    if df.empty:
-        raise KDBenchError("no finished runs to tabulate")
+    df = finished(df, where).copy()
     df["indistill"] = (df["config.warmup"].map(has_indistill) if "config.warmup" in df
                        else False)
     if not df["indistill"].any():
