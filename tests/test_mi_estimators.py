@@ -605,7 +605,7 @@ def test_random_projection_is_orthonormal_seeded_and_stochastic():
     ("kde", {"noise_variance": 0}, "noise_variance=0.0 must be > 0"),
     ("kde", {"project": "umap"}, "project='umap' is not one of none, pca, random"),
     ("kde", {"project_dim": 0}, "project_dim=0 must be >= 1"),
-    ("kde", {"noise_relative": "maybe"}, "noise_relative='maybe' must be true or false"),
+    ("kde", {"noise_relative": "maybe"}, "setting noise_relative must be true or false, got 'maybe'"),
     ("binning", {"bins": 1}, "needs bins >= 2 or bin_size > 0"),
     ("cka", {"sigma_factor": -1}, "sigma_factor=-1.0 must be > 0"),
     ("nhsic", {"epsilon": 0}, "epsilon=0.0 must be > 0"),

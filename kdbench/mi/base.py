@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ConfigError, DataError, TrainingError
+from ..spec import coerce_options
 
 UNITS = ("nats", "score")
 #: A value within this fraction of its ceiling is "at the ceiling" (saturated): e.g. ``kde`` at
@@ -118,36 +119,15 @@ def cpu_threads(threads: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
 def resolve_settings(name: str, defaults: dict[str, Any], given: dict[str, Any],
                      choices: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
-    """``defaults`` overlaid by ``given``; unknown keys, uncoercible values and strings outside
-    ``choices`` are errors. Booleans accept true/false, yes/no, on/off and 1/0."""
-    out = dict(defaults)
-    for key, value in given.items():
-        if key not in defaults:
-            raise ConfigError(f"MI estimator {name!r} has no setting {key!r} (valid: "
-                              f"{', '.join(sorted(defaults)) or 'none'})")
-        kind = type(defaults[key])
-        if kind is bool:
-            text = str(value).strip().lower()
-            if text not in _TRUE + _FALSE:
-                raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} must be true "
-                                  f"or false")
-            out[key] = text in _TRUE
-            continue
-        try:
-            out[key] = kind(float(value)) if kind is int else kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} must be "
-                              f"{kind.__name__}") from None
-        if kind is int and float(value) != out[key]:
-            raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} must be an integer")
-        valid = (choices or {}).get(key)
-        if valid is not None and out[key] not in valid:
-            raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} is not one of "
+    """``defaults`` overlaid by ``given``, typed by kdbench's one value coercer (as configs and
+    loss options are: booleans from true/false, yes/no, on/off, 1/0; finite numbers); unknown
+    keys, uncoercible values and strings outside ``choices`` are one-line errors."""
+    out = coerce_options(given, defaults, f"MI estimator {name!r}", kind="setting")
+    for key, valid in (choices or {}).items():
+        if key in given and out[key] not in valid:
+            raise ConfigError(f"MI estimator {name!r} setting {key}={out[key]!r} is not one of "
                               f"{', '.join(valid)}")
     return out
 
