@@ -38,21 +38,24 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 # The demo: a true story on the embedded digits data. 40% of the training labels are flipped
-# to another class (symmetric noise, the same flips for every run); the resnet20 student
-# trained on them with cross-entropy memorises many wrong labels, while the student distilled
-# from a resnet56 teacher trained on the same noisy labels generalises better. Three seeds each,
-# then the accuracy table and the memorisation table. About 3-4 minutes on a 2-core CPU.
+# to another class (symmetric noise, the same flips for every run, the test split untouched).
+# A resnet8 is trained on them three ways: cross-entropy alone; KD from a resnet20 teacher
+# trained on the same noisy labels; KD from a resnet20 teacher trained on the clean labels
+# (--teacher-data-transform none). Three seeds each, then the accuracy table and the table of
+# how many wrong labels each student reproduces. About 3 minutes on a 2-core CPU.
 KDB       := $(VENV)/bin/kdbench
-DEMO_RUN  := $(KDB) run --dataset digits --student resnet20 --results-dir $(RESULTS) \
+DEMO_RUN  := $(KDB) run --dataset digits --student resnet8 --results-dir $(RESULTS) \
              --data-transform label_noise:kind=symmetric,rate=0.4 --eval memorisation
 
 demo: install
 	@for seed in 0 1 2; do \
 	  $(DEMO_RUN) --seed $$seed --loss ce && \
-	  $(DEMO_RUN) --seed $$seed --loss kd --teacher-arch resnet56 || exit 1; \
+	  $(DEMO_RUN) --seed $$seed --loss kd --teacher-arch resnet20 && \
+	  $(DEMO_RUN) --seed $$seed --loss kd --teacher-arch resnet20 --teacher-data-transform none \
+	  || exit 1; \
 	done
-	$(KDB) table --results-dir $(RESULTS) --cols loss
-	$(KDB) table --results-dir $(RESULTS) --cols loss --metric noisy_fit_noisy_last
+	$(KDB) table --results-dir $(RESULTS) --cols loss,teacher_data
+	$(KDB) table --results-dir $(RESULTS) --cols loss,teacher_data --metric noisy_fit_noisy_last
 
 # A study of results/ remade from nothing (long: see results/<study>/README.md for its cost):
 #   make reference STUDY=checkpoint-kd-cifar10

@@ -6,9 +6,9 @@ class imbalance, each beside the CE-only student at the same severity.
 ``data.transforms`` (``label_noise`` kind and rate, ``imbalance`` kind and ratio; a ``subset``
 or any other transform does not count, a rate of 0 or a ratio of 1 is ``clean``), and where its
 teacher learned from its config (``same``: the student's corrupted data, the default;
-``clean``: a ``teacher.data`` without label noise or imbalance; ``other``: some other
-corruption; ``-``: no teacher). An online cohort (``--teacher peers``, DML) always learns on the
-student's data: ``same``.
+``clean``: a ``teacher.data`` without the student's label noise or imbalance; ``other``: any
+other difference; ``-``: no teacher). An online cohort (``--teacher peers``, DML) always
+learns on the student's data: ``same``.
 
 They serve the settings of Sarfraz, Arani & Zonooz, "Knowledge Distillation Beyond Model
 Compression" (ICPR 2020) as kdbench's shipped sweep ``kd-beyond-compression`` runs them (the
@@ -103,11 +103,12 @@ def teacher_data(row: pd.Series | dict[str, Any]) -> str:
     own = get("config.teacher.data.transforms")
     if not isinstance(own, (str, list)):
         return "same"  # teacher.data None: the student's data
-    mine, theirs = (_corruptions(_transforms(get("config.data.transforms"))),
-                    _corruptions(_transforms(own)))
-    if theirs == mine:
+    student, teacher = _transforms(get("config.data.transforms")), _transforms(own)
+    if teacher == student:
         return "same"
-    return CLEAN if not theirs else "other"
+    # the teacher's data lacks the student's label noise and imbalance: clean; it differs in
+    # some other way (another corruption, another subset): other
+    return CLEAN if not _corruptions(teacher) and _corruptions(student) else "other"
 
 
 # ============================== the aggregated points ==========================================

@@ -35,9 +35,6 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
         "teacher_arch": teacher["arch"] if teacher else NONE,
         "teacher_epoch": ",".join(map(str, prov.get("epochs", []))) or NONE,
         "teacher_top1": prov.get("teacher_top1"),
-        # where the teacher learned: the student's data, or data of its own (teacher.data)
-        "teacher_data": NONE if not teacher else "same" if not teacher.get("data") or
-        teacher["data"] == cfg["data"] else "own",
         "seed": cfg["seed"], "preset": cfg.get("preset"), "precision": cfg.get("precision"),
         **metrics,
         **{k: v for k, v in (record.get("cost") or {}).items() if not isinstance(v, (dict, list))},
@@ -47,6 +44,11 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
         row.setdefault(k if k.startswith("teacher_") else f"teacher_{k}", _scalar(v))
     flat = pd.json_normalize(cfg, sep=".").iloc[0].to_dict()
     row.update({f"config.{k}": _scalar(v) for k, v in flat.items()})
+    from .robustness import teacher_data
+
+    # where the teacher learned: same (the student's data), clean (its own data without the
+    # student's label noise or imbalance), other, or - (no teacher); as the robustness layout
+    row["teacher_data"] = teacher_data(row)
     for k, v in (record.get("extra") or {}).items():
         row.setdefault(k, _scalar(v))
     return row

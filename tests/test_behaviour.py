@@ -272,6 +272,11 @@ def test_teacher_data_is_its_own_and_keys_its_trajectory(plugin, results):
     manifest = json.loads((traj / "manifest.json").read_text())
     assert "transforms" not in manifest["spec"]
     assert run(both, progress=False)["teacher"]["trajectory"] != record["teacher"]["trajectory"]
+    from kdbench.table import load_records
+
+    rows = load_records(results).set_index("run_id")["teacher_data"]
+    # the teacher saw all the data, the student 64 images: not "same"; nor "clean" (no noise)
+    assert rows[record["run_id"]] == "other" and set(rows) == {"other", "same"}
 
 
 def test_transform_bad_input(plugin, results, cli_runner):
