@@ -173,6 +173,9 @@ def engine_options(f):
                      help="Train several --student/--loss runs together (else one by one).")(f)
     f = click.option("--compile", "compile_", is_flag=True, default=False,
                      help="torch.compile the models (pays off over long runs).")(f)
+    f = click.option("--fuse-teacher/--no-fuse-teacher", default=None, show_default="off",
+                     help="Fold the frozen teacher's BatchNorm into its convolutions (equal "
+                          "outputs up to float rounding; faster).")(f)
     f = click.option("--channels-last/--no-channels-last", default=None,
                      show_default="on for CPU and CUDA",
                      help="NHWC memory layout for the convolutions.")(f)
@@ -262,7 +265,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
         lr, seed, device, precision, warmups, evals, best_metric, transforms,
         teacher_transforms, loggers, sets, results_dir, force, quiet, as_json, lockstep,
-        compile_, channels_last, threads, **teacher_flags):
+        compile_, channels_last, threads, fuse_teacher, **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record.
 
     Several --student/--loss values make one run per combination; runs that share teacher,
@@ -281,6 +284,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         "teacher.seed": teacher_seed, "loss.name": losses[0] if losses else None,
         "recipe.epochs": epochs, "engine.compile": compile_ or None,
         "engine.channels_last": channels_last, "engine.threads": threads,
+        "engine.fuse_teacher": fuse_teacher,
         "recipe.batch_size": batch_size, "recipe.lr": lr, "seed": seed, "device": device,
         "precision": precision, "results_dir": results_dir,
     }
@@ -867,7 +871,8 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
                         rounds=rounds, warmup=warmup, data_dir=data_dir, num_train=num_train,
                         image_size=image_size, num_classes=num_classes, workers=workers,
                         device=device, precision=precision, channels_last=channels_last,
-                        compile=compile_, lockstep=lockstep, threads=threads,
+                        fuse_teacher=fuse_teacher, compile=compile_, lockstep=lockstep,
+                        threads=threads, gemm_size=gemm_size,
                         variants=[v.strip() for v in variants.split(",") if v.strip()])
     result = run_bench(opts, progress=None if quiet else lambda m: click.echo(m, err=True))
     click.echo(format_report(result))
