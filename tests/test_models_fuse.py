@@ -241,3 +241,27 @@ def test_probe_input_leaves_the_global_stream_alone():
     assert torch.equal(torch.get_rng_state(), state)
     assert a.shape == (2, 3, 8, 8) and torch.equal(a, probe_input((3, 8, 8), seed=1))
 
+
+def test_run_with_fuse_teacher_records_the_fusion_and_leaves_the_checkpoint(cli_runner, results):
+    """``--fuse-teacher``: the engine distils from the folded copy, the record says so, the
+    trajectory on disk keeps the ordinary checkpoint (its BatchNorm entries)."""
+    import json
+
+    fast = ["--dataset", "digits", "--student", "resnet8", "--teacher-arch", "resnet8",
+            "--epochs", "1", "--set", "teacher.recipe.epochs=2", "--set",
+            "teacher.save_every=2", "--set", "recipe.milestones=[]", "--device", "cpu",
+            "--precision", "fp32", "--quiet", "--json", "--results-dir", results]
+    plain = cli_runner("run", *fast, "--loss", "kd")
+    fused = cli_runner("run", *fast, "--loss", "kd", "--fuse-teacher", "--force")
+    assert plain.exit_code == 0 and fused.exit_code == 0, fused.output
+    plain_rec, fused_rec = json.loads(plain.stdout), json.loads(fused.stdout)
+    assert plain_rec["run_id"] == fused_rec["run_id"]  # a speed setting, not part of the id
+    assert plain_rec["env"]["fuse_teacher"] is False and plain_rec["env"]["teacher_fusion"] is None
+    assert fused_rec["env"]["fuse_teacher"] is True
+    report = fused_rec["env"]["teacher_fusion"]
+    assert report["folded"] == report["batchnorms"] == 9 and report["refused"] is None
+    [trajectory] = (results / "teachers").iterdir()
+    [checkpoint] = trajectory.glob("**/*.pt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    assert sum(k.endswith("running_var") for k in state) == 9
