@@ -835,8 +835,9 @@ def models(names, dataset, data_dir, pattern, as_json):
 @cli.command()
 @click.option("--teacher", default="resnet56", help="Teacher architecture.")
 @click.option("--student", default="resnet20", help="Student architecture.")
-@click.option("--batch-size", type=int, default=128, help="Batch size of every variant.")
-@click.option("--steps", type=int, default=6, help="Timed steps per variant and round.")
+@click.option("--batch-size", type=int, default=64, help="Batch size of every variant "
+              "(RepDistiller's protocol: 64).")
+@click.option("--steps", type=int, default=5, help="Timed steps per variant and round.")
 @click.option("--rounds", type=int, default=3, help="Rounds (the variants take turns).")
 @click.option("--warmup", type=int, default=2, help="Untimed steps per variant first.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -848,22 +849,31 @@ def models(names, dataset, data_dir, pattern, as_json):
 @click.option("--workers", type=int, default=0, show_default="one per core",
               help="DataLoader workers of the classic loop.")
 @click.option("--device", default="auto", help="auto, cpu, cuda[:N] or mps.")
-@click.option("--precision", default="fp32", type=click.Choice(["fp32", "bf16", "fp16"]),
-              help="Precision of the engine variants (the classic loop is fp32).")
+@click.option("--precision", default="auto",
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Precision of the engine variants, resolved as `kdbench run` does (the "
+                   "classic loop is fp32).")
 @click.option("--channels-last/--no-channels-last", default=None,
-              show_default="engine default", help="NHWC layout in the engine variants.")
+              show_default="engine default", help="NHWC layout in the default engine variant.")
+@click.option("--fuse-teacher/--no-fuse-teacher", default=None,
+              show_default="engine default", help="Teacher fusion in the default engine variant.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the engine's models.")
 @click.option("--lockstep", type=int, default=4, help="Students of the lockstep variant (0: none).")
-@click.option("--threads", type=int, default=0, show_default="all cores", help="Torch threads.")
-@click.option("--variants", default=",".join(("classic", "engine", "compute", "lockstep")),
-              help="Comma-separated subset of classic, engine, compute, lockstep.")
+@click.option("--threads", type=int, default=0, show_default="all cores",
+              help="Torch threads of the default engine variant.")
+@click.option("--gemm-size", type=int, default=2048, help="n of the n×n fp32 GEMM that measures "
+              "the peak.")
+@click.option("--variants", default="classic,engine,grid,compute,teacher,lockstep,gemm",
+              help="Comma-separated subset of classic, engine, grid (the other threads × layout "
+                   "× fusion settings), compute, teacher, lockstep, gemm.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures to this JSON file.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_train, image_size,
-          num_classes, workers, device, precision, channels_last, compile_, lockstep, threads,
-          variants, json_path, quiet):
-    """Images/s of the classic KD loop, kdbench's engine and the compute bound, side by side."""
+          num_classes, workers, device, precision, channels_last, fuse_teacher, compile_,
+          lockstep, threads, gemm_size, variants, json_path, quiet):
+    """Images/s of the classic KD loop and kdbench's engine (default and best settings), the
+    compute bound, the teacher forward and the fp32 peak, side by side."""
     from .bench import BenchOptions, format_report, run_bench
     from .store import atomic_write_json
 

@@ -3,44 +3,101 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
 TINY = ["bench", "--teacher", "resnet8", "--student", "resnet8", "--batch-size", "8",
         "--steps", "1", "--rounds", "2", "--warmup", "1", "--num-train", "24",
         "--image-size", "8", "--num-classes", "4", "--workers", "1", "--lockstep", "2",
-        "--threads", "1", "--quiet"]
+        "--threads", "1", "--gemm-size", "32", "--precision", "fp32", "--quiet"]
 
 
 def test_bench_runs_every_variant_and_writes_json(cli_runner, tmp_path):
     out = tmp_path / "bench.json"
     result = cli_runner(*TINY, "--json", out)
     assert result.exit_code == 0, result.output
-    for label in ("(a) classic loop", "(b) kdbench engine", "(c) compute bound",
-                  "(d) lockstep: 2 students", "engine / classic", "data-path efficiency",
-                  "lockstep of 2 / 2 separate runs", "load average"):
-        assert label in result.output
+    for label in ("(a) classic loop", "(b) kdbench engine, default settings", "(g) engine",
+                  "(c) compute bound", "(t) teacher forward alone, fused",
+                  "(d) lockstep: 2 students", "(p) fp32 GEMM peak", "engine (default "
+                  "settings) / classic", "engine default / best setting",
+                  "teacher fusion: step speed-up", "teacher fusion: teacher-forward speed-up",
+                  "teacher forward / default step", "data-path efficiency",
+                  "lockstep of 2 / 2 separate runs", "measured GEMM", "load average",
+                  "teacher fusion folds 9 of 9 BatchNorms", "best setting:"):
+        assert label in result.output, label
     report = json.loads(out.read_text())
     variants = report["variants"]
-    assert list(variants) == ["classic", "engine", "compute", "lockstep"]
+    resolved = report["resolved"]
+    cores = resolved["cores"]
+    default = resolved["default"]
+    assert default == {"threads": 1, "channels_last": True, "fuse": False, "precision": "fp32"}
+    # the grid: threads {1, cores} × layout × fusion, and the other precision; not the default
+    grid = [k for k in variants if k.startswith("grid:")]
+    assert len(grid) == (8 if cores > 1 else 4) - 1 + 1
+    assert "grid:t1-nhwc-fused-fp32" in grid and "grid:t1-nchw-plain-fp32" in grid
+    assert "grid:t1-nhwc-plain-bf16" in grid and "grid:t1-nhwc-plain-fp32" not in grid
+    assert list(variants)[:2] == ["classic", "engine"]
+    assert list(variants)[-5:] == ["compute", "teacher:plain", "teacher:fused", "lockstep",
+                                   "gemm"]
     for v in variants.values():
         assert len(v["per_round"]) == 2 and all(x > 0 for x in v["per_round"])
-        assert v["images_per_s"] > 0 and v["flops_per_s"] > 0 and v["peak_memory_mib"] > 0
+        assert v["flops_per_s"] > 0 and v["peak_memory_mib"] > 0
+    ips = {k: v["images_per_s"] for k, v in variants.items()}
     r = report["ratios"]
-    assert r["engine_over_classic"] == pytest.approx(
-        variants["engine"]["images_per_s"] / variants["classic"]["images_per_s"])
-    assert r["lockstep_speedup"] == pytest.approx(
-        variants["lockstep"]["images_per_s"] / variants["engine"]["images_per_s"])
-    resolved = report["resolved"]
-    assert resolved["threads"] == 1 and resolved["workers"] == 1
+    assert r["engine_over_classic"] == pytest.approx(ips["engine"] / ips["classic"])
+    best = max((k for k in ips if k == "engine" or k.startswith("grid:")), key=ips.get)
+    assert r["best"] == best and r["engine_over_best"] == pytest.approx(ips["engine"] / ips[best])
+    assert r["fusion_gain_step"] == pytest.approx(ips["grid:t1-nhwc-fused-fp32"] / ips["engine"])
+    assert r["fusion_gain_teacher_forward"] == pytest.approx(
+        ips["teacher:fused"] / ips["teacher:plain"])
+    assert r["teacher_forward_share"] == pytest.approx(ips["engine"] / ips["teacher:plain"])
+    assert r["lockstep_speedup"] == pytest.approx(ips["lockstep"] / ips["engine"])
+    assert resolved["workers"] == 1 and resolved["threads"] == 1
     assert resolved["data"] == "random-4-class" and resolved["num_train"] == 24
+    assert len(resolved["load_rounds"]) == 2
+    assert resolved["teacher_fusion"]["folded"] == 9
     # FLOP/s = FLOPs per step × steps per second; lockstep does one teacher forward for 2 students
     engine = variants["engine"]
     assert engine["flops_per_s"] == pytest.approx(
         resolved["flops_per_step"] * engine["images_per_s"] / 8)
     lock = variants["lockstep"]
-    assert resolved["flops_per_step"] < lock["flops_per_s"] / (lock["images_per_s"] / 16) \
-        < 2 * resolved["flops_per_step"]
+    assert lock["flops_per_s"] / (lock["images_per_s"] / 16) == pytest.approx(
+        2 * resolved["flops_per_step"] - resolved["teacher_forward_flops"])
+    teacher = variants["teacher:plain"]
+    assert teacher["flops_per_s"] == pytest.approx(
+        resolved["teacher_forward_flops"] * teacher["images_per_s"] / 8)
+    # the GEMM: 2·n³ FLOPs a step; every GFLOP/s is also given against it
+    gemm = variants["gemm"]
+    assert gemm["images_per_s"] is None
+    assert gemm["flops_per_s"] == pytest.approx(2 * 32**3 * statistics.median(gemm["per_round"]))
+    assert report["peak"]["measured_gflops"] == pytest.approx(gemm["flops_per_s"] / 1e9)
+    assert r["engine_of_gemm_peak"] == pytest.approx(engine["flops_per_s"] / gemm["flops_per_s"])
+
+
+def test_nominal_peak_is_cores_times_clock_times_flop_per_cycle(monkeypatch, tmp_path):
+    """An AMD core with AVX2/AVX-512 and FMA: 2 pipes × 8 lanes × 2 = 32 FLOP/cycle; an Intel
+    AVX-512 core: 64. 2 cores at 2500 MHz: 160 and 320 GFLOP/s."""
+    from pathlib import Path
+
+    from kdbench import bench
+
+    real = Path.read_text
+
+    def fake(vendor, flags):
+        text = "".join(f"processor\t: {i}\nvendor_id\t: {vendor}\ncpu MHz\t\t: 2500.000\n"
+                       f"flags\t\t: fpu {flags}\n\n" for i in range(2))
+
+        def read_text(self, *a, **k):
+            return text if str(self) == "/proc/cpuinfo" else real(self, *a, **k)
+        monkeypatch.setattr(Path, "read_text", read_text)
+
+    fake("AuthenticAMD", "avx2 fma avx512f")
+    assert bench.nominal_peak(2)["gflops"] == pytest.approx(160.0)
+    fake("GenuineIntel", "avx2 fma avx512f")
+    assert bench.nominal_peak(2)["gflops"] == pytest.approx(320.0)
+    fake("GenuineIntel", "sse4_2")  # no FMA: no nominal peak claimed
+    assert bench.nominal_peak(2)["gflops"] is None
 
 
 def test_bench_flop_count_of_a_hand_worked_step():
