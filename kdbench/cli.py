@@ -861,17 +861,17 @@ def models(names, dataset, data_dir, pattern, as_json):
 @click.option("--lockstep", type=int, default=4, help="Students of the lockstep variant (0: none).")
 @click.option("--threads", type=int, default=0, show_default="all cores",
               help="Torch threads of the default engine variant.")
-@click.option("--gemm-size", type=int, default=2048, help="n of the n×n fp32 GEMM that measures "
-              "the peak.")
-@click.option("--variants", default="classic,engine,grid,compute,teacher,lockstep,gemm",
+@click.option("--peak-size", type=int, default=2048, help="n of the peak variant's n×n fp32 GEMM "
+              "(its 3×3 conv has n/8 channels).")
+@click.option("--variants", default="classic,engine,grid,compute,teacher,lockstep,peak",
               help="Comma-separated subset of classic, engine, grid (the other threads × layout "
-                   "× fusion settings), compute, teacher, lockstep, gemm.")
+                   "× fusion settings), compute, teacher, lockstep, peak.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures to this JSON file.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_train, image_size,
           num_classes, workers, device, precision, channels_last, fuse_teacher, compile_,
-          lockstep, threads, gemm_size, variants, json_path, quiet):
+          lockstep, threads, peak_size, variants, json_path, quiet):
     """Images/s of the classic KD loop and kdbench's engine (default and best settings), the
     compute bound, the teacher forward and the fp32 peak, side by side."""
     from .bench import BenchOptions, format_report, run_bench
@@ -882,7 +882,7 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
                         image_size=image_size, num_classes=num_classes, workers=workers,
                         device=device, precision=precision, channels_last=channels_last,
                         fuse_teacher=fuse_teacher, compile=compile_, lockstep=lockstep,
-                        threads=threads, gemm_size=gemm_size,
+                        threads=threads, peak_size=peak_size,
                         variants=[v.strip() for v in variants.split(",") if v.strip()])
     result = run_bench(opts, progress=None if quiet else lambda m: click.echo(m, err=True))
     click.echo(format_report(result))

@@ -10,7 +10,7 @@ import pytest
 TINY = ["bench", "--teacher", "resnet8", "--student", "resnet8", "--batch-size", "8",
         "--steps", "1", "--rounds", "2", "--warmup", "1", "--num-train", "24",
         "--image-size", "8", "--num-classes", "4", "--workers", "1", "--lockstep", "2",
-        "--threads", "1", "--gemm-size", "32", "--precision", "fp32", "--quiet"]
+        "--threads", "1", "--peak-size", "32", "--precision", "fp32", "--quiet"]
 
 
 def test_bench_runs_every_variant_and_writes_json(cli_runner, tmp_path):
@@ -19,11 +19,12 @@ def test_bench_runs_every_variant_and_writes_json(cli_runner, tmp_path):
     assert result.exit_code == 0, result.output
     for label in ("(a) classic loop", "(b) kdbench engine, default settings", "(g) engine",
                   "(c) compute bound", "(t) teacher forward alone, fused",
-                  "(d) lockstep: 2 students", "(p) fp32 GEMM peak", "engine (default "
+                  "(d) lockstep: 2 students", "(p) fp32 peak: n×n GEMM",
+                  "(p) fp32 peak: large 3×3 conv", "engine (default "
                   "settings) / classic", "engine default / best setting",
                   "teacher fusion: step speed-up", "teacher fusion: teacher-forward speed-up",
                   "teacher forward / default step", "data-path efficiency",
-                  "lockstep of 2 / 2 separate runs", "measured GEMM", "load average",
+                  "lockstep of 2 / 2 separate runs", "fp32 peak: measured", "load average",
                   "teacher fusion folds 9 of 9 BatchNorms", "best setting:"):
         assert label in result.output, label
     report = json.loads(out.read_text())
@@ -38,8 +39,8 @@ def test_bench_runs_every_variant_and_writes_json(cli_runner, tmp_path):
     assert "grid:t1-nhwc-fused-fp32" in grid and "grid:t1-nchw-plain-fp32" in grid
     assert "grid:t1-nhwc-plain-bf16" in grid and "grid:t1-nhwc-plain-fp32" not in grid
     assert list(variants)[:2] == ["classic", "engine"]
-    assert list(variants)[-5:] == ["compute", "teacher:plain", "teacher:fused", "lockstep",
-                                   "gemm"]
+    assert list(variants)[-6:] == ["compute", "teacher:plain", "teacher:fused", "lockstep",
+                                   "peak:gemm", "peak:conv"]
     for v in variants.values():
         assert len(v["per_round"]) == 2 and all(x > 0 for x in v["per_round"])
         assert v["flops_per_s"] > 0 and v["peak_memory_mib"] > 0
@@ -67,12 +68,16 @@ def test_bench_runs_every_variant_and_writes_json(cli_runner, tmp_path):
     teacher = variants["teacher:plain"]
     assert teacher["flops_per_s"] == pytest.approx(
         resolved["teacher_forward_flops"] * teacher["images_per_s"] / 8)
-    # the GEMM: 2·n³ FLOPs a step; every GFLOP/s is also given against it
-    gemm = variants["gemm"]
-    assert gemm["images_per_s"] is None
+    # the peak: a GEMM of 2·n³ FLOPs and a 3×3 conv of 2·16·c²·9·32² FLOPs (c = n/8) a step;
+    # the faster is the measured peak every GFLOP/s is also given against
+    gemm, conv = variants["peak:gemm"], variants["peak:conv"]
+    assert gemm["images_per_s"] is None and conv["images_per_s"] is None
     assert gemm["flops_per_s"] == pytest.approx(2 * 32**3 * statistics.median(gemm["per_round"]))
-    assert report["peak"]["measured_gflops"] == pytest.approx(gemm["flops_per_s"] / 1e9)
-    assert r["engine_of_gemm_peak"] == pytest.approx(engine["flops_per_s"] / gemm["flops_per_s"])
+    assert conv["flops_per_s"] == pytest.approx(
+        2 * 16 * 4 * 4 * 9 * 32 * 32 * statistics.median(conv["per_round"]))
+    best = max(gemm["flops_per_s"], conv["flops_per_s"])
+    assert report["peak"]["measured_gflops"] == pytest.approx(best / 1e9)
+    assert r["engine_of_measured_peak"] == pytest.approx(engine["flops_per_s"] / best)
 
 
 def test_nominal_peak_is_cores_times_clock_times_flop_per_cycle(monkeypatch, tmp_path):
