@@ -11,10 +11,15 @@ from typing import Any
 
 import click
 
-from .config import PRESETS, preset_default
-from .errors import ConfigError, KDBenchError
-from .plugins import ENV_DIR
-from .record import summary_line
+from .openmp import choose_wait_policy
+
+# the OpenMP runtime reads its wait policy once, when torch loads it: choose before .config does
+choose_wait_policy()
+
+from .config import PRESETS, preset_default  # noqa: E402
+from .errors import ConfigError, KDBenchError  # noqa: E402
+from .plugins import ENV_DIR  # noqa: E402
+from .record import summary_line  # noqa: E402
 
 # ============================== the group ======================================================
 
@@ -890,27 +895,8 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
         atomic_write_json(json_path, result)
 
 
-def openmp_wait_policy() -> str | None:
-    """Let idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) when the machine is busy.
-
-    A thread team that spins while its peers wait for a core trained 2.5x slower at load 5 on
-    the 2-core development machine; on the idle machine spinning was 7-9% faster (README,
-    Performance). So the choice follows the 1-minute load average at start-up, unless the user
-    set the variable. It changes speed only, never results. libgomp reads it when torch loads.
-    """
-    if "OMP_WAIT_POLICY" not in os.environ:
-        try:
-            busy = os.getloadavg()[0] >= 0.5
-        except OSError:  # pragma: no cover - no load average on this platform
-            busy = False
-        if busy:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return os.environ.get("OMP_WAIT_POLICY")
-
-
 def main() -> None:
     """Console-script entry point."""
-    openmp_wait_policy()
     cli(prog_name="kdbench")
 
 

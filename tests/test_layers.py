@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdbench"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("kdbench.errors", "kdbench.version", "kdbench.spec", "kdbench.hookspecs",
                 "kdbench.presets",
-                "kdbench.device", "kdbench.store", "kdbench.plugins")),
+                "kdbench.device", "kdbench.store", "kdbench.plugins", "kdbench.openmp")),
     ("blocks", ("kdbench.models", "kdbench.data", "kdbench.losses", "kdbench.evaluators",
                 "kdbench.optim", "kdbench.stages", "kdbench.mi.base", "kdbench.mi.binning",
                 "kdbench.mi.kde", "kdbench.mi.hsic", "kdbench.mi.infonce", "kdbench.mi.recon",

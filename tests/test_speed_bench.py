@@ -138,19 +138,138 @@ def test_bench_rejects_bad_variants(cli_runner):
     assert "unknown bench variant 'clasic'" in result.output and "classic" in result.output
 
 
-@pytest.mark.parametrize("load, expected", [(3.2, "PASSIVE"), (0.1, None)])
-def test_console_entry_lets_idle_openmp_threads_sleep_on_a_busy_machine(monkeypatch, load,
-                                                                          expected):
+# ============================== the OpenMP wait policy =========================================
+
+STAT_BEFORE = """cpu  250 0 50 1850 0 0 0 0 0 0
+cpu0 100 0 50 850 0 0 0 0 0 0
+cpu1 150 0 0 1000 0 0 0 0 0 0
+intr 1 2 3
+"""
+STAT_AFTER = """cpu  280 0 60 2000 0 0 0 10 0 0
+cpu0 130 0 60 900 0 0 0 10 0 0
+cpu1 150 0 0 1100 0 0 0 0 0 0
+intr 1 2 3
+"""
+
+
+def test_busy_cpus_of_hand_made_proc_stat_readings(tmp_path):
+    """cpu0: busy 150 → 200 jiffies (user +30, system +10, steal +10) of 1000 → 1100 in total
+    (idle +50), 50/100 = 0.5 busy; cpu1: only idle time passes, 0. Together 0.5 CPUs."""
+    from kdbench.openmp import busy_cpus, busy_fraction, cpu_times
+
+    before, after = cpu_times(STAT_BEFORE), cpu_times(STAT_AFTER)
+    assert before == {0: (150, 1000), 1: (150, 1150)}
+    assert after == {0: (200, 1100), 1: (150, 1250)}
+    assert busy_fraction(before, after) == pytest.approx(0.5)
+    assert cpu_times(STAT_AFTER, cpus=[1]) == {1: (150, 1250)}  # only this process's CPUs
+    # the measurement itself: two readings of the file around a sleep
+    stat = tmp_path / "stat"
+    stat.write_text(STAT_BEFORE)
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        stat.write_text(STAT_AFTER)
+    busy = busy_cpus(0.25, stat, sleep)
+    assert slept == [0.25]
     import os
+    expected = busy_fraction(*(cpu_times(t, os.sched_getaffinity(0))
+                               for t in (STAT_BEFORE, STAT_AFTER)))
+    assert busy == pytest.approx(expected)
+    assert busy_cpus(0.25, tmp_path / "missing", sleep) is None
+
+
+@pytest.mark.parametrize("busy, expected", [(0.0, "ACTIVE"), (0.49, "ACTIVE"),
+                                            (0.5, "PASSIVE"), (3.0, "PASSIVE")])
+def test_wait_policy_follows_the_cpus_other_processes_use(busy, expected):
+    from kdbench.openmp import choose_wait_policy
+
+    env: dict[str, str] = {}
+    assert choose_wait_policy(env, modules=[], measure=lambda: busy) == expected
+    assert env == {"OMP_WAIT_POLICY": expected}
+
+
+@pytest.mark.parametrize("env, modules", [
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, []),  # the user's choice stands
+    ({"GOMP_SPINCOUNT": "10000"}, []),
+    ({"OMP_NUM_THREADS": "1"}, []),  # no thread team, nothing to wait for
+    ({}, ["torch"]),  # the runtime has read its policy already: setting one would be a lie
+])
+def test_wait_policy_is_left_alone(env, modules):
+    from kdbench.openmp import choose_wait_policy
+
+    def measure():
+        raise AssertionError("nothing to measure")
+    before = dict(env)
+    assert choose_wait_policy(env, modules=modules, measure=measure) == env.get(
+        "OMP_WAIT_POLICY")
+    assert env == before
+    assert choose_wait_policy({}, modules=[], measure=lambda: None) is None  # cannot measure
+
+
+def test_the_command_line_chooses_the_policy_before_torch_loads():
+    """In a fresh interpreter, importing the CLI sets a policy while torch is not yet loaded
+    (so the OpenMP runtime reads it); a policy the user set is kept."""
+    import os
+    import subprocess
     import sys
+    from pathlib import Path
 
-    from kdbench import cli
+    probe = ("import os, sys; import kdbench.openmp as o; real = o.choose_wait_policy\n"
+             "def spy(*a, **k):\n    print('torch' in sys.modules); return real(*a, **k)\n"
+             "o.choose_wait_policy = spy\n"
+             "import kdbench.cli\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+    env["PYTHONPATH"] = root
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() in (["False", "ACTIVE"], ["False", "PASSIVE"])
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.stdout.split() == ["False", "PASSIVE"]
 
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    monkeypatch.setattr(sys, "argv", ["kdbench", "--version"])
-    with pytest.raises(SystemExit):
-        cli.main()
-    assert os.environ.get("OMP_WAIT_POLICY") == expected
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stands
-    assert cli.openmp_wait_policy() == "ACTIVE"
+
+@pytest.mark.parametrize("jobs, user, expected", [(2, None, "PASSIVE"), (1, None, None),
+                                                  (2, "ACTIVE", None)])
+def test_local_executor_lets_threads_of_parallel_jobs_sleep(monkeypatch, tmp_path, jobs,
+                                                            user, expected):
+    """Several jobs at once share the cores: their idle threads sleep; a job alone chooses its
+    own policy; a policy in the sweep's environment is inherited as it is."""
+    from kdbench.sweep import executors
+
+    if user:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user)
+    else:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    seen = {}
+
+    class Proc:
+        pid = 12345
+
+        def __init__(self, argv, env, **kwargs):
+            seen.update(env)
+
+        def wait(self):
+            return 0
+    monkeypatch.setattr(executors.subprocess, "Popen", Proc)
+    ex = executors.LocalExecutor(jobs=jobs, threads=1)
+    job = executors.Job("r1", "run", ["specs/r1.json"])
+    outcome = ex._run_one(job, None, tmp_path, tmp_path)
+    assert outcome.ok
+    assert outcome.env.get("OMP_WAIT_POLICY") == expected
+    assert seen.get("OMP_WAIT_POLICY") == (expected or user)
+
+
+def test_bf16_counts_as_fast_only_with_amx():
+    """AVX-512 BF16 without AMX (Zen 4, this machine) trains slower in bf16 than in fp32."""
+    from kdbench.device import cpu_has_fast_bf16
+
+    def info(flags):
+        return f"processor\t: 0\nflags\t\t: fpu avx2 fma {flags}\n\nprocessor\t: 1\n"
+    assert not cpu_has_fast_bf16(info("avx512f avx512_bf16"))
+    assert cpu_has_fast_bf16(info("avx512f avx512_bf16 amx_tile amx_bf16"))
+    assert not cpu_has_fast_bf16("")
