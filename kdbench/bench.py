@@ -36,8 +36,9 @@ Images/s are medians over the rounds; FLOP/s count the step's convolution and ma
 FLOPs (teacher forward, student forward and backward; what ``torch.utils.flop_counter``
 counts); peak memory is the proportional set size (PSS) of the process and its DataLoader
 workers while the variant runs, all variants' models included, and how much of it the
-variant's steps added (on a GPU: the CUDA allocator's peak). The 1-minute load average is
-recorded before, after and at the end of every round.
+variant's steps added (on a GPU: the CUDA allocator's peak). The CPUs other processes keep busy
+are measured before the first variant (:func:`kdbench.openmp.busy_cpus`), and the 1-minute
+load average before, after and at the end of every round.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from .device import (
     set_threads,
 )
 from .errors import ConfigError
+from .openmp import busy_cpus
 from .stages import Batch
 
 #: CIFAR-100's per-channel statistics: the random default data stands in for it
@@ -531,6 +533,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
                           f"batch size {opts.batch_size}")
     weights, options = resolve_loss("kd")
     load_before = os.getloadavg()
+    busy_before = busy_cpus()  # other processes' use of the CPUs now: the load average lags
 
     def model(name: str, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
@@ -667,6 +670,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
         "num_train": len(data.train), "flops_per_step": flops, "teacher_forward_flops": t_flops,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "teacher_fusion": fusion.describe(), "load_before": load_before,
+        "busy_cpus_before": busy_before,
         "load_rounds": round_load, "load_after": os.getloadavg()},
         "env": environment(device), "variants": results, "peak": peak,
         "ratios": _ratios(results, default, peak)}
@@ -730,6 +734,10 @@ PERCENT = {"engine_over_best", "teacher_forward_share", "engine_over_compute",
            "engine_of_measured_peak", "engine_of_nominal_peak"}
 
 
+def _busy(cpus: float | None) -> str:
+    return "an unknown number of CPUs" if cpus is None else f"{cpus:.2f} CPUs"
+
+
 def format_report(result: dict[str, Any]) -> str:
     """The figures as a table plus the ratios and the conditions they were taken in."""
     from tabulate import tabulate
@@ -768,7 +776,8 @@ def format_report(result: dict[str, Any]) -> str:
             f"{' compiled' if o['compile'] else ''}, default settings: {d.describe()}; "
             f"OMP_WAIT_POLICY={result['env'].get('omp_wait_policy') or 'unset (runtime default)'}"
             f"; teacher fusion folds {fusion['folded']} of {fusion['batchnorms']} BatchNorms; "
-            f"{o['rounds']} rounds × {o['steps']} steps; load average "
+            f"{o['rounds']} rounds × {o['steps']} steps; other processes kept "
+            f"{_busy(r.get('busy_cpus_before'))} busy at the start; load average "
             f"{r['load_before'][0]:.1f} → "
             f"{' → '.join(f'{x:.1f}' for x in r['load_rounds'])} (after each round)")
     peaks = (f"fp32 peak: measured {measured:.0f} GFLOP/s (the faster of the GEMM and the "

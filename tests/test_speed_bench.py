@@ -24,7 +24,8 @@ def test_bench_runs_every_variant_and_writes_json(cli_runner, tmp_path):
                   "settings) / classic", "engine default / best setting",
                   "teacher fusion: step speed-up", "teacher fusion: teacher-forward speed-up",
                   "teacher forward / default step", "data-path efficiency",
-                  "lockstep of 2 / 2 separate runs", "fp32 peak: measured", "load average",
+                  "lockstep of 2 / 2 separate runs", "fp32 peak: measured", "busy at the start",
+                  "load average",
                   "teacher fusion folds 9 of 9 BatchNorms", "best setting:"):
         assert label in result.output, label
     report = json.loads(out.read_text())
@@ -56,7 +57,7 @@ def test_bench_runs_every_variant_and_writes_json(cli_runner, tmp_path):
     assert r["lockstep_speedup"] == pytest.approx(ips["lockstep"] / ips["engine"])
     assert resolved["workers"] == 1 and resolved["threads"] == 1
     assert resolved["data"] == "random-4-class" and resolved["num_train"] == 24
-    assert len(resolved["load_rounds"]) == 2
+    assert len(resolved["load_rounds"]) == 2 and resolved["busy_cpus_before"] >= 0
     assert resolved["teacher_fusion"]["folded"] == 9
     # FLOP/s = FLOPs per step × steps per second; lockstep does one teacher forward for 2 students
     engine = variants["engine"]
