@@ -49,9 +49,11 @@ def check_index(cfg: RunConfig, dataset: Any) -> None:
 
 
 def check_loss(cfg: RunConfig, dataset: Any) -> None:
-    """Build the loss once on fresh, untrained models of the run's architectures (on the CPU), so
-    that a loss that does not fit them (FSP's unequal channels, a regressor that cannot map the
-    shapes, a logits-only model, a dataset without sample indices) fails before any training."""
+    """Build the loss, and the warm-up stages, once on fresh, untrained models of the run's
+    architectures (on the CPU), so that a loss or a warm-up that does not fit them (FSP's unequal
+    channels, a regressor that cannot map the shapes, a logits-only model, a dataset without
+    sample indices, a layer the teacher cannot be pruned to, warm-ups that leave no epoch for
+    the main stage) fails before any training, a teacher's included."""
     from .losses import DistillContext, build
     from .models import create_model
 
@@ -63,10 +65,20 @@ def check_loss(cfg: RunConfig, dataset: Any) -> None:
     for name, model in ((cfg.student, student), (getattr(cfg.teacher, "arch", None), teacher)):
         if model is not None:
             check_input_size(model, name, dataset)
-    build(cfg.loss.name, DistillContext(student, teacher, dataset.num_classes,
-                                        dataset.input_shape, len(dataset.train),
-                                        cfg.loss.weights, cfg.loss.options,
-                                        dataset.train.labels.cpu()))
+    distiller = build(cfg.loss.name, DistillContext(student, teacher, dataset.num_classes,
+                                                    dataset.input_shape, len(dataset.train),
+                                                    cfg.loss.weights, cfg.loss.options,
+                                                    dataset.train.labels.cpu(),
+                                                    epochs=cfg.recipe.epochs))
+    if cfg.warmup:
+        from .stages import StageContext, arrange, build_warmups, loss_stages, main_stage
+
+        if teacher is not None:
+            teacher.eval()  # as a frozen teacher is
+        ctx = StageContext(student, teacher, distiller, cfg.recipe, dataset.num_classes,
+                           dataset.input_shape)
+        arrange(build_warmups(cfg.warmup, ctx), loss_stages(student, distiller, cfg.recipe),
+                main_stage(student, distiller, cfg.recipe))
 
 
 def check_stages(cfg: RunConfig, trainee: Any) -> None:
@@ -83,3 +95,12 @@ def check_stages(cfg: RunConfig, trainee: Any) -> None:
             raise ConfigError(f"evaluator {item['name']!r} needs the penultimate embedding, but "
                               f"the student {cfg.student!r} gives none (valid: a model with "
                               f"features(), e.g. the CIFAR zoo)")
+
+
+def check_batch(recipe: Any, dataset: Any, where: str = "recipe") -> None:
+    """A batch larger than the training split cannot be honoured (every epoch would be one
+    smaller batch)."""
+    if recipe.batch_size > len(dataset.train):
+        raise ConfigError(f"{where}.batch_size {recipe.batch_size} is larger than the "
+                          f"{len(dataset.train)} training images of {dataset.name!r} (valid: "
+                          f"2..{len(dataset.train)})")

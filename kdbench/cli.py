@@ -20,6 +20,7 @@ from .config import PRESETS, preset_default  # noqa: E402
 from .errors import ConfigError, KDBenchError  # noqa: E402
 from .plugins import ENV_DIR  # noqa: E402
 from .record import summary_line  # noqa: E402
+from .version import __version__  # noqa: E402
 
 # ============================== the group ======================================================
 
@@ -71,7 +72,7 @@ def _showwarning(message, category, filename, lineno, file=None, line=None) -> N
 
 @click.group(cls=KDBenchGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                   "show_default": True})
-@click.version_option(package_name="kdbench")
+@click.version_option(version=__version__, prog_name="kdbench")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), envvar=ENV_DIR,
               show_envvar=True, default=None,
               help="Folder of *.py plugin files, loaded after installed plugins.")
@@ -307,17 +308,23 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
 
         overrides["log"] = [parse_plugin_item(x, "--log") for item in loggers
                             for x in ([item] if ":" in item else item.split(",")) if x.strip()]
-    overrides.update(parse_assignments(sets, "--set"))
+    explicit = parse_assignments(sets, "--set")  # --set KEY=null means None, not "unset"
     specs = [load_spec(f) for f in spec] or [None]
     spec_dict = specs[0]
+    teacher_given = [f"--{k.replace('_', '-')}" for k, v in {
+        "teacher": teacher_source, "teacher_arch": teacher_arch, "teacher_epoch": teacher_epoch,
+        "teacher_seed": teacher_seed, "teacher_data_transform": teacher_transforms or None,
+        **teacher_flags}.items() if v is not None]
     if len(students) > 1 or len(losses) > 1 or len(specs) > 1:
         if teacher_epoch == "all":
             raise ConfigError("--teacher-epoch all takes one --student, --loss and --spec")
-        configs = [build_config({**overrides, "student": st, "loss.name": lo}, sp)
+        configs = [build_config({**overrides, "student": st, "loss.name": lo}, sp, explicit)
                    for sp in specs for st in students or [None] for lo in losses or [None]]
+        _check_teacher_flags(configs, teacher_given)
         _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep)
         return
-    config = build_config(overrides, spec_dict)
+    config = build_config(overrides, spec_dict, explicit)
+    _check_teacher_flags([config], teacher_given)
     if teacher_epoch == "all":
         from .teachers.curve import run_each_checkpoint
 
@@ -331,6 +338,20 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         click.echo(json.dumps(record, indent=2))
     else:
         click.echo(summary_line(record))
+
+
+def _check_teacher_flags(configs, given: list[str]) -> None:
+    """Teacher flags with losses that use no teacher are ignored: say so (a loop over losses
+    may pass them to every loss on purpose, so it is a warning, not an error)."""
+    from .config import resolve
+
+    if not given:
+        return
+    idle = [c.loss.name for c in configs if resolve(c).teacher is None]
+    if idle and len(idle) == len(configs):  # flags for the others of a multi-loss run are fine
+        warnings.warn(f"kdbench: loss {', '.join(map(repr, idle))} uses no teacher, so "
+                      f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} ignored for it",
+                      RuntimeWarning, stacklevel=2)
 
 
 def behaviour_overrides(warmups, evals, best_metric, transforms, teacher_transforms
@@ -468,8 +489,8 @@ def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teach
                  "teacher.recipe.epochs": epochs, "teacher.save_every": save_every,
                  "teacher.save_epochs": save_epochs, "device": device, "precision": precision,
                  "results_dir": results_dir}
-    overrides.update(parse_assignments(sets, "--set"))
-    config = build_config(overrides, load_spec(spec) if spec else None)
+    config = build_config(overrides, load_spec(spec) if spec else None,
+                          parse_assignments(sets, "--set"))
     for t in manage.train(config, progress=not quiet):
         row = manage.summary(t)
         click.echo(f"{t.key}: {row['arch']} on {row['dataset']} seed {row['seed']}, "
@@ -569,6 +590,94 @@ def plot_checkpoint_curve(results_dir, out, metric, where):
 
     path, panels = checkpoint_curve(load_records(results_dir), out, metric=metric, where=where)
     click.echo(f"wrote {path} ({panels} teacher–student pair(s))")
+
+
+@plot.command("robustness")
+@results_dir_option
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="robustness.png",
+              help="Output file (.png or .pdf).")
+@click.option("--metric", default="top1_last",
+              help="Metric: top1_last, top1_best, acc_few_last, noisy_fit_noisy_last, ...")
+@click.option("--where", multiple=True, metavar="KEY=VALUE",
+              help="Keep only runs with this column value (repeatable).")
+def plot_robustness(results_dir, out, metric, where):
+    """Accuracy against label-noise rate and imbalance ratio, one line per method (error bars:
+    std over seeds), one panel per noise or imbalance kind."""
+    from .robustness import robustness_plot
+    from .table import load_records
+
+    path, panels = robustness_plot(load_records(results_dir), out, metric=metric, where=where)
+    click.echo(f"wrote {path} ({panels} panel(s))")
+
+
+@plot.command("curves")
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+@results_dir_option
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="curves.png",
+              help="Output file (.png or .pdf).")
+@click.option("--metric", default=None, show_default="each run's best metric (top1)",
+              help="Test metric per epoch: top1, top5, test_loss or any evaluator metric.")
+def plot_curves(run_ids, results_dir, out, metric):
+    """Training curves of runs side by side (ids or unique prefixes): the metric and every loss
+    term per epoch, where each stage starts marked."""
+    from .report.curves import find_records
+    from .report.curves import plot_curves as draw
+
+    path = draw(find_records(results_dir, run_ids), out, metric=metric)
+    click.echo(f"wrote {path} ({len(run_ids)} run(s))")
+
+
+# ============================== reproduce ======================================================
+
+
+@cli.command()
+@click.argument("study")
+@click.option("--render-only", is_flag=True,
+              help="Only remake the tables and figures from the study's records.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
+              show_envvar=True, default=None, show_default="the study's own",
+              help="Folder holding the dataset's files.")
+@click.option("--executor", default="local", help="Sweep executor for the study's runs.")
+@click.option("--jobs", type=int, default=None, help="local: runs in parallel.")
+@click.option("--root", type=click.Path(file_okay=False), default="results",
+              help="Where studies live (STUDY may also be a folder).")
+@click.option("--quiet", is_flag=True, help="No progress.")
+def reproduce(study, render_only, data_dir, executor, jobs, root, quiet):
+    """Remake a study of results/ from nothing: its sweeps (finished runs reused), its teacher
+    selections, then every table and figure from the records (study.yaml says which)."""
+    from .reproduce import find_study, render, run_study
+
+    found = find_study(study, root)
+    if not render_only:
+        run_study(found, data=data_dir, executor=executor, jobs=jobs, progress=not quiet,
+                  say=lambda msg: click.echo(msg, err=True))
+    for path in render(found):
+        click.echo(f"wrote {path}")
+
+
+# ============================== report =========================================================
+
+
+@cli.command()
+@click.argument("results_dir", required=False, default="results", envvar="KDBENCH_RESULTS_DIR")
+@click.option("--out", "-o", default="report.html",
+              help="Output HTML file; an existing file is replaced only if kdbench report "
+                   "wrote it.")
+@click.option("--curves", multiple=True, metavar="RUN_ID",
+              help="Draw this run's training curves (id or unique prefix; repeatable). "
+                   "Default: one run per dataset, student, teacher and loss.")
+@click.option("--title", default=None, show_default="kdbench report: <store folder>",
+              help="Page title.")
+def report(results_dir, out, curves, title):
+    """One self-contained HTML page for a results store: its studies, datasets, runs and
+    teachers, every table layout that applies, the figures, each run's provenance.
+
+    RESULTS_DIR defaults to $KDBENCH_RESULTS_DIR, else ./results; a study is any folder in it
+    (itself included) with its own runs/."""
+    from .report.page import write_report
+
+    summary = write_report(results_dir, out, curves=curves, title=title)
+    click.echo(f"wrote {summary.path} ({summary.line()})")
 
 
 # ============================== losses =========================================================
@@ -748,9 +857,10 @@ def _mi_options(f):
                      help="Probe samples, drawn from the training split."),
         click.option("--seed", type=int, default=0,
                      help="Seed of the probe samples and of the estimator's training."),
-        click.option("--repeats", type=int, default=1,
+        click.option("--repeats", type=int, default=3,
                      help="Trained estimators: seeds seed..seed+R-1; the mean leaves out "
-                          "diverged repeats."),
+                          "diverged repeats, and their spread is what Algorithm 1's decision "
+                          "rule compares score differences with (1: it cannot choose)."),
         click.option("--opt", "options", multiple=True, metavar="NAME=VALUE",
                      help="Estimator setting, e.g. --opt noise_variance=0.01."),
         click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
@@ -895,9 +1005,27 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
         atomic_write_json(json_path, result)
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM (a scheduler, a dying sweep driver) stops a run as Ctrl-C does: its record says
+    ``interrupted`` and the next attempt resumes it."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="kdbench")
+    """Console-script entry point: exit 0, 1 (a run failed), 2 (bad input), 130 (interrupted:
+    Ctrl-C or SIGTERM)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        code = cli.main(prog_name="kdbench", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

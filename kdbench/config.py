@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import re
 import typing
@@ -24,6 +25,7 @@ from .errors import ConfigError, UnknownNameError
 from .presets import PRESETS
 from .spec import coerce_options, from_dict
 
+TEACHER_EVALUATE = ("epochs", "checkpoints")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -35,6 +37,13 @@ class Recipe:
     ``momentum`` and ``nesterov`` are SGD's; another optimiser's own settings (Adam's betas)
     go in ``optimizer_options``. ``warmup_epochs`` puts a linear lr warm-up in front of any
     schedule.
+
+    ``reset_optimizer`` says when the optimiser is re-created (its state, e.g. Adam's moment
+    estimates, thrown away): ``"never"`` (the default: one optimiser per stage, its state kept
+    across lr changes, as RepDistiller and most KD code do), ``"lr_change"`` (a fresh optimiser
+    at every epoch whose lr differs from the previous epoch's: the reference baselines of
+    InDistill, which build a new Adam per lr phase) or ``"epoch"`` (a fresh optimiser every
+    epoch: InDistill's ``kd_from_aux_to_student.py``, line 22).
     """
 
     epochs: int = 30
@@ -51,6 +60,11 @@ class Recipe:
     optimizer_options: dict[str, Any] = field(default_factory=dict)
     schedule_options: dict[str, Any] = field(default_factory=dict)
     warmup_epochs: int = 0
+    reset_optimizer: str = "never"  # never | lr_change | epoch
+
+
+#: when a stage's optimiser is re-created (:attr:`Recipe.reset_optimizer`)
+RESET_OPTIMIZER = ("never", "lr_change", "epoch")
 
 
 @dataclass
@@ -78,6 +92,9 @@ class TeacherConfig:
     options: dict[str, Any] = field(default_factory=dict)  # source-specific settings
     #: the data the teacher trains on (None: the student's) — e.g. clean labels for the teacher
     data: DataConfig | None = None
+    #: when a trajectory is tested: every epoch, or only at its saved checkpoints (cheaper;
+    #: the running training accuracy is kept every epoch either way). Not part of any id.
+    evaluate: str = "epochs"
 
     def checkpoint_epochs(self) -> list[int]:
         epochs = self.recipe.epochs
@@ -150,6 +167,12 @@ class RunConfig:
         return from_dict(cls, data, "")
 
     @property
+    def resolved_precision(self) -> str:
+        """The precision the run computes in here: ``auto`` resolved for this machine's device
+        (the config, and so the run id, keep what was asked for)."""
+        return resolve_precision(self.precision, self.device)
+
+    @property
     def teacher_data(self) -> DataConfig:
         """The data the teacher trains on: its own (``teacher.data``), else the student's."""
         return self.teacher.data if self.teacher is not None and self.teacher.data is not None \
@@ -162,14 +185,15 @@ class RunConfig:
 
 
 #: Fields that say where or on what a run happens, not what it is.
-NON_IDENTITY = ("results_dir", "device", "data.dir", "engine", "log")
+NON_IDENTITY = ("results_dir", "device", "data.dir", "engine", "log", "teacher.evaluate")
 
 
 #: Fields added after records were first written: the identity leaves each out while it holds
 #: the value a default config resolves it to, so a config that does not use them keeps its id.
 LATER_FIELDS: tuple[str, ...] = (
     *(f"{r}.{k}" for r in ("recipe", "teacher.recipe") for k in (
-        "optimizer", "optimizer_options", "schedule_options", "warmup_epochs")),
+        "optimizer", "optimizer_options", "schedule_options", "warmup_epochs",
+        "reset_optimizer")),
     "data.transforms", "data.augmentation", "data.augmentation_options", "teacher.data",
     "warmup", "eval",
 )
@@ -208,16 +232,21 @@ def drop_later_defaults(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def identity(config: RunConfig) -> dict[str, Any]:
     """What a run id hashes: the resolved config without paths, device and engine settings,
-    and without fields and loss options newer than the run's kind at their default."""
+    without the preset's name (its effect is spelled out in the recipe and loss values), and
+    without fields and loss options newer than the run's kind at their default. Precision is
+    the one asked for (``auto`` stays ``auto``), so an id does not depend on the machine that
+    computes it."""
     from .losses import entry
 
     d = config.to_dict()
+    d.pop("preset")
     for dotted in NON_IDENTITY:
         *parents, leaf = dotted.split(".")
         node = d
         for p in parents:
-            node = node[p]
-        node.pop(leaf, None)
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     spec = entry(config.loss.name)
     for key in spec.later:
         if key in d["loss"]["options"] and d["loss"]["options"][key] == spec.defaults[key]:
@@ -232,7 +261,20 @@ def canonical_json(obj: Any) -> str:
 def run_id(config: RunConfig) -> str:
     """Stable id of an already *resolved* config: 16 hex digits of the SHA-256 of its canonical
     JSON (``RunConfig.run_id`` resolves first)."""
-    return hashlib.sha256(canonical_json(identity(config)).encode()).hexdigest()[:16]
+    return _digest(identity(config))
+
+
+def legacy_run_id(config: RunConfig) -> str:
+    """The id kdbench 0.1 gave the same config (it hashed the preset's name and the resolved
+    precision): records stored under it are found and adopted (see :meth:`Store.adopt`)."""
+    d = identity(config)
+    d["preset"] = config.preset
+    d["precision"] = config.resolved_precision
+    return _digest(d)
+
+
+def _digest(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:16]
 
 
 # -- presets ------------------------------------------------------------------------------------
@@ -254,6 +296,9 @@ def preset_default(preset: str, dotted: str) -> Any:
 
 
 def _preset_layers(preset: str, student: str, loss: str) -> list[dict[str, Any]]:
+    """The preset's layers for a run of ``loss`` by ``student``: its recipe and teacher, its
+    per-architecture overrides, and its ``loss_defaults`` as they reach ``loss`` (a composite's
+    or a modified loss's parts too: :func:`kdbench.losses.preset_values`)."""
     if preset not in PRESETS:
         raise UnknownNameError("preset", preset, PRESETS)
     p = PRESETS[preset]
@@ -261,21 +306,53 @@ def _preset_layers(preset: str, student: str, loss: str) -> list[dict[str, Any]]
     for prefix, extra in p.get("arch", {}).items():
         if student.startswith(prefix):
             layers.append(extra)
-    if loss in p.get("loss_defaults", {}):
-        d = p["loss_defaults"][loss]
-        layers.append({"loss": {"weights": {k: v for k, v in d.items() if k.startswith("w_")},
-                                "options": {k: v for k, v in d.items()
-                                            if not k.startswith("w_")}}})
+    if p.get("loss_defaults") and isinstance(loss, str):  # a bad name fails in resolve
+        from .losses import preset_values
+
+        weights, options = preset_values(loss, p["loss_defaults"])
+        if weights or options:
+            layers.append({"loss": {"weights": weights, "options": options}})
     return layers
 
 
+#: Command-line names accepted as top-level keys of a spec or sweep file, and the config path
+#: each stands for (a mapping under ``loss``/``teacher`` is the section itself).
+ALIASES: dict[str, str] = {
+    "dataset": "data.name", "data_dir": "data.dir", "teacher_arch": "teacher.arch",
+    "teacher": "teacher.source", "teacher_epoch": "teacher.epoch",
+    "teacher_seed": "teacher.seed", "teacher_weights": "teacher.weights", "loss": "loss.name",
+    "epochs": "recipe.epochs", "lr": "recipe.lr", "batch_size": "recipe.batch_size",
+    "members": "teacher.options.members", "members_count": "teacher.options.members_count",
+    "save_every": "teacher.save_every", "save_epochs": "teacher.save_epochs",
+}
+
+
+def dealias(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with command-line names (``dataset: digits``, ``loss: kd``) turned into the nested
+    config they stand for; a name that is also a section keeps its mapping."""
+    out: dict[str, Any] = {}
+    flat = {}
+    for key, value in d.items():
+        if key in ALIASES and value is not None and not isinstance(value, dict):
+            flat[ALIASES[key]] = value
+        else:
+            out[key] = value
+    return deep_merge(out, unflatten(flat))
+
+
 def build_config(overrides: dict[str, Any] | None = None, spec: dict[str, Any] | None = None,
-                 ) -> RunConfig:
+                 explicit: dict[str, Any] | None = None) -> RunConfig:
     """A RunConfig from a spec dict and dotted overrides (``{"recipe.epochs": 5}``), on top of
-    the preset they name. None values are ignored."""
+    the preset they name. None values in ``overrides`` are ignored (an unset flag); those in
+    ``explicit`` (``--set KEY=null``) are kept.
+
+    A preset's lr milestones (and step size) follow the epochs asked for: when ``epochs`` is
+    given without them, they are scaled as fractions of the preset's own epochs.
+    """
     flat = {k: v for k, v in (overrides or {}).items() if v is not None}
+    flat.update(explicit or {})
     nested_over = unflatten(flat)
-    spec = copy.deepcopy(spec or {})
+    spec = dealias(copy.deepcopy(spec or {}))
     merged_top = deep_merge(spec, nested_over)
     preset = merged_top.get("preset", RunConfig.preset)
     student = merged_top.get("student", RunConfig.student)
@@ -283,12 +360,39 @@ def build_config(overrides: dict[str, Any] | None = None, spec: dict[str, Any] |
     base: dict[str, Any] = {}
     for layer in _preset_layers(preset, student, loss):
         base = deep_merge(base, layer)
+    for path in (("recipe",), ("teacher", "recipe")):
+        _scale_schedule(_section(base, path), _section(merged_top, path))
     merged = deep_merge(base, merged_top)
     teacher = merged.get("teacher")
     if isinstance(teacher, dict) and isinstance(teacher.get("data"), dict):
         # the teacher's own data settings are layered over the student's
         teacher["data"] = deep_merge(merged.get("data") or {}, teacher["data"])
     return RunConfig.from_dict(merged)
+
+
+def _section(d: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    for part in path:
+        d = d.get(part) if isinstance(d, dict) else None
+    return d if isinstance(d, dict) else None
+
+
+def _scale_schedule(preset: dict[str, Any] | None, given: dict[str, Any] | None) -> None:
+    """Scale a preset recipe's milestones/step size to the epochs ``given`` asks for (in place),
+    unless ``given`` sets them itself."""
+    if not preset or not given or "epochs" not in given or "epochs" not in preset:
+        return
+    old, new = int(preset["epochs"]), given["epochs"]
+    try:
+        new = int(new)
+    except (TypeError, ValueError):
+        return  # a bad value is reported by the typed construction
+    if new == old or new < 1:
+        return
+    if "milestones" in preset and "milestones" not in given:
+        preset["milestones"] = sorted({max(1, round(m * new / old))
+                                       for m in preset["milestones"]})
+    if preset.get("step_size") and "step_size" not in given:
+        preset["step_size"] = max(1, round(preset["step_size"] * new / old))
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
@@ -405,9 +509,14 @@ def resolve(config: RunConfig) -> RunConfig:
         bad = [e for e in c.teacher.save_epochs if not 1 <= e <= c.teacher.recipe.epochs]
         if bad:
             raise ConfigError(f"teacher.save_epochs {bad} outside 1..{c.teacher.recipe.epochs}")
+        if c.teacher.evaluate not in TEACHER_EVALUATE:
+            raise UnknownNameError("teacher.evaluate", c.teacher.evaluate, TEACHER_EVALUATE)
         if c.teacher.save_every < 0:
             raise ConfigError(f"teacher.save_every must be >= 0, got {c.teacher.save_every}")
     _check_recipe(c.recipe, "recipe")
+    for where, seed in (("seed", c.seed), ("teacher.seed", getattr(c.teacher, "seed", 0))):
+        if not 0 <= seed < 2**63:
+            raise ConfigError(f"{where} must be in 0..2^63-1, got {seed}")
     c.warmup = _resolve_stages(c.warmup)
     _resolve_eval(c.eval)
     c.log = _resolve_loggers(c.log)
@@ -417,7 +526,6 @@ def resolve(config: RunConfig) -> RunConfig:
         raise UnknownNameError("precision", c.precision, PRECISIONS)
     if c.device not in DEVICES and not re.fullmatch(r"cuda:\d+", c.device):
         raise UnknownNameError("device", c.device, DEVICES)
-    c.precision = resolve_precision(c.precision, c.device)
     return c
 
 
@@ -475,14 +583,20 @@ def _resolve_stages(items: list[Any]) -> list[dict[str, Any]]:
 
 def _resolve_loggers(items: list[Any]) -> list[dict[str, Any]]:
     from .loggers import EXTERNAL_LOGGERS
-    from .plugins import names
+    from .plugins import get, names
 
     for item in items:
         name = item if isinstance(item, str) else (item or {}).get("name")
         if name in EXTERNAL_LOGGERS and name not in names("logger"):
             raise ConfigError(f"logger {name!r} is not installed: pip install "
                               f"{EXTERNAL_LOGGERS[name]}")
-    return resolve_items(items, "logger", "log")
+    out = resolve_items(items, "logger", "log")
+    for item in out:  # a logger whose package is missing fails now, not after training
+        package = get("logger", item["name"]).package
+        if package and importlib.util.find_spec(package.replace("-", "_")) is None:
+            raise ConfigError(f"logger {item['name']!r} needs the package {package!r}, which is "
+                              f"not installed: pip install {package}")
+    return out
 
 
 def _resolve_eval(e: EvalConfig) -> None:
@@ -535,3 +649,17 @@ def _check_recipe(r: Recipe, where: str) -> None:
         raise ConfigError(f"{where}.step_size must be >= 1 with schedule 'step'")
     if r.warmup_epochs < 0:
         raise ConfigError(f"{where}.warmup_epochs must be >= 0, got {r.warmup_epochs}")
+    if r.reset_optimizer not in RESET_OPTIMIZER:
+        raise UnknownNameError(f"{where}.reset_optimizer", r.reset_optimizer, RESET_OPTIMIZER)
+    for name, value, ok, valid in (("momentum", r.momentum, r.momentum >= 0, ">= 0"),
+                                   ("weight_decay", r.weight_decay, r.weight_decay >= 0, ">= 0"),
+                                   ("gamma", r.gamma, r.gamma > 0, "> 0")):
+        if not ok:
+            raise ConfigError(f"{where}.{name} must be {valid}, got {value}")
+    if r.schedule == "multistep" and r.milestones and max(r.milestones) <= r.epochs / 2:
+        import warnings
+
+        warnings.warn(f"kdbench: {where} drops its lr for the last time at epoch "
+                      f"{max(r.milestones)} of {r.epochs}: the second half of training runs at "
+                      f"the final lr (set {where}.milestones if that is not meant)",
+                      RuntimeWarning, stacklevel=3)

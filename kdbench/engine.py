@@ -30,6 +30,7 @@ from .errors import ConfigError, TrainingError
 from .evaluators import EvalContext, Suite, build_suite
 from .losses import Distiller
 from .models import Features, KDModel
+from .progress import Progress
 from .stages import Batch, Stage, loss_stages, main_stage
 
 # ============================== trainees ========================================================
@@ -58,6 +59,10 @@ class Trainee:
     #: lockstep with isolated failures: the exception that stopped this trainee
     error: BaseException | None = None
     online: bool = False
+    #: training time and images over every attempt (kept in the resume file, so an
+    #: interrupted and resumed run accounts for all of its work)
+    spent: dict[str, float] = field(default_factory=lambda: {
+        "train_seconds": 0.0, "train_images": 0, "extra_seconds": 0.0, "extra_images": 0})
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -95,10 +100,22 @@ class Trainee:
             self.optimizers[stage.name] = stage.make_optimizer()
         return self.optimizers[stage.name]
 
+    def start_epoch(self, stage: Stage, lr: float) -> None:
+        """Set the stage's optimiser to ``lr`` for the coming epoch, first replacing it by a
+        fresh one where the stage's ``reset_optimizer`` rule says so (InDistill's reference
+        builds a new Adam every epoch). A resumed run reloads the saved optimiser and applies
+        the same rule, so it trains as an uninterrupted one."""
+        current = self.optimizers.get(stage.name)
+        if current is not None and stage.reset_due(current, lr):
+            del self.optimizers[stage.name]
+        for group in self.optimizer(stage).param_groups:
+            group["lr"] = lr
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "distiller": self.distiller.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "history": self.history, "stage_history": self.stage_history}
+                "history": self.history, "stage_history": self.stage_history,
+                "spent": dict(self.spent)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -108,6 +125,7 @@ class Trainee:
             self.optimizer(stages[name]).load_state_dict(opt_state)
         self.history = list(state["history"])
         self.stage_history = {k: list(v) for k, v in state["stage_history"].items()}
+        self.spent.update(state.get("spent", {}))
 
 
 # ============================== teacher forward =================================================
@@ -310,6 +328,16 @@ def _online_step(trainees: list[Trainee], batch: Batch, sums: list[RunningSums],
                 views[k] = _forward(trainee.model, batch.x, how).detach()
 
 
+def _postfix(trainees: list[Trainee], metric: str) -> str:
+    """Each trainee's latest ``metric`` (or its training accuracy in an epoch not tested)."""
+    def one(t: Trainee) -> str:
+        row = t.history[-1]
+        if metric in row:
+            return f"{t.name} {metric}={row[metric]:.1f}"
+        return f"{t.name} train_top1={row.get('train_top1', math.nan):.1f}"
+    return " ".join(one(t) for t in trainees)
+
+
 def _batches(loader: BatchLoader, epoch: int) -> Iterator[Batch]:
     for b in loader.epoch(epoch):
         yield Batch(*b[:3], views=b[3] if len(b) > 3 else [])
@@ -336,8 +364,6 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
     ``trainee.stage_history``. Each draws its own data order (epoch numbers −1, −2, …, counted
     across the extra stages, distinct from the run's), and the state is saved after each epoch,
     so an interrupted stage resumes too."""
-    from tqdm.auto import tqdm
-
     seconds, images, offset = 0.0, 0, 0
     for stage in trainee.extra:
         rows = trainee.stage_history.setdefault(stage.name, [])
@@ -347,12 +373,11 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
         if teacher is None and stage.teacher != "none":
             raise ConfigError(f"stage {stage.name!r} of {trainee.name} needs a fixed teacher")
         _train_mode(trainee, stage)
-        bar = tqdm(total=stage.epochs, initial=len(rows), desc=f"{desc} {stage.name}", unit="ep",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = Progress(stage.epochs, f"{desc} {stage.name}", initial=len(rows),
+                       enabled=progress)
         for e in range(len(rows), stage.epochs):
             lr = stage.lr * stage.schedule(e)
-            for group in trainee.optimizer(stage).param_groups:
-                group["lr"] = lr
+            trainee.start_epoch(stage, lr)
             acc, seen = RunningSums(device), 0
             t0 = time.perf_counter()
             for step, batch in enumerate(_batches(loader, -1 - offset - e)):
@@ -365,9 +390,11 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
                 seen += batch.y.shape[0]
             seconds += time.perf_counter() - t0
             images += seen
+            trainee.spent["extra_seconds"] += time.perf_counter() - t0
+            trainee.spent["extra_images"] += seen
             rows.append(_epoch_row(e + 1, lr, acc, seen))
             save()
-            bar.update(1)
+            bar.update()
         bar.close()
         offset += stage.epochs
     return seconds, images
@@ -457,8 +484,6 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
     ``isolate_failures`` a trainee whose step raises stops (its ``error`` is set) and the rest
     go on. Returns timing.
     """
-    from tqdm.auto import tqdm
-
     if online and (teacher is not None or len(trainees) < 2):
         raise ConfigError("an online cohort needs at least two trainees and no fixed teacher")
     if update not in ("alternate", "simultaneous"):
@@ -519,8 +544,7 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
                 timing["extra_images"] += n
             active = [t for t in active if t.error is None]
 
-        bar = tqdm(total=epochs_total, initial=start, desc=desc, unit="ep",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = Progress(epochs_total, desc, initial=start, enabled=progress)
         for epoch in range(start, epochs_total):
             if not active:
                 break
@@ -529,8 +553,7 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
                 stage, stage_epoch = t.stage_at(epoch)
                 # a timeline stage's schedule counts the run's epochs; extra ones their own
                 lr = stage.lr * stage.schedule(epoch if stage.name == "main" else stage_epoch)
-                for group in t.optimizer(stage).param_groups:
-                    group["lr"] = lr
+                t.start_epoch(stage, lr)
                 _train_mode(t, stage)
                 lrs.append(lr)
             sums = [RunningSums(device) for _ in active]
@@ -553,8 +576,12 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
                         break
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            timing["train_seconds"] += time.perf_counter() - t0
+            epoch_seconds = time.perf_counter() - t0
+            timing["train_seconds"] += epoch_seconds
             timing["train_images"] += seen
+            for t in active:
+                t.spent["train_seconds"] += epoch_seconds
+                t.spent["train_images"] += seen
             if not active:
                 break
             for trainee, acc, lr in zip(active, sums, lrs):
@@ -572,10 +599,7 @@ def fit(trainees: list[Trainee], data: Dataset, *, batch_size: int, seed: int,
             save(epoch + 1)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, active)
-            shown = evaluators.best_metric
-            bar.set_postfix_str(" ".join(f"{t.name}={t.history[-1].get(shown, math.nan):.1f}"
-                                         for t in active))
-            bar.update(1)
+            bar.update(_postfix(active, evaluators.best_metric))
         bar.close()
     t_sec = timing["train_seconds"]
     timing["images_per_s"] = (timing["train_images"] * len(trainees) / t_sec if t_sec > 0

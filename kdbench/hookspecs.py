@@ -168,6 +168,13 @@ def register_loggers(register: Register) -> None:
 
 
 @hookspec
+def register_report_figures(register: Register) -> None:
+    """Register figures of ``kdbench report``: ``register(name, factory, description=)``;
+    ``factory(study) -> list[Figure]`` draws what one study of a results store holds (an empty
+    list where it has nothing to draw); see :mod:`kdbench.report`."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add Click commands to the ``kdbench`` group (``cli.command()`` / ``cli.add_command``)."""
 

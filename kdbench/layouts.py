@@ -39,7 +39,25 @@ def selection(df: Any, **options: Any) -> str:
     return selection_table(df, **options)
 
 
+def robustness(df: Any, **options: Any) -> str:
+    """KD beyond compression: methods × severity of label noise and class imbalance, the gain
+    over CE at each severity, where the teacher learned."""
+    from .robustness import robustness_table
+
+    return robustness_table(df, **options)
+
+
+def methods(df: Any, **options: Any) -> str:
+    """The literature's table under one protocol: one row per method (family, year), top-1 at
+    the last and at the best epoch per teacher–student pair."""
+    from .methods import methods_table
+
+    return methods_table(df, **options)
+
+
 @hookimpl
 def register_table_layouts(register):
     for fn in (pivot, checkpoint, ensemble, selection):
         register(fn.__name__, fn)
+    register("robustness", robustness)
+    register("methods", methods)

@@ -42,12 +42,16 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kdbench.losses.plugin",
     "kdbench.losses.modern_plugin",
     "kdbench.losses.modern_feature_plugin",
+    "kdbench.losses.indistill_plugin",
     "kdbench.teachers.plugin",
+    "kdbench.teachers.indistill",
     "kdbench.mi.plugin",
     "kdbench.sweep.plugin",
     "kdbench.optim",
     "kdbench.evaluators.plugin",
     "kdbench.layouts",
+    "kdbench.loggers.builtin",
+    "kdbench.report.plugin",
 )
 
 #: kind -> (hook name, human label used in messages)

@@ -14,22 +14,56 @@ from .evaluators import Suite, summarize
 from .store import SCHEMA_VERSION, Store
 
 
+def existing_record(store: Store, cfg: RunConfig, run_id: str) -> dict[str, Any] | None:
+    """The record of a resolved config in ``store``, adopting one stored under the id an older
+    kdbench gave it (:func:`kdbench.config.legacy_run_id`)."""
+    from .config import legacy_run_id
+
+    record = store.load_record(run_id, set_aside_corrupt=True)
+    if record is None:
+        record = store.adopt(legacy_run_id(cfg), run_id)
+    return record
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def data_summary(dataset: Any) -> dict[str, Any]:
-    """What the record says about the data a run used: split sizes and what the transforms
-    did (their reports)."""
+    """What the record says about the data a run used: split sizes, what the transforms
+    did (their reports) and what the dataset plugin says it did (``info``: e.g. its source, a
+    resize)."""
+    info = {k: v for k, v in dataset.info.items() if k != "transforms"}
     return {"train_size": len(dataset.train), "test_size": len(dataset.test),
-            "transforms": dataset.info.get("transforms", [])}
+            "transforms": dataset.info.get("transforms", []), **({"info": info} if info else {})}
 
 
-def new_record(cfg: RunConfig, run_id: str, device: Any, dataset: Any) -> dict[str, Any]:
+def new_record(cfg: RunConfig, run_id: str, device: Any, dataset: Any,
+               previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a run as training starts. Resuming an earlier attempt (``previous``: its
+    interrupted, failed or killed record) keeps its creation time and its attempts."""
+    attempts = list(((previous or {}).get("cost") or {}).get("attempts", []))
+    if previous is not None and previous.get("status") == "running" and attempts:
+        attempts[-1] = {**attempts[-1], "status": "killed"}  # it never wrote its end
+    attempts.append({"started": now(), "ended": None, "status": "running"})
     return {"schema": SCHEMA_VERSION, "run_id": run_id, "status": "running", "error": None,
-            "created": now(), "finished": None, "config": cfg.to_dict(), "metrics": {},
-            "teacher": None, "data": data_summary(dataset), "stages": [], "cost": {},
-            "env": environment(device), "extra": {}}
+            "created": (previous or {}).get("created") or attempts[0]["started"],
+            "finished": None, "config": cfg.to_dict(), "metrics": {}, "teacher": None,
+            "data": data_summary(dataset), "stages": [], "cost": {"attempts": attempts},
+            "env": {**environment(device), "precision": cfg.resolved_precision}, "extra": {}}
+
+
+def end_attempt(record: dict[str, Any], status: str, wall_seconds: float,
+                spent: dict[str, float] | None = None) -> None:
+    """Close the record's current attempt and total the cost over every attempt: training
+    seconds and images from the resume state (``spent``, which survives a kill), wall time
+    from the attempts."""
+    cost = record["cost"]
+    attempt = cost["attempts"][-1]
+    attempt.update(ended=now(), status=status, wall_seconds=wall_seconds)
+    cost["wall_seconds"] = sum(a.get("wall_seconds") or 0.0 for a in cost["attempts"])
+    if spent is not None:
+        cost.update({k: v for k, v in spent.items() if v or not k.startswith("extra")})
 
 
 def metrics_of(trainee: Any, suite: Suite) -> dict[str, Any]:
@@ -46,17 +80,18 @@ def metrics_of(trainee: Any, suite: Suite) -> dict[str, Any]:
 
 
 def finish_failed(record: dict[str, Any], store: Store, exc: BaseException, t_start: float,
-                  keep_existing: bool) -> None:
+                  keep_existing: bool, spent: dict[str, float] | None = None) -> None:
     """Write a ``failed`` (or ``interrupted``) record, never over a ``done`` one."""
     from .plugins import notify
 
     # Ctrl-C, and SystemExit (e.g. a Slurm requeue on preemption): resumable, not failed
     interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-    record.update(status="interrupted" if interrupted else "failed", finished=now(),
+    status = "interrupted" if interrupted else "failed"
+    record.update(status=status, finished=now(),
                   error=None if interrupted else f"{type(exc).__name__}: {exc}")
     if not isinstance(exc, KDBenchError) and not interrupted:
         record["traceback"] = "".join(traceback.format_exception(exc, limit=8))
-    record["cost"]["wall_seconds"] = time.perf_counter() - t_start
+    end_attempt(record, status, time.perf_counter() - t_start, spent)
     if not keep_existing:
         notify("kdbench_run_end", record=record)
         store.write_record(record)

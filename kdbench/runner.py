@@ -11,18 +11,27 @@ has a ``running`` record, which ends ``done``, ``failed`` (with the error) or ``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+import warnings
 from typing import Any
 
 from . import device as dev
 from . import engine
-from .checks import check_features, check_index, check_input_size, check_loss, check_stages
+from .checks import (
+    check_batch,
+    check_features,
+    check_index,
+    check_input_size,
+    check_loss,
+    check_stages,
+)
 from .config import RunConfig, canonical_json, resolve, run_id
 from .errors import KDBenchError
 from .loggers import Loggers
-from .record import finish_failed, metrics_of, new_record, now
-from .store import Store, load_resume
+from .record import end_attempt, existing_record, finish_failed, metrics_of, new_record, now
+from .store import Store, load_resume, remove_resume
 
 
 def run(config: RunConfig | dict[str, Any], *, force: bool = False,
@@ -121,17 +130,33 @@ def _run_configs(configs: list[RunConfig | dict[str, Any]], *, force: bool, prog
             continue
         store = Store(cfg.results_dir)
         store.check_writable()
-        existing = store.load_record(rid)
+        existing = existing_record(store, cfg, rid)
         if existing is not None and existing["status"] == "done" and not force:
             out[rid] = (existing, None)
         else:
             todo.append(cfg)
     groups = lockstep_groups(todo) if lockstep else [[i] for i in range(len(todo))]
     for group in groups:
-        for sub in _by_resume_epoch([todo[i] for i in group], force):
-            for job in _run_group(sub, force=force, progress=progress):
-                out[job.rid] = (job.record, job.error)
+        with contextlib.ExitStack() as locks:
+            cfgs = []
+            # one process per run: wait for another one training it, then reuse its record
+            for cfg in sorted((todo[i] for i in group), key=run_id):
+                store, rid = Store(cfg.results_dir), run_id(cfg)
+                locks.enter_context(store.run_lock(rid, say=_say))
+                done = store.load_record(rid, set_aside_corrupt=True)
+                if done is not None and done["status"] == "done" and not force:
+                    out[rid] = (done, None)
+                else:
+                    cfgs.append(cfg)
+            cfgs.sort(key=todo.index)  # the order they were asked for, as without locks
+            for sub in _by_resume_epoch(cfgs, force) if cfgs else []:
+                for job in _run_group(sub, force=force, progress=progress):
+                    out[job.rid] = (job.record, job.error)
     return [out[run_id(cfg)] for cfg in resolved]
+
+
+def _say(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
 def _by_resume_epoch(cfgs: list[RunConfig], force: bool) -> list[list[RunConfig]]:
@@ -164,7 +189,8 @@ def _trainee(cfg: RunConfig, dataset: Any, device: Any, teacher: Any, lockstep: 
     mine = cfg.teacher is not None and teacher is not None
     dctx = DistillContext(student, teacher.peers[0] if online else (fixed if mine else None),
                           dataset.num_classes, dataset.input_shape, len(dataset.train),
-                          cfg.loss.weights, cfg.loss.options, dataset.train.labels)
+                          cfg.loss.weights, cfg.loss.options, dataset.train.labels,
+                          epochs=cfg.recipe.epochs)
     check_features(cfg, student, teacher if mine else None)
     check_index(cfg, dataset)
     distiller = build(cfg.loss.name, dctx).to(device)
@@ -205,16 +231,21 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
     first = cfgs[0]
     dev.set_threads(first.engine.threads)
     device = dev.resolve_device(first.device)
+    precision = first.resolved_precision
     dataset = load_data(first.data, device)
     t_start = time.perf_counter()
-    jobs = [_Job(cfg, Store(cfg.results_dir), False, new_record(cfg, run_id(cfg), device,
-                                                                dataset)) for cfg in cfgs]
-    for job in jobs:
-        existing = job.store.load_record(job.rid)
-        job.keep_existing = existing is not None and existing["status"] == "done"
+    jobs = []
+    for cfg in cfgs:
+        store, rid = Store(cfg.results_dir), run_id(cfg)
+        existing = store.load_record(rid)
+        done = existing is not None and existing["status"] == "done"
+        # a resumed attempt continues the record of the attempts before it
+        resumed = existing if not (done or force) and store.state_path(rid).exists() else None
+        jobs.append(_Job(cfg, store, done, new_record(cfg, rid, device, dataset, resumed)))
     lockstep = len(jobs) > 1
     try:
         for cfg in cfgs:
+            check_batch(cfg.recipe, dataset)
             check_loss(cfg, dataset)
         # ---- teacher (may train its trajectory once, on its own data) --------------------------
         teacher = None
@@ -225,6 +256,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
                              dataset)
             t_data = dataset if with_teacher.teacher.data is None else \
                 load_data(with_teacher.teacher.data, device)
+            check_batch(with_teacher.teacher.recipe, t_data, "teacher.recipe")
             ctx = TeacherContext(with_teacher, t_data, device, jobs[0].store, progress)
             teacher = get("teacher_source", with_teacher.teacher.source).create(ctx)
         online = getattr(teacher, "online", False)  # a cohort of peers trained with the student
@@ -252,7 +284,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
             job.record["env"].update(fuse_teacher=bool(mine and mine["folded"]),
                                      teacher_fusion=mine)
         suite = build_suite(first.eval.evaluators, EvalContext(dataset), epochs=first.recipe.epochs,
-                            precision=first.precision, best_metric=first.eval.best_metric,
+                            precision=precision, best_metric=first.eval.best_metric,
                             channels_last=(dev.default_channels_last(device)
                                            if first.engine.channels_last is None
                                            else first.engine.channels_last))
@@ -269,7 +301,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
             job.loggers = Loggers(job.cfg.log, job.cfg.results_dir)
             job.loggers.start(job.record)
             if force:  # a forced rerun starts afresh rather than resuming an old attempt
-                job.store.state_path(job.rid).unlink(missing_ok=True)
+                remove_resume(job.store.state_path(job.rid))
         by_trainee = {id(j.trainee): j for j in jobs}
 
         def on_epoch_end(epoch: int, done: list[engine.Trainee]) -> None:
@@ -283,7 +315,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
 
         timing = engine.fit(trainees, dataset, batch_size=first.recipe.batch_size,
                             seed=first.seed, device=device, evaluators=suite,
-                            precision=first.precision, augment=augment,
+                            precision=precision, augment=augment,
                             teacher=engine_teacher,
                             state_path=None if lockstep else jobs[0].store.state_path(jobs[0].rid),
                             on_epoch_end=on_epoch_end, progress=progress,
@@ -295,19 +327,21 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
         for job in jobs:
             trainee = job.trainee
             if trainee.error is not None:
-                finish_failed(job.record, job.store, trainee.error, t_start, job.keep_existing)
+                finish_failed(job.record, job.store, trainee.error, t_start, job.keep_existing,
+                              trainee.spent)
                 job.loggers.end(job.record)
                 job.error = trainee.error
                 continue
             job.record["metrics"] = metrics_of(trainee, suite)
             if online:
                 teacher.record(job.record, trainees, suite)
-            job.record["cost"].update(wall_seconds=time.perf_counter() - t_start, **timing)
+            job.record["cost"]["images_per_s"] = timing["images_per_s"]  # this attempt's speed
+            end_attempt(job.record, "done", time.perf_counter() - t_start, trainee.spent)
             job.record.update(status="done", finished=now())
             notify("kdbench_run_end", record=job.record)
             job.loggers.end(job.record)
             job.store.write_record(job.record)
-            job.store.state_path(job.rid).unlink(missing_ok=True)
+            remove_resume(job.store.state_path(job.rid))
         return jobs
     except BaseException as exc:
         if not any(j.started for j in jobs) and isinstance(exc, KDBenchError) \
@@ -315,7 +349,8 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
             raise  # bad input: nothing is written
         for job in jobs:
             if job.record["status"] == "running":
-                finish_failed(job.record, job.store, exc, t_start, job.keep_existing)
+                finish_failed(job.record, job.store, exc, t_start, job.keep_existing,
+                              job.trainee.spent if job.trainee is not None else None)
                 job.loggers.end(job.record)
                 job.error = exc
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) or not lockstep:

@@ -473,6 +473,13 @@ class LayoutSpec(PluginSpec):
     kind: ClassVar[str] = "table_layout"
 
 
+@dataclass(frozen=True, eq=False)
+class FigureSpec(PluginSpec):
+    """``factory(study) -> list[Figure]``: figures of ``kdbench report`` (:mod:`kdbench.report`)."""
+
+    kind: ClassVar[str] = "report_figure"
+
+
 #: kind -> (hook name, label used in messages, spec class)
 SPECS: dict[str, tuple[str, str, type[PluginSpec]]] = {
     "model": ("register_models", "model", ModelSpec),
@@ -489,4 +496,5 @@ SPECS: dict[str, tuple[str, str, type[PluginSpec]]] = {
     "augmentation": ("register_augmentations", "augmentation", AugmentationSpec),
     "table_layout": ("register_table_layouts", "table layout", LayoutSpec),
     "logger": ("register_loggers", "logger", LoggerSpec),
+    "report_figure": ("register_report_figures", "report figure", FigureSpec),
 }

@@ -71,6 +71,9 @@ class Stage:
     nesterov: bool = False
     weight_decay: float = 5e-4
     optimizer_options: dict[str, Any] = field(default_factory=dict)
+    #: when the optimiser is re-created: "never", "lr_change" or "epoch"
+    #: (:attr:`kdbench.config.Recipe.reset_optimizer`)
+    reset_optimizer: str = "never"
     #: lr factor per epoch: of the run for timeline stages, within the stage for extra ones
     schedule: Schedule = field(default=constant(1))
     timeline: bool = False
@@ -93,6 +96,9 @@ class Stage:
     def __post_init__(self) -> None:
         if self.epochs < 0:
             raise ConfigError(f"stage {self.name!r} epochs must be >= 0, got {self.epochs}")
+        if self.reset_optimizer not in ("never", "lr_change", "epoch"):
+            raise ConfigError(f"stage {self.name!r} reset_optimizer {self.reset_optimizer!r} "
+                              f"is unknown (valid: never, lr_change, epoch)")
         if self.epochs and not any(p.requires_grad for p in self.parameters):
             raise ConfigError(f"stage {self.name!r} trains no parameters (it needs a student, "
                               f"a connector or both)")
@@ -104,10 +110,20 @@ class Stage:
                               momentum=self.momentum, nesterov=self.nesterov,
                               weight_decay=self.weight_decay, options=self.optimizer_options)
 
+    def reset_due(self, optimizer: torch.optim.Optimizer, lr: float) -> bool:
+        """Whether ``optimizer`` (the one of the epoch before) is to be replaced by a fresh one
+        for an epoch at ``lr`` (see :attr:`reset_optimizer`)."""
+        if self.reset_optimizer == "epoch":
+            return True
+        return self.reset_optimizer == "lr_change" and any(
+            g["lr"] != lr for g in optimizer.param_groups)
+
     def describe(self) -> dict[str, Any]:
         """What the record says about the stage."""
         return {"name": self.name, "epochs": self.epochs, "timeline": self.timeline,
                 "optimizer": self.optimizer, "lr": self.lr, "label_weight": self.label_weight,
+                **({"reset_optimizer": self.reset_optimizer}
+                   if self.reset_optimizer != "never" else {}),
                 **({"options": self.options} if self.options else {})}
 
 
@@ -155,7 +171,8 @@ def main_stage(model: nn.Module, distiller: nn.Module, recipe: Any, *, epochs: i
         lr=recipe.lr, optimizer=recipe.optimizer, momentum=recipe.momentum,
         nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
         optimizer_options=dict(recipe.optimizer_options), schedule=make_schedule(recipe),
-        timeline=True, label_weight=float(weights.get("w_ce", 1.0)), weights=weights,
+        reset_optimizer=recipe.reset_optimizer, timeline=True,
+        label_weight=float(weights.get("w_ce", 1.0)), weights=weights,
         student="features" if distiller.needs_features else "logits",
         teacher=("none" if not distiller.needs_teacher and not online else
                  "features" if distiller.needs_features else "logits"),
@@ -176,6 +193,7 @@ def loss_stages(model: nn.Module, distiller: nn.Module, recipe: Any) -> list[Sta
             lr=recipe.lr if s.lr is None else s.lr, optimizer=recipe.optimizer,
             momentum=recipe.momentum, nesterov=recipe.nesterov,
             weight_decay=recipe.weight_decay, optimizer_options=dict(recipe.optimizer_options),
+            reset_optimizer=recipe.reset_optimizer,
             schedule=constant(s.epochs), timeline=False, label_weight=None, weights=None,
             student="features" if s.trains_student else "none", train_student=s.trains_student,
             teacher="features"))
@@ -213,7 +231,8 @@ def stage_from_options(name: str, ctx: StageContext, options: dict[str, Any], *,
                  optimizer=optimizer, momentum=r.momentum, nesterov=r.nesterov,
                  weight_decay=r.weight_decay,
                  optimizer_options=dict(r.optimizer_options) if optimizer == r.optimizer else {},
-                 schedule=schedule, timeline=bool(options.get("within_budget", True)),
+                 reset_optimizer=r.reset_optimizer, schedule=schedule,
+                 timeline=bool(options.get("within_budget", True)),
                  label_weight=options.get("label_weight"), weights=None, student=student,
                  train_student=train_student, teacher=teacher, teacher_view=teacher_view,
                  options=dict(options))

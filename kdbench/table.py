@@ -35,6 +35,9 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
         "teacher_arch": teacher["arch"] if teacher else NONE,
         "teacher_epoch": ",".join(map(str, prov.get("epochs", []))) or NONE,
         "teacher_top1": prov.get("teacher_top1"),
+        # where the teacher learned: the student's data, or data of its own (teacher.data)
+        "teacher_data": NONE if not teacher else "same" if not teacher.get("data") or
+        teacher["data"] == cfg["data"] else "own",
         "seed": cfg["seed"], "preset": cfg.get("preset"), "precision": cfg.get("precision"),
         **metrics,
         **{k: v for k, v in (record.get("cost") or {}).items() if not isinstance(v, (dict, list))},
@@ -90,6 +93,18 @@ def apply_where(df: pd.DataFrame, where: Iterable[str]) -> pd.DataFrame:
     return df
 
 
+def finished(df: pd.DataFrame, where: Iterable[str] = ()) -> pd.DataFrame:
+    """The finished runs matching every ``--where`` clause; none is an error that says so."""
+    if df.empty:
+        raise KDBenchError("no run records to tabulate")
+    df = apply_where(df, where)
+    df = df[df["status"] == "done"]
+    if df.empty:
+        raise KDBenchError("no finished runs match" + (f" --where {' '.join(where)}" if where
+                                                         else ""))
+    return df
+
+
 def _text(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
@@ -102,6 +117,10 @@ def aggregate(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str) -
     for key in keys + [metric]:
         if key not in df.columns:
             raise UnknownNameError("column", key, [c for c in df.columns if c != "cell_config"])
+    df = df.copy()
+    for key in keys:  # a key a record lacks is "-", so its cell is not dropped from the pivot
+        df[key] = df[key].map(lambda v: NONE if v is None or (isinstance(v, float) and pd.isna(v))
+                              else v)
     grouped = df.groupby(keys, dropna=False, sort=True)
     out = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
     mixed = grouped["cell_config"].nunique()
@@ -145,15 +164,9 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     """The comparison table as text: a pivot of mean ± std (n seeds) of ``metric``."""
     if fmt not in FORMATS:
         raise UnknownNameError("table format", fmt, FORMATS)
-    if df.empty:
-        raise KDBenchError("no run records to tabulate")
     rows = list(rows or DEFAULT_ROWS)
     cols = list(cols if cols is not None else DEFAULT_COLS)
-    df = apply_where(df, where)
-    df = df[df["status"] == "done"]
-    if df.empty:
-        raise KDBenchError("no finished runs match" + (f" --where {' '.join(where)}" if where
-                                                         else ""))
+    df = finished(df, where)
     check_metric(df, metric)
     long = aggregate(df, rows, cols, metric)
     mixed = long[long["configs"] > 1]

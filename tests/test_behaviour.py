@@ -174,7 +174,7 @@ def test_stage_bad_input_is_one_line_exit_2_nothing_written(plugin, results, cli
                                                "integer, got 'x'"),
         (["--warmup", "labels_only:colour=red"], "stage 'labels_only' has no option 'colour'"),
         (["--warmup", "labels_only:epochs=2"], "take 2 of the run's 2 epochs"),
-        (["--warmup", "frozen", "--loss", "ce"], "stage 'frozen' trains no parameters"),
+        (["--warmup", "frozen"], "stage 'frozen' trains no parameters"),
         (["--warmup", "labels_only:optimizer=adamm"], "unknown optimizer 'adamm'"),
         (["--set", "recipe.optimizer=lbfgs"], "unknown recipe.optimizer 'lbfgs'"),
     ]
@@ -409,3 +409,50 @@ def test_logger_bad_input(results, cli_runner):
         result = cli_runner(*base, *args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     assert not list((results / "runs").glob("*.json"))
+
+
+def test_a_teacher_tested_at_its_checkpoints_only_has_the_same_weights(results, tmp_path):
+    """``teacher.evaluate: checkpoints`` skips the test pass between checkpoints (the running
+    training accuracy stays every epoch); the weights and the trajectory key do not change."""
+    from kdbench.teachers import manage
+
+    every = tiny(tmp_path / "every", **{"teacher.recipe.epochs": 4, "teacher.save_every": 2})
+    sparse = tiny(results, **{"teacher.recipe.epochs": 4, "teacher.save_every": 2,
+                              "teacher.evaluate": "checkpoints"})
+    [a], [b] = manage.train(every, progress=False), manage.train(sparse, progress=False)
+    assert a.key == b.key and run_id_of(every) == run_id_of(sparse)
+    assert ["top1" in r for r in b.manifest["curve"]] == [False, True, False, True]
+    assert all("train_top1" in r for r in b.manifest["curve"])
+    assert {e: c["sha256"] for e, c in a.manifest["checkpoints"].items()} == \
+        {e: c["sha256"] for e, c in b.manifest["checkpoints"].items()}
+    assert b.accuracy(2) == a.accuracy(2)
+
+
+def run_id_of(cfg):
+    return resolve(cfg).run_id
+
+
+def test_progress_is_one_plain_line_per_epoch_in_a_log_file(results):
+    """Under nohup or in a sweep's log (not a terminal), progress is a line per epoch with no
+    carriage returns; the real engine writes them."""
+    import contextlib
+    import io
+
+    from kdbench.progress import Progress
+
+    buf = io.StringIO()
+    bar = Progress(3, "teacher resnet8", stream=buf)
+    for i in range(3):
+        bar.update(f"top1={i}")
+    bar.close()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3 and "\r" not in buf.getvalue()
+    assert lines[0].startswith("teacher resnet8: 1/3 epochs, top1=0, ")
+    assert lines[-1].endswith("about 0 s left")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        run(tiny(results, **{"loss.name": "ce"}), progress=True)
+    logged = [line for line in err.getvalue().splitlines() if line.startswith("ce resnet8:")]
+    assert [line.split(",")[0] for line in logged] == ["ce resnet8: 1/2 epochs",
+                                                       "ce resnet8: 2/2 epochs"]
+    assert "student top1=" in logged[-1]

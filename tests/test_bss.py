@@ -22,6 +22,7 @@ from kdbench.losses.bss import (
     kd_schedule,
 )
 from kdbench.models.base import Features
+from kdbench.stages import Batch
 
 
 def linear_teacher() -> nn.Linear:
@@ -241,7 +242,7 @@ def test_distiller_forward_backward_gives_the_student_grads_and_the_teacher_none
     target = t.logits.argmax(1)  # every sample the teacher gets right …
     s = Features(logits=s.logits + 50 * nn.functional.one_hot(target, 4))  # … and the student
     teacher.calls = student.calls = 0
-    terms = d(s, t, target, epoch=0, inputs=x)
+    terms = d(s, t, target, epoch=0, batch=Batch(x, target, torch.arange(len(x))))
     assert set(terms) == {"kd", "bss"} and float(terms["bss"].detach()) > 0
     # 10 attack steps + 1 forward on x_adv for the teacher (fewer if all crossed), 1 for the
     # student
@@ -258,7 +259,7 @@ def test_bss_term_at_a_hand_checked_epoch_and_zero_after_the_stop():
     target = t.logits.argmax(1)
     # E = 8: epoch index 5 is e = 6 = 3/4·8 → β = 0, α = 1 + 3·(1 − 6/8) = 1.75
     teacher.calls = 0
-    terms = d(s, t, target, epoch=5, inputs=x)
+    terms = d(s, t, target, epoch=5, batch=Batch(x, target, torch.arange(len(x))))
     assert float(terms["bss"]) == 0.0 and teacher.calls == 0
     kd = float(bss_kd(s.logits, t.logits, 3.0).detach())
     assert float(terms["kd"].detach()) == pytest.approx(1.75 * kd)
@@ -275,9 +276,10 @@ def test_target_draws_resume_from_the_state_dict():
     assert torch.equal(bss_target_classes(z, other.generator), expected)
 
 
-def test_distiller_needs_inputs_and_epochs():
+def test_distiller_needs_the_batch_and_epochs():
     d, student, teacher = make()
     x, s, t = batch(teacher, student)
+    assert d.step_arguments == frozenset({"batch"})  # the engine passes batch= and only it
     with pytest.raises(ConfigError, match="needs the batch inputs"):
         d(s, t, t.logits.argmax(1))
     with pytest.raises(ConfigError, match="set option schedule_epochs"):

@@ -72,15 +72,44 @@ def test_record_equals_the_one_made_before_the_refactor(case, store):
         assert record["teacher"]["teacher_top1"] == old["teacher_top1"]
 
 
-def test_run_ids_of_configs_made_before_are_unchanged():
-    """Configs that do not use the fields added since keep their ids (``run_ids``: computed with
-    the commit the fixtures were made on), so existing stores are reused, not rerun."""
-    from kdbench.config import build_config, resolve, run_id
+def test_ids_kdbench_0_1_gave_are_the_legacy_ids_and_their_records_are_adopted(tmp_path):
+    """kdbench 0.1 hashed the preset's name and the resolved precision (``run_ids``: computed
+    with the commit the fixtures were made on). Those ids are :func:`legacy_run_id`, and a
+    record stored under one is adopted by the run, not trained again."""
+    from kdbench.config import build_config, legacy_run_id, resolve, run_id
+    from kdbench.runner import run
+    from kdbench.store import Store
 
     ids = FIXTURE["run_ids"]
     for case, over in CASES.items():
         cfg = resolve(build_config({**BASE, **over, "results_dir": "r"}))
-        assert run_id(cfg) == ids[case], case
+        assert legacy_run_id(cfg) == ids[case], case
     for preset in ("quick", "repdistiller", "checkpointkd"):
         cfg = resolve(build_config({"preset": preset, "loss.name": "kd"}))
-        assert run_id(cfg) == ids[f"preset-{preset}"], preset
+        assert legacy_run_id(cfg) == ids[f"preset-{preset}"], preset
+    # a done record under the old id: the run finds it, moves it to the new id, trains nothing
+    cfg = resolve(build_config({**BASE, **CASES["ce"], "results_dir": str(tmp_path)}))
+    store = Store(tmp_path)
+    old = legacy_run_id(cfg)
+    store.write_record({"schema": 1, "run_id": old, "status": "done", "config": cfg.to_dict(),
+                        "metrics": {"top1_last": 12.5}})
+    record = run(cfg, progress=False)
+    assert record["metrics"] == {"top1_last": 12.5} and record["legacy_run_id"] == old
+    assert record["run_id"] == run_id(cfg) != old
+    assert not store.record_path(old).exists() and store.record_path(run_id(cfg)).exists()
+
+
+def test_one_experiment_one_id():
+    """The id hashes what determines the result: not the preset's name when the values are
+    the same, not the machine's resolution of ``precision: auto``."""
+    from kdbench.config import build_config, resolve, run_id
+    from kdbench.presets import PRESETS
+
+    quick = resolve(build_config({"preset": "quick", "loss.name": "kd"}))
+    spelled = resolve(build_config({"preset": "repdistiller", "loss.name": "kd",
+                                    "recipe": PRESETS["quick"]["recipe"],
+                                    "teacher": PRESETS["quick"]["teacher"]}))
+    assert spelled.recipe == quick.recipe and run_id(spelled) == run_id(quick)
+    auto = resolve(build_config({"precision": "auto"}))
+    assert auto.precision == "auto" and auto.resolved_precision in ("fp32", "bf16")
+    assert run_id(auto) != run_id(resolve(build_config({"precision": "fp32"})))

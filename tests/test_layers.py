@@ -13,17 +13,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdbench"
 #: import modules of its own layer and of lower ones.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("kdbench.errors", "kdbench.version", "kdbench.spec", "kdbench.hookspecs",
+                "kdbench.progress", "kdbench.plotting",
                 "kdbench.presets",
                 "kdbench.device", "kdbench.store", "kdbench.plugins", "kdbench.openmp")),
     ("blocks", ("kdbench.models", "kdbench.data", "kdbench.losses", "kdbench.evaluators",
-                "kdbench.optim", "kdbench.stages", "kdbench.mi.base", "kdbench.mi.binning",
-                "kdbench.mi.kde", "kdbench.mi.hsic", "kdbench.mi.infonce", "kdbench.mi.recon",
-                "kdbench.mi.training", "kdbench.mi.features", "kdbench.mi.plugin",
-                "kdbench.mi.estimators", "kdbench.mi.cka")),
+                "kdbench.optim", "kdbench.stages", "kdbench.loggers", "kdbench.mi")),
     ("core", ("kdbench.config", "kdbench.engine", "kdbench.checks", "kdbench.record")),
-    ("orchestration", ("kdbench.teachers", "kdbench.mi", "kdbench.runner", "kdbench.table",
+    # the MI estimators are blocks; estimating a trajectory and choosing from it orchestrate
+    ("orchestration", ("kdbench.teachers", "kdbench.mi.analysis", "kdbench.mi.report",
+                       "kdbench.mi.commands", "kdbench.runner", "kdbench.table",
                        "kdbench.layouts", "kdbench.sweep", "kdbench.bench", "kdbench.report",
-                       "kdbench.loggers", "kdbench.reproduce")),
+                       "kdbench.reproduce", "kdbench.robustness", "kdbench.methods")),
     ("surface", ("kdbench.cli", "kdbench.__main__", "kdbench")),
 ]
 

@@ -530,7 +530,9 @@ def test_ls_settings_follow_the_official_per_pair_runs():
     w, o = MP.modifier_settings("kd", "ls", student="resnet8x4", teacher="resnet32x4")
     assert w["w_kd"] == 9.0 and o["T"] == 2.0
     w, o = MP.modifier_settings("dkd", "ls", student="vgg8", teacher="vgg13")
-    assert w == {"w_dkd": 15.0} and o == {"standardize": True, "T": 2.0, "beta": 2.0}
+    # LS's own beta, with mdistiller's per-pair table off (it would say 6 for this pair)
+    assert w == {"w_dkd": 15.0} and o == {"standardize": True, "T": 2.0, "beta": 2.0,
+                                          "beta_table": False}
     w, o = MP.modifier_settings("mlkd", "ls", student="ShuffleV2", teacher="resnet32x4")
     assert set(w.values()) == {6.0} and len(w) == 3 and o["T"] == 2.0
     # a pair LS did not run, or per_pair off: the command-line defaults 2 and 9

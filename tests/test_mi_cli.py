@@ -75,23 +75,33 @@ def test_mi_table_plot_and_cache(store, cli_runner):
 
 
 def test_select_recon_end_to_end(store, cli_runner):
-    """The choice is the argmax of the min-max normalised sum, recomputed here from the
-    printed estimates."""
+    """Two repeats: the argmax is that of the min-max normalised sum of the (censored) series,
+    the repeat spread is the pooled within-checkpoint sd — both recomputed here from the JSON —
+    and the choice stands exactly when the gap beats the score's resolution."""
+    import numpy as np
+
     results, key = store
-    out = cli_runner("select", key, "--estimator", "recon", "--layer", "stage-2", "--samples",
-                     "64", *FAST_RECON, "--results-dir", results, "--quiet", "--json")
-    data = _json(out)
-    rows = data["checkpoints"]
-    nx = minmax([r["i_xt"] for r in rows])
-    ny = minmax([r["i_ty"] for r in rows])
-    scores = [a + b for a, b in zip(nx, ny)]
+    args = ("select", key, "--estimator", "recon", "--layer", "stage-2", "--samples", "64",
+            "--repeats", "2", *FAST_RECON, "--results-dir", results, "--quiet")
+    data = _json(cli_runner(*args, "--json"))
+    rows, sel = data["checkpoints"], data["selection"]
+    d = sel["decision"]
+    scores = [a + b for a, b in zip(minmax(d["used"]["i_xt"]), minmax(d["used"]["i_ty"]))]
     expected = max(zip(scores, [-r["epoch"] for r in rows]))
-    assert data["selection"]["chosen"] == -expected[1]
-    assert data["selection"]["scores"] == pytest.approx(scores)
+    assert sel["argmax"] == -expected[1] and sel["scores"] == pytest.approx(scores)
+    values = np.array([r["values"] for r in rows])  # checkpoint × repeat × (I(X;T), I(T;Y))
+    sd = np.sqrt(((values - values.mean(1, keepdims=True)) ** 2).sum((0, 1)) / len(rows))
+    assert [d["noise_sd"]["i_xt"], d["noise_sd"]["i_ty"]] == pytest.approx(sd.tolist())
+    assert d["stochastic"] and d["repeats"] == 2
+    if sel["chosen"] is None:
+        assert d["reason"]
+    else:
+        assert sel["chosen"] == sel["argmax"] and d["gap"] > d["score_resolution"]
     assert data["settings"]["epochs"] == 3 and data["request"]["layer"] == "stage-2"
-    text = cli_runner("select", key, "--estimator", "recon", "--layer", "stage-2", "--samples",
-                      "64", *FAST_RECON, "--results-dir", results, "--quiet").output
-    assert f"chosen: epoch {data['selection']['chosen']}" in text and "← chosen" in text
+    text = cli_runner(*args).output
+    head = (f"chosen: epoch {sel['chosen']}" if sel["chosen"] is not None
+            else "no choice: ")
+    assert head in text and "decision rule:" in text and "repeat sd" in text
 
 
 @pytest.mark.parametrize("args, message", [
@@ -172,30 +182,87 @@ def test_run_with_select_records_the_choice(store, cli_runner):
             "--set", "teacher.recipe.epochs=4", "--set", "teacher.recipe.batch_size=64",
             "--set", "teacher.recipe.milestones=[]", "--set", "teacher.save_every=2",
             "--set", "recipe.milestones=[]", "--results-dir", results, "--quiet")
-    out = cli_runner(*base, "--teacher", "intermediate", "--select", "hsic",
+    out = cli_runner(*base, "--teacher", "intermediate", "--select", "cka",
                      "--set", "teacher.options.select_options.samples=48", "--json")
     record = _json(out)
     sel = record["teacher"]["selection"]
     assert record["teacher"]["trajectory"] == key  # the fixture's trajectory, reused
     assert record["teacher"]["epochs"] == [sel["chosen"]] and sel["epochs"] == [2, 4]
-    assert sel["estimator"] == "hsic" and sel["samples"] == 48 and len(sel["scores"]) == 2
+    assert sel["estimator"] == "cka" and sel["samples"] == 48 and len(sel["scores"]) == 2
+    # the record keeps the decision rule's figures and inputs
+    assert sel["decision"]["can_choose"] and sel["decision"]["gap"] > 0
+    assert len(sel["decision"]["values"]) == 2 and sel["argmax"] == sel["chosen"]
     options = record["config"]["teacher"]["options"]
-    assert options["select"] == "hsic" and options["select_options"]["samples"] == 48
+    assert options["select"] == "cka" and options["select_options"]["samples"] == 48
     assert options["select_options"]["layer"] == "embedding"  # defaults completed and recorded
     runs_before = sorted(p.name for p in (results / "runs").glob("*.json"))
     for args, message in [
-        (("--teacher", "full", "--select", "hsic"), "option of teacher source 'full'"),
-        (("--teacher", "intermediate", "--select", "hsci"), "unknown MI estimator 'hsci'"),
-        (("--teacher", "intermediate", "--select", "hsic", "--teacher-epoch", "2"),
+        (("--teacher", "full", "--select", "cka"), "option of teacher source 'full'"),
+        (("--teacher", "intermediate", "--select", "ckb"), "unknown MI estimator 'ckb'"),
+        (("--teacher", "intermediate", "--select", "cka", "--teacher-epoch", "2"),
          "--select and --teacher-epoch/--teacher-epoch-frac"),
-        (("--teacher", "intermediate", "--select", "hsic", "--set",
+        (("--teacher", "intermediate", "--select", "cka", "--set",
           "teacher.options.select_options.layers=2"), "unknown selection option 'layers'"),
+        (("--teacher", "intermediate", "--select", "recon", "--set",
+          "teacher.options.select_options.repeats=1"),
+         "select_options.repeats must be >= 2, got 1"),
+        (("--teacher", "intermediate", "--select", "kde", "--set",
+          "teacher.options.select_options.settings.project=umap"),
+         "project='umap' is not one of none, pca, random"),
         (("--teacher", "intermediate", "--select", "kde", "--set",
           "teacher.options.select_options.layer=stage-7"), "unknown layer 'stage-7'"),
     ]:
         bad = cli_runner(*base, *args)
         assert bad.exit_code == 2 and message in bad.output, bad.output
     assert sorted(p.name for p in (results / "runs").glob("*.json")) == runs_before
+
+
+CONSTANT = textwrap.dedent('''
+    import kdbench
+    from kdbench.mi.base import Estimator
+
+    class Constant(Estimator):
+        """I(X;T) = 10·seed, I(T;Y) = 1 at every checkpoint: the means never differ."""
+        name = "constant"
+        stochastic = True
+
+        def _estimate(self, t, x, y, *, seed, device):
+            return 10.0 * seed, 1.0, {}
+
+    @kdbench.hookimpl
+    def register_mi_estimators(register):
+        register("constant", Constant)
+''')
+
+
+def test_no_choice_select_prints_run_fails(store, cli_runner, local_plugin):
+    """Estimates that cannot tell the checkpoints apart: `kdbench select` prints the scores and
+    "no choice" (exit 0); a run with --select stops with a one-line error (exit 2) before any
+    student is trained, and writes no record."""
+    results, key = store
+    local_plugin(CONSTANT, "constant.py")
+    out = cli_runner("select", key, "--estimator", "constant", "--repeats", "2", "--samples",
+                     "16", "--results-dir", results, "--quiet")
+    assert out.exit_code == 0, out.output
+    assert "no choice: I(X;T) varies by 0 across checkpoints" in out.output
+    assert "← argmax (no choice)" in out.output and "--teacher-epoch" in out.output
+    base = ("run", "--dataset", "synthetic", "--student", "resnet8", "--teacher-arch", "resnet8",
+            "--epochs", "1", "--batch-size", "64", "--precision", "fp32", "--device", "cpu",
+            "--set", "teacher.recipe.epochs=4", "--set", "teacher.recipe.batch_size=64",
+            "--set", "teacher.recipe.milestones=[]", "--set", "teacher.save_every=2",
+            "--set", "recipe.milestones=[]", "--results-dir", results, "--quiet")
+    runs = results / "runs"
+    before = sorted(p.name for p in runs.glob("*")) if runs.is_dir() else []
+    bad = cli_runner(*base, "--teacher", "intermediate", "--select", "constant",
+                     "--set", "teacher.options.select_options.samples=16")
+    assert bad.exit_code == 2, bad.output
+    message = [line for line in bad.output.splitlines() if "cannot choose" in line]
+    assert len(message) == 1
+    assert f"--select constant: Algorithm 1 cannot choose a checkpoint of {key}" in message[0]
+    assert "varies by 0" in message[0] and "explicit --teacher-epoch" in message[0]
+    assert "Traceback" not in bad.output
+    after = sorted(p.name for p in runs.glob("*")) if runs.is_dir() else []
+    assert after == before  # no record, no student state
 
 
 def test_layer_names_follow_the_model():

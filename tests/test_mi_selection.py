@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -27,13 +28,23 @@ def test_minmax_by_hand():
 
 def test_algorithm1_by_hand():
     """Normalised I(X;T) = [1, .75, .5, 0], normalised I(T;Y) = [0, .625, .9375, 1]; their sum
-    [1, 1.375, 1.4375, 1] peaks at epoch 60."""
+    [1, 1.375, 1.4375, 1] peaks at epoch 60, 0.0625 above the runner-up (40) — far above the
+    numerical tolerance of a deterministic estimate (1e-6·3/2 + 1e-6·2.1/1.6 ≈ 2.8e-6)."""
     sel = algorithm1(EPOCHS, I_XT, I_TY)
     assert sel.scores == pytest.approx([1.0, 1.375, 1.4375, 1.0])
-    assert sel.chosen == 60
-    # neither series alone would choose 60: I(X;T) alone picks 20, I(T;Y) alone picks 80
-    assert algorithm1(EPOCHS, I_XT, [0.0] * 4).chosen == 20
-    assert algorithm1(EPOCHS, [0.0] * 4, I_TY).chosen == 80
+    assert sel.chosen == sel.argmax == 60
+    d = sel.decision
+    assert d["can_choose"] and d["reason"] is None and d["runner_up"] == 40
+    assert d["gap"] == pytest.approx(0.0625)
+    assert d["score_resolution"] == pytest.approx(1e-6 * 3.0 / 2.0 + 1e-6 * 2.1 / 1.6)
+    assert d["gap_raw"] == pytest.approx({"i_xt": -0.5, "i_ty": 0.5})
+    assert d["tied"] == [60]
+    # neither series alone would choose 60: I(X;T) alone points at 20, I(T;Y) alone at 80 — but
+    # a constant series is no information, so Algorithm 1 (which needs both) makes no choice
+    alone = algorithm1(EPOCHS, I_XT, [0.0] * 4)
+    assert alone.argmax == 20 and alone.chosen is None
+    assert "I(T;Y) varies by 0 across checkpoints" in alone.decision["reason"]
+    assert algorithm1(EPOCHS, [0.0] * 4, I_TY).argmax == 80
 
 
 def test_algorithm1_invariant_to_estimator_offset_and_scale():
@@ -44,12 +55,76 @@ def test_algorithm1_invariant_to_estimator_offset_and_scale():
 
 
 def test_algorithm1_ties_and_bad_input():
-    assert algorithm1([10, 20], [1.0, 2.0], [2.0, 1.0]).chosen == 10  # tie: the cheaper teacher
-    assert algorithm1([10, 20, 30], [5.0, 5.0, 5.0], [1.0, 3.0, 2.0]).chosen == 20
+    """An exact tie is no choice (it used to go to the earliest checkpoint)."""
+    tie = algorithm1([10, 20], [1.0, 2.0], [2.0, 1.0])
+    assert tie.chosen is None and tie.argmax == 10 and tie.decision["tied"] == [10, 20]
+    assert "epochs 10, 20 are indistinguishable" in tie.decision["reason"]
+    flat = algorithm1([10, 20, 30], [5.0, 5.0, 5.0], [1.0, 3.0, 2.0])
+    assert flat.chosen is None and flat.argmax == 20
     with pytest.raises(KDBenchError, match="two or more checkpoints.*epoch 20: seed 0: boom"):
         algorithm1([10], [1.0], [1.0], excluded={20: "seed 0: boom"})
     with pytest.raises(ValueError):
         algorithm1([10, 20], [1.0], [1.0, 2.0])
+
+
+def _repeats(means_xt, means_ty, a):
+    """Two repeats per checkpoint at mean ± a: pooled sd = a·√2 (SS 2a² per pair, 1 dof)."""
+    return [[[x - a, y - a], [x + a, y + a]] for x, y in zip(means_xt, means_ty)]
+
+
+@pytest.mark.parametrize("a, chosen", [(0.1, None), (0.01, 30)])
+def test_decision_rule_with_repeats_by_hand(a, chosen):
+    """Means I(X;T) [1.1, 2.1, 3.1] (range 2), I(T;Y) [0.5, 1.5, 1.3] (range 1): normalised
+    [0, .5, 1] + [0, 1, .8] = scores [0, 1.5, 1.8]; best 30, runner-up 20, gap 0.3.
+    Resolution per series δ = z·sd·√(2/R) = 2·a√2·1 = 2√2·a; score resolution δ/2 + δ/1.
+    a = 0.1: δ = 0.2828, δ_s = 0.4243 > 0.3: no choice, epochs 20 and 30 tied.
+    a = 0.01: δ = 0.02828, δ_s = 0.04243 < 0.3: epoch 30."""
+    xt, ty = [1.1, 2.1, 3.1], [0.5, 1.5, 1.3]
+    sel = algorithm1([10, 20, 30], xt, ty, repeats=_repeats(xt, ty, a), stochastic=True)
+    d = sel.decision
+    assert sel.scores == pytest.approx([0.0, 1.5, 1.8])
+    assert d["noise_sd"]["i_xt"] == pytest.approx(a * 2 ** 0.5)
+    assert d["resolution"]["i_ty"] == pytest.approx(2 * 2 ** 0.5 * a)
+    assert d["score_resolution"] == pytest.approx(2 * 2 ** 0.5 * a * 1.5)
+    assert d["gap"] == pytest.approx(0.3) and d["runner_up"] == 20
+    assert sel.chosen == chosen and sel.argmax == 30
+    if chosen is None:
+        assert d["tied"] == [20, 30] and "indistinguishable" in d["reason"]
+    # the record holds the inputs: recomputing from them gives the same decision
+    again = algorithm1([10, 20, 30], sel.i_xt, sel.i_ty, repeats=d["values"], stochastic=True,
+                       ceilings=d["ceilings"], saturated=d["saturated"])
+    assert again.chosen == sel.chosen and again.decision["gap"] == pytest.approx(d["gap"])
+
+
+def test_stochastic_estimator_needs_two_repeats():
+    sel = algorithm1(EPOCHS, I_XT, I_TY, stochastic=True)  # one repeat each: spread unmeasured
+    assert sel.chosen is None and sel.argmax == 60
+    assert "give repeats >= 2" in sel.decision["reason"]
+
+
+def test_values_at_the_ceiling_are_censored():
+    """The audit's kde case: I(X;T) and I(T;Y) of epochs 20 and 30 differ by 4e-4 nats, all
+    within 1 % of their ceilings log 500 and log 4: censored to the ceilings, the two tie exactly
+    and there is no choice. Without the ceilings the 4e-4 nats would decide."""
+    c_xt, c_ty = math.log(500), math.log(4)
+    xt, ty = [6.0, c_xt - 4e-4, c_xt], [1.0, c_ty, c_ty - 4e-4]
+    plain = algorithm1([10, 20, 30], xt, ty)
+    assert plain.chosen in (20, 30)
+    sel = algorithm1([10, 20, 30], xt, ty, ceilings=[(c_xt, c_ty)] * 3)
+    assert sel.decision["censored"] == {"i_xt": [20, 30], "i_ty": [20, 30]}
+    assert sel.decision["used"]["i_xt"] == [6.0, c_xt, c_xt]
+    assert sel.scores == pytest.approx([0.0, 2.0, 2.0])
+    assert sel.chosen is None and sel.decision["tied"] == [20, 30]
+    # a flat saturated series (binning at d >= 16: log N everywhere) says why
+    flat = algorithm1([10, 20, 30], [c_xt] * 3, [c_ty] * 3, ceilings=[(c_xt, c_ty)] * 3)
+    assert flat.chosen is None and "3 of 3 checkpoints at the estimator's ceiling" in \
+        flat.decision["reason"]
+    # the estimator's own flag censors too; without a ceiling the series is unusable
+    flagged = algorithm1([10, 20, 30], [1.0, 2.0, 3.0], [1.0, 2.0, 3.5],
+                         saturated=[(False, False), (False, False), (True, False)])
+    assert flagged.chosen is None
+    assert "I(X;T) is in the estimator's saturated regime at epochs 30" in \
+        flagged.decision["reason"]
 
 
 # -- the selection table on fixed records ---------------------------------------------------------
@@ -81,11 +156,24 @@ def curve(results):
             _record(results, f"e{epoch}s{seed}", epoch, seed, acc, 10.0)
     cache = results / "teachers" / KEY / "mi" / "recon-embedding-n100-abcdef0123.json"
     cache.parent.mkdir(parents=True)
+    # two repeats at ± 0.01: resolution 2·0.01·√2 per series, score resolution
+    # 0.0283/2 + 0.0283/1.6 = 0.032 < the gap 0.0625 between epochs 60 and 40
     cache.write_text(json.dumps({
-        "version": CACHE_VERSION,
+        "version": CACHE_VERSION, "stochastic": True,
         "request": {"estimator": "recon", "layer": "embedding", "samples": 100},
-        "epochs": {str(e): {"i_xt": a, "i_ty": b, "seconds": 1.5}
+        "epochs": {str(e): {"i_xt": a, "i_ty": b, "seconds": 1.5,
+                            "values": [[a - 0.01, b - 0.01], [a + 0.01, b + 0.01]]}
                    for e, a, b in zip(EPOCHS, I_XT, I_TY)}}))
+    # binning saturated at log N = log 100 everywhere: no choice
+    flat = cache.parent / "binning-embedding-n100-0123abcdef.json"
+    flat.write_text(json.dumps({
+        "version": CACHE_VERSION, "stochastic": False,
+        "request": {"estimator": "binning", "layer": "embedding", "samples": 100},
+        "epochs": {str(e): {"i_xt": math.log(100), "i_ty": math.log(4), "seconds": 0.1,
+                            "values": [[math.log(100), math.log(4)]],
+                            "details": {"ceiling_xt": math.log(100), "ceiling_ty": math.log(4),
+                                        "saturated_xt": True, "saturated_ty": True}}
+                   for e in EPOCHS}}))
     _record(results, "selected", 80, 0, 99.0, 50.0, selection={
         "estimator": "kde", "layer": "stage-2", "samples": 64, "epochs": EPOCHS,
         "i_xt": [1.0, 2.0, 3.0, 4.0], "i_ty": [1.0, 2.0, 3.0, 4.0], "chosen": 80,
@@ -112,8 +200,12 @@ def test_selection_layout_by_hand(curve, cli_runner):
     assert (kde.chosen, kde.acc_chosen, kde.gap) == (80, 70.0, 5.0)
     assert kde.spearman == pytest.approx(-0.4)
     assert kde.selection_s == pytest.approx(8.0)
+    binning = table.loc["binning (embedding, n=100)"]
+    assert math.isnan(binning.chosen) and binning["argmax"] == 20
+    assert "at the estimator's ceiling" in binning.reason
     text = cli_runner("table", "--layout", "selection", "--results-dir", curve).output
     assert "Spearman" in text and "0.74" in text and "brute force s" in text
+    assert "no choice (argmax 20)" in text
 
 
 def test_selection_layout_skips_outdated_caches(curve, cli_runner):
@@ -135,21 +227,21 @@ def test_selection_layout_without_estimates(results, cli_runner):
     assert "no trajectory has both students" in result.output
 
 
-def test_flat_series_are_flagged():
-    """kde/binning saturate at log N; Algorithm 1 would stretch a spread of 1e-4 to 0..1."""
-    import math
-    import warnings as w
-
+def test_trajectory_selection_passes_repeats_ceilings_and_flags():
+    """TrajectoryMI.select feeds the cached repeats, ceilings and flags to the rule: kde values
+    1e-4 apart just below log N are censored and tie; epoch 6's I(T;Y) is flagged saturated."""
     from kdbench.mi.analysis import CheckpointMI, MIRequest, TrajectoryMI
 
-    rows = [CheckpointMI(e, math.log(500) - d, 2.0 + e / 10, [], [], 1.0, "")
-            for e, d in ((2, 1e-4), (4, 0.0), (6, 2e-4))]
+    c = math.log(500)
+    rows = [CheckpointMI(e, c - dx, ty, [[c - dx, ty]], [], 1.0, "",
+                         {"ceiling_xt": c, "ceiling_ty": 2.3, "saturated_xt": False,
+                          "saturated_ty": e == 6})
+            for e, dx, ty in ((2, 1.0, 1.0), (4, 1e-4, 2.0), (6, 0.0, 1.5))]
     result = TrajectoryMI("key", MIRequest("kde", samples=500), {}, "nats", "upper bound", rows,
                           None)
-    with w.catch_warnings(record=True) as caught:
-        w.simplefilter("always")
-        # the 1e-4 differences decide: normalised I(X;T) [.5, 1, 0] + I(T;Y) [0, .5, 1]
-        assert result.select().chosen == 4
-    messages = [str(c.message) for c in caught]
-    assert len(messages) == 1 and "I(X;T) by 'kde' varies by only 0.0002" in messages[0]
-    assert "log N = 6.215" in messages[0]
+    sel = result.select()
+    assert sel.decision["censored"] == {"i_xt": [4, 6], "i_ty": [6]}
+    assert sel.decision["used"]["i_ty"] == [1.0, 2.0, 2.3]
+    # normalised I(X;T) [0, 1, 1] + I(T;Y) [0, 1/1.3, 1] = [0, 1.769, 2]: epoch 6
+    assert sel.scores == pytest.approx([0.0, 1 + 1 / 1.3, 2.0])
+    assert sel.chosen == 6

@@ -345,7 +345,7 @@ def test_feature_loss_with_an_ensemble_teacher_names_the_losses_that_work(
         results, local_plugin, source):
     local_plugin(FEATURE_LOSS, "toyhint.py")
     with pytest.raises(ConfigError, match=rf"source '{source}' gives logits only "
-                                          r"\(losses that work: ce, dist, dkd, dml, kd, "):
+                                          r"\(losses that work: .*\bdkd, dml, kd\b"):
         run(one_epoch(results, **{"loss.name": "toyhint", "teacher.source": source}),
             progress=False)
 
@@ -356,10 +356,17 @@ def test_corrupt_checkpoint_is_detected_and_named(store, damage):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncate"
                      else data[:-8] + bytes(8))
-    with pytest.raises(StoreError, match=r"corrupt checkpoint .*epoch_0002\.pt"):
-        run(one_epoch(store, **{"teacher.source": "snapshot",
-                                "teacher.options.members_count": 2}), progress=False)
+    cfg = one_epoch(store, **{"teacher.source": "snapshot", "teacher.options.members_count": 2})
+    with pytest.raises(StoreError, match=r"is damaged: epoch_0002\.pt does not match its "
+                                         r"SHA-256 \(`kdbench teacher train`"):
+        run(cfg, progress=False)
     assert nothing_written(store)
+    assert manage.get(Store(store), key_of(store)).problems()  # `teacher list` says so
+    # the obvious command repairs it: trained again, to the same weights (deterministic)
+    with pytest.warns(RuntimeWarning, match="is damaged .* trained again"):
+        [repaired] = manage.train(cfg, progress=False)
+    assert path.read_bytes() == data and not repaired.problems()
+    assert run(cfg, progress=False)["status"] == "done"
 
 
 def test_cli_bad_input_exits_2_with_one_line(store, cli_runner):

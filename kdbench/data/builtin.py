@@ -47,6 +47,14 @@ def digits(data_dir: str | None = None, test_fraction: float = 0.25) -> Dataset:
 def synthetic(data_dir: str | None = None, num_classes: int = 4, size: int = 8, channels: int = 3,
               train_size: int = 256, test_size: int = 128, seed: int = 0) -> Dataset:
     """Tiny random images for unit tests: one smooth prototype per class plus noise (learnable)."""
+    from ..errors import ConfigError
+
+    for name, value, low in (("num_classes", num_classes, 2), ("size", size, 1),
+                             ("channels", channels, 1), ("train_size", train_size, 1),
+                             ("test_size", test_size, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"dataset 'synthetic' option {name} must be an integer >= {low}, "
+                              f"got {value!r}")
     g = torch.Generator().manual_seed(seed)
     protos = torch.rand(num_classes, channels, max(size // 2, 1), max(size // 2, 1), generator=g)
     protos = torch.nn.functional.interpolate(protos, size=(size, size), mode="bilinear",
@@ -152,16 +160,51 @@ def _read_idx(folder: Path, stem: str) -> np.ndarray:
                     f"apt-get install dataset-fashion-mnist, then dpkg -L it for the folder)")
 
 
-def fashion_mnist(data_dir: str | None = None) -> Dataset:
-    """Fashion-MNIST (60k/10k, 28×28 grey) from the official IDX files in --data-dir."""
+#: how :func:`fit_size` brings square images to another size
+FITS = ("pad", "resize")
+
+
+def fit_size(images: torch.Tensor, size: int, fit: str) -> torch.Tensor:
+    """uint8 (N, C, H, W) square images brought to ``size``×``size``.
+
+    ``"pad"``: zero (black) borders, ``(size − H) // 2`` on the top and left and the rest on the
+    bottom and right, pixels unchanged (needs ``size ≥ H``). ``"resize"``: bilinear resampling
+    (``align_corners=False``, antialiased when shrinking), rounded back to uint8.
+    """
+    h = images.shape[-1]
+    if fit not in FITS:
+        raise DataError(f"fit {fit!r} is unknown (valid: {', '.join(FITS)})")
+    if size < 1 or (fit == "pad" and size < h):
+        raise DataError(f"cannot {fit} {h}×{h} images to {size}×{size} (valid sizes: "
+                        f"{h} or more to pad, 1 or more to resize)")
+    if size == h:
+        return images
+    if fit == "pad":
+        lo = (size - h) // 2
+        return torch.nn.functional.pad(images, (lo, size - h - lo, lo, size - h - lo))
+    out = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
+                                          align_corners=False, antialias=size < h)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def fashion_mnist(data_dir: str | None = None, size: int = 28, fit: str = "pad") -> Dataset:
+    """Fashion-MNIST (60k/10k, 28×28 grey) from the official IDX files in --data-dir.
+
+    ``size`` and ``fit`` bring the images to ``size``×``size`` (:func:`fit_size`): e.g.
+    ``--data-option size=32`` zero-pads them to 32×32 (2 pixels each side) for the 32×32
+    models (InDistill's Cnn32), ``fit=resize`` resamples instead. InDistill's code has no
+    Fashion-MNIST preprocessing; padding keeps every pixel. The normalisation statistics are
+    those of the 28×28 images either way; ``dataset.info`` (and the record) says what was done.
+    """
     root = _need_dir("fashion_mnist", data_dir, "the Fashion-MNIST IDX files")
     splits = {}
     for split, (img, lab) in _IDX.items():
         images, labels = _read_idx(root, img), _read_idx(root, lab)
-        splits[split] = Split(torch.from_numpy(images.copy())[:, None],
+        splits[split] = Split(fit_size(torch.from_numpy(images.copy())[:, None], size, fit),
                               torch.from_numpy(labels.astype(np.int64)))
+    info = {} if size == 28 else {"size": {"from": 28, "to": size, "fit": fit}}
     # official training-set statistics
     return Dataset("fashion_mnist", splits["train"], splits["test"], 10, (0.2860,), (0.3530,),
                    crop_padding=2, hflip=True,
                    classes=["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                            "sneaker", "bag", "boot"])
+                            "sneaker", "bag", "boot"], info=info)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from . import augment, builtin, transforms
+from . import augment, builtin, robust, transforms
 
 
 @hookimpl
@@ -27,3 +27,11 @@ def register_augmentations(register):
 def register_data_transforms(register):
     register("subset", transforms.Subset, defaults={"per_class": 100, "seed": 0},
              description="a seeded class-balanced subset: per_class samples of every class")
+    register("label_noise", robust.LabelNoise,
+             defaults={"kind": "symmetric", "rate": 0.2, "seed": 0},
+             description="label noise on the training split: exactly round(rate·n_c) labels of "
+                         "each class changed (symmetric | pairflip | uniform), clean labels kept")
+    register("imbalance", robust.Imbalance,
+             defaults={"kind": "exponential", "ratio": 10.0, "seed": 0},
+             description="a long-tailed training split: exponential or step class counts with "
+                         "max/min ratio rho (the test split stays balanced)")

@@ -89,9 +89,10 @@ class Suite:
 
     def __init__(self, items: list[tuple[Any, Any, dict[str, Any]]], ctx: EvalContext, *,
                  epochs: int, precision: str = "fp32", channels_last: bool = False,
-                 best_metric: str = "top1"):
+                 best_metric: str = "top1", only_at: set[int] | None = None):
         self.items = items  # (spec, evaluator, options)
         self.ctx, self.epochs, self.precision = ctx, epochs, precision
+        self.only_at = only_at
         self.best_metric = best_metric
         self.channels_last = channels_last
         self.lower_is_better = {m for spec, _, _ in items for m in spec.lower_is_better}
@@ -110,8 +111,12 @@ class Suite:
         return int(options.get("every", spec.every))
 
     def due(self, epoch: int) -> list[tuple[Any, Any, dict[str, Any]]]:
-        """The evaluators that run after ``epoch`` (1-based): every epoch, every N, or last."""
+        """The evaluators that run after ``epoch`` (1-based): every epoch, every N, or last;
+        with ``only_at`` (a teacher evaluated at its checkpoints only) those epochs and the
+        last."""
         last = epoch == self.epochs
+        if self.only_at is not None:
+            return list(self.items) if last or epoch in self.only_at else []
         out = []
         for spec, evaluator, options in self.items:
             n = self.every(spec, options)
@@ -148,7 +153,7 @@ class Suite:
 
 def build_suite(evaluators: list[dict[str, Any]], ctx: EvalContext, *, epochs: int,
                 precision: str = "fp32", channels_last: bool = False,
-                best_metric: str = "top1") -> Suite:
+                best_metric: str = "top1", only_at: set[int] | None = None) -> Suite:
     """The resolved ``eval.evaluators`` list built into a :class:`Suite`."""
     from ..plugins import get
 
@@ -158,7 +163,7 @@ def build_suite(evaluators: list[dict[str, Any]], ctx: EvalContext, *, epochs: i
         options = {k: v for k, v in item.items() if k not in ("name", "every")}
         items.append((spec, spec.create(ctx, **options), item))
     return Suite(items, ctx, epochs=epochs, precision=precision, channels_last=channels_last,
-                 best_metric=best_metric)
+                 best_metric=best_metric, only_at=only_at)
 
 
 def test_accuracy(model: nn.Module, dataset: Dataset, precision: str = "fp32"

@@ -36,7 +36,10 @@ class DistillContext:
     """Everything a loss factory may need to size its connectors, known before training.
 
     ``train_labels`` (the training split's labels, indexed like the loader's sample indices)
-    lets CRD draw negatives from other classes.
+    lets CRD draw negatives from other classes. ``epochs`` is the run's epoch count
+    (``recipe.epochs``), for losses whose weights follow a schedule over training (BSS): the
+    main stage's length unless a warm-up takes epochs from the run's budget (the distiller is
+    built before the warm-ups, so it cannot know their length).
     """
 
     student: KDModel
@@ -47,6 +50,7 @@ class DistillContext:
     weights: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     train_labels: torch.Tensor | None = None
+    epochs: int | None = None
 
 
 @dataclass

@@ -51,7 +51,11 @@ def merge_fields(specs: list[Any]) -> dict[str, Any]:
         for f in finalizers:
             f(weights, options, **names)
 
+    # the composite is as new as its newest part, whose code it is credited to (crd+wttm: TTM's)
+    dated = [e for e in specs if e.year is not None]
+    newest = max(dated, key=lambda e: e.year) if dated else specs[0]
     return {"defaults": defaults, "types": types, "taps": tuple(sorted(taps)),
+            "year": newest.year, "repo": newest.repo or specs[0].repo,
             "needs_teacher": any(e.teacher_needed for e in specs),
             "paper": "; ".join(e.paper for e in specs), "parts": tuple(e.name for e in specs),
             "family": "+".join(dict.fromkeys(e.family for e in specs if e.family)),

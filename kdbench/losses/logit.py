@@ -75,11 +75,30 @@ def dkd_beta(teacher: str | None, student: str | None, default: float = 8.0) -> 
     return DKD_BETA.get((arch_key(teacher), arch_key(student)), default)
 
 
-def finalize_dkd(weights: dict[str, float], options: dict[str, Any], *, student: str | None,
-                 teacher: str | None) -> None:
-    """With ``beta_table``, β becomes mdistiller's value for the pair (recorded as such)."""
+def check_kd(options: dict[str, Any], loss: str = "kd") -> None:
+    """KD's options, checked when a run is resolved (before anything is trained or written):
+    T > 0, ``standardize`` a bool, and with ``ctkd`` the curriculum's settings."""
+    option(options, "T", loss, positive=True)
+    standardize_option(options, loss)
+    curriculum_from_options(options, loss)
+
+
+def finalize_kd(weights: dict[str, float], options: dict[str, Any], *,
+                student: str | None = None, teacher: str | None = None) -> None:
+    """KD's options checked at resolve time (:func:`check_kd`)."""
+    check_kd(options)
+
+
+def finalize_dkd(weights: dict[str, float], options: dict[str, Any], *,
+                 student: str | None = None, teacher: str | None = None) -> None:
+    """With ``beta_table``, β becomes mdistiller's value for the pair (recorded as such); then
+    the options are checked (α, β >= 0, warm-up a whole number >= 0, and as :func:`check_kd`)."""
     if options.get("beta_table"):
         options["beta"] = dkd_beta(teacher, student, options["beta"])
+    for key in ("alpha", "beta"):
+        option(options, key, "dkd", nonneg=True)
+    option(options, "warmup", "dkd", nonneg=True, integer=True)
+    check_kd(options, "dkd")
 
 
 class DKD(Distiller):

@@ -206,7 +206,10 @@ class MLKD(MLKDNoAug):
     weak view), the student forwarded on it separately in training mode and the teacher in eval
     mode (official ``AugTrainer.train_iter`` and ``forward_train``), the two ``Features`` passed
     as one pair. Train accuracy stays the weak view's. The strong view's CE is the term
-    ``mlkd_ce_strong`` (weight 0.1 like ``w_ce``).
+    ``mlkd_ce_strong`` (weight 0.1 like ``w_ce``). The strong view is the loss's own, made
+    whatever the data's augmentation: with ``data.augment`` false the weak view is the plain
+    image and MLKD still trains on both. Only an online cohort (``--teacher peers``) has no
+    second view: refused when the config is resolved (:mod:`kdbench.teachers.online`).
     Official defaults as :class:`MLKDNoAug`; the official recipes are longer (480 or 960 epochs,
     lr 0.025 or 0.01: ``configs/cifar100/mlkd/*.yaml`` of the LS repository) - recipe, not loss.
     """

@@ -1,17 +1,26 @@
 """Modern logit losses plugin: registers DIST, MLKD, NKD, TTM, WTTM and RLD with their official
 CIFAR-100 defaults, and describes the two *modifiers* of logit losses, ``ls`` (logit
-standardisation) and ``ctkd`` (curriculum temperature), for the lead's ``loss+modifier`` names.
+standardisation) and ``ctkd`` (curriculum temperature), that a loss name carries as a suffix
+(``kd+ls``, ``dkd+ls+ctkd``, ``kd+crd+ctkd``: :func:`kdbench.losses.entry` and
+:func:`kdbench.losses.resolve`).
 
 Every registration carries ``paper``, ``year``, ``repo`` (the official code the defaults come
 from), ``family`` and ``defaults`` (every weight and option). A modifier is not a loss: it is a
 set of weights and options it puts on the losses it applies to (:func:`modifier_settings`), with
-per-pair values where the official runs used them (LS: :data:`LS_TABLE`).
+per-pair values where the official runs used them (LS: :data:`LS_TABLE`), under the user's own
+values and over a preset's (:func:`modifier_keys`). On a composite it changes only the parts it
+applies to: CTKD's official scripts run PKT, SP, VID, CRD with the learnable temperature on
+their KD term (``kd+pkt+ctkd`` is ``--distill pkt -r 0.1 -a 0.9 -b 30000``), and LS's copy of
+them standardises that KD term alone (``CTKD/train_student.py`` line 314,
+``CTKD/helper/loops.py`` line 174), so ``crd+kd+ls`` standardises the KD part and leaves CRD
+as it is. Modifier names are reserved: a loss plugin named ``ls`` or ``ctkd`` is read as the
+modifier in a composite name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
@@ -21,7 +30,8 @@ from .logit import arch_key
 from .modern_logit import DIST, MLKD, NKD, RLD, TTM, WTTM, MLKDNoAug
 
 __all__ = ["LOSSES", "LS_TABLE", "MODIFIERS", "Modifier", "apply_modifier", "ls_values",
-           "modifier_settings", "register_losses", "split_modifiers"]
+           "modifier_keys", "modifier_settings", "modifiers_settings", "register_losses",
+           "split_modifiers"]
 
 _MLKD_WEIGHTS = {"w_ce": 0.1, "w_mlkd_instance": 0.9, "w_mlkd_class": 0.9, "w_mlkd_batch": 0.9}
 _MLKD_OPTIONS = {"T": 4.0, "variant": "official", "standardize": False}
@@ -143,8 +153,10 @@ def _ls_settings(part: str, teacher: str | None, student: str | None, per_pair: 
     if part == "kd":
         weights = {"w_ce": 0.1, "w_kd": w}
     elif part == "dkd":
+        # LS's own β per pair, never mdistiller's table: LS ran vgg13 -> vgg8 at β 2 where
+        # mdistiller's config says 6 (pairs LS did not run keep the configured β)
         weights = {"w_dkd": w}
-        options.update({"beta": beta[0]} if beta else {})
+        options.update({"beta": beta[0]} if beta else {}, beta_table=False)
     elif part == "rld":
         weights = {"w_rld": w}
         options["scd_T"] = T
@@ -174,6 +186,8 @@ class Modifier:
     #: (loss part, teacher, student, per_pair, the other modifiers) -> (weights, options)
     settings: Callable[[str, str | None, str | None, bool, tuple[str, ...]],
                        tuple[dict[str, float], dict[str, Any]]]
+    #: loss part -> its per-pair table, keyed by (teacher, student) (:func:`arch_key` names)
+    tables: dict[str, dict[tuple[str, str], Any]] = field(default_factory=dict)
 
 
 MODIFIERS: dict[str, Modifier] = {
@@ -181,7 +195,7 @@ MODIFIERS: dict[str, Modifier] = {
         "ls", "logit standardisation: Z-scored logits, base temperature, LS's KD weight",
         "Sun et al., Logit Standardization in Knowledge Distillation, CVPR 2024", 2024,
         "https://github.com/sunshangquan/logit-standardization-KD",
-        ("kd", "dkd", "mlkd", "mlkd_noaug", "rld"), _ls_settings),
+        ("kd", "dkd", "mlkd", "mlkd_noaug", "rld"), _ls_settings, LS_TABLE),
     "ctkd": Modifier(
         "ctkd", "curriculum temperature: learnable T through gradient reversal, cosine λ",
         "Li et al., Curriculum Temperature for Knowledge Distillation, AAAI 2023", 2023,
@@ -229,6 +243,40 @@ def modifier_settings(loss: str, modifier: str, *, student: str | None = None,
         weights.update({k: v for k, v in w.items() if k != "w_ce" or part == parts[0]})
         options.update(o)
     return weights, options
+
+
+def modifiers_settings(loss: str, modifiers: list[str] | tuple[str, ...], *,
+                       student: str | None = None, teacher: str | None = None,
+                       per_pair: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
+    """What several modifiers on one loss set together (``kd+ls+ctkd``): each one's
+    :func:`modifier_settings`, with the others named, applied in the order written."""
+    weights: dict[str, float] = {}
+    options: dict[str, Any] = {}
+    for mod in modifiers:
+        others = tuple(m for m in modifiers if m != mod)
+        w, o = modifier_settings(loss, mod, student=student, teacher=teacher,
+                                 per_pair=per_pair, others=others)
+        weights.update(w)
+        options.update(o)
+    return weights, options
+
+
+def modifier_keys(loss: str, modifiers: list[str] | tuple[str, ...]) -> dict[str, set[str]]:
+    """Loss part -> every weight and option key ``modifiers`` may set on it, whatever the pair
+    (the union over the pairs of the modifiers' tables and an unknown pair): the keys a
+    preset's values for that part must leave to the modifier."""
+    keys: dict[str, set[str]] = {}
+    parts = combine.split(loss)
+    for mod in modifiers:
+        spec = MODIFIERS[mod]
+        others = tuple(m for m in modifiers if m != mod)
+        for part in (p for p in parts if p in spec.applies_to):
+            pairs = [(None, None), *spec.tables.get(part, {})]
+            for teacher, student in pairs:
+                w, o = spec.settings(part, teacher, student, True, others)
+                keys.setdefault(part, set()).update(
+                    k for k in (*w, *o) if k != "w_ce" or part == parts[0])
+    return keys
 
 
 def apply_modifier(loss: str, modifier: str, weights: dict[str, float], options: dict[str, Any],

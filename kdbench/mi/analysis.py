@@ -11,7 +11,6 @@ with its error and left out of the mean, and a checkpoint with no finite repeat 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -19,20 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..config import canonical_json
 from ..data import Dataset
 from ..errors import ConfigError, StoreError, UnknownNameError
+from ..plotting import save_figure
+from ..progress import Progress
 from ..store import Store, atomic_write_json, read_json
 from ..teachers.trajectory import MANIFEST, Trajectory
 from .base import EstimatorDiverged
-from .features import check_layer, extract, load_checkpoint, probe_set
-from .selection import Selection, algorithm1
+from .features import check_layer, extract, probe_set
+from .selection import REMEDY, SELECT_DEFAULTS, Selection, algorithm1
 
-CACHE_VERSION = 2  # 2: features dead on the training split are zeroed (recon, infonce)
-#: A series whose spread across checkpoints is at most this fraction of its magnitude is flagged
-#: as flat: Algorithm 1 would stretch differences of that size to the whole 0..1 range.
-FLAT = 1e-3
+#: 2: features dead on the training split are zeroed (recon, infonce); 3: details carry the
+#: estimators' ceilings and saturation flags, which checkpoint selection reads
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -92,28 +93,24 @@ class TrajectoryMI:
     rows: list[CheckpointMI]
     cache: Path
     teacher_top1: dict[int, float] = field(default_factory=dict)
+    stochastic: bool = False  # the estimate depends on its seed (repeats measure its spread)
 
     @property
     def seconds(self) -> float:
         return sum(r.seconds for r in self.rows)
 
     def select(self) -> Selection:
-        """Algorithm 1 on the checkpoints that have an estimate; warns about flat series."""
+        """Algorithm 1 and its decision rule (:mod:`kdbench.mi.selection`) on the checkpoints
+        that have an estimate, with their repeats, ceilings and saturation flags."""
         ok = [r for r in self.rows if r.i_xt is not None and r.i_ty is not None]
         excluded = {r.epoch: "; ".join(r.diverged) or "no estimate" for r in self.rows
                     if r not in ok}
-        selection = algorithm1([r.epoch for r in ok], [r.i_xt for r in ok],
-                               [r.i_ty for r in ok], excluded)
-        for name, series in (("I(X;T)", selection.i_xt), ("I(T;Y)", selection.i_ty)):
-            spread = max(series) - min(series)
-            if spread <= FLAT * max(abs(v) for v in series):
-                warnings.warn(
-                    f"kdbench: {name} by {self.request.estimator!r} varies by only "
-                    f"{spread:.2g} across checkpoints (saturated? kde and binning reach log N "
-                    f"= {math.log(self.request.samples):.3f} when every probe sample is apart); "
-                    f"Algorithm 1 cannot rank the checkpoints by it", RuntimeWarning,
-                    stacklevel=2)
-        return selection
+        return algorithm1(
+            [r.epoch for r in ok], [r.i_xt for r in ok], [r.i_ty for r in ok], excluded,
+            repeats=[r.values for r in ok], stochastic=self.stochastic,
+            ceilings=[(r.details.get("ceiling_xt"), r.details.get("ceiling_ty")) for r in ok],
+            saturated=[(bool(r.details.get("saturated_xt")), bool(r.details.get("saturated_ty")))
+                       for r in ok])
 
 
 def cache_path(trajectory: Trajectory, request: MIRequest, settings: dict[str, Any]) -> Path:
@@ -140,12 +137,11 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
                         device: torch.device | str = "cpu", *, force: bool = False,
                         progress: bool = True) -> TrajectoryMI:
     """Estimate I(X;T) and I(T;Y) at every saved checkpoint (cached), in epoch order."""
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     estimator = prepare(request, trajectory.spec["arch"], dataset)
     settings = dict(getattr(estimator, "settings", request.settings))
-    repeats = request.repeats if getattr(estimator, "stochastic", True) else 1
+    stochastic = bool(getattr(estimator, "stochastic", True))
+    repeats = request.repeats if stochastic else 1
     epochs = trajectory.epochs
     if not epochs:
         raise StoreError(f"teacher trajectory {trajectory.key!r} has no saved checkpoints")
@@ -155,12 +151,12 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
     kind = getattr(estimator, "kind", "estimate")
     document = {"version": CACHE_VERSION, "trajectory": trajectory.key,
                 "request": asdict(request), "settings": settings, "unit": unit, "kind": kind,
-                "epochs": dict(cached)}
+                "stochastic": stochastic, "epochs": dict(cached)}
     probe = None
     rows = []
-    bar = tqdm(epochs, desc=f"MI {request.estimator} {request.layer}", unit="ckpt",
-               disable=not progress, leave=False, dynamic_ncols=True)
-    for epoch in bar:
+    bar = Progress(len(epochs), f"MI {request.estimator} {request.layer}", unit="checkpoint",
+                   enabled=progress)
+    for epoch in epochs:
         sha = trajectory.manifest["checkpoints"][str(epoch)]["sha256"]
         entry = cached.get(str(epoch))
         if entry is None or entry.get("checkpoint_sha256") != sha:
@@ -171,6 +167,7 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
             entry["checkpoint_sha256"] = sha
             document["epochs"][str(epoch)] = entry
             atomic_write_json(path, document)
+        bar.update(f"epoch {epoch}")
         rows.append(CheckpointMI(epoch, entry["i_xt"], entry["i_ty"], entry["values"],
                                  entry["diverged"], entry["seconds"], sha,
                                  entry.get("details", {})))
@@ -180,13 +177,20 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
             warnings.warn(f"kdbench: MI estimator {request.estimator!r} at epoch {r.epoch}: "
                           f"{len(r.diverged)} of {repeats} repeats diverged and are left out "
                           f"({r.diverged[0]})", RuntimeWarning, stacklevel=2)
+    flagged = [r for r in rows if r.details.get("regime")]
+    if flagged:
+        warnings.warn(f"kdbench: MI estimator {request.estimator!r} on {request.layer} is "
+                      f"outside its working regime at epochs "
+                      f"{', '.join(str(r.epoch) for r in flagged)}: "
+                      f"{flagged[0].details['regime'][0]}", RuntimeWarning, stacklevel=2)
     top1 = {}
     for e in epochs:
         try:
             top1[e] = trajectory.accuracy(e)["top1"]
         except (IndexError, KeyError):
             pass
-    return TrajectoryMI(trajectory.key, request, settings, unit, kind, rows, path, top1)
+    return TrajectoryMI(trajectory.key, request, settings, unit, kind, rows, path, top1,
+                        stochastic)
 
 
 def _estimate_checkpoint(estimator: Any, trajectory: Trajectory, epoch: int, dataset: Dataset,
@@ -199,12 +203,18 @@ def _estimate_checkpoint(estimator: Any, trajectory: Trajectory, epoch: int, dat
     for r in range(repeats):
         seed = request.seed + r
         try:
-            est = estimator.estimate(t, probe.x, probe.y, seed=seed, device=device)
+            with warnings.catch_warnings():  # regime warnings: one summary per trajectory
+                warnings.filterwarnings("ignore", message="kdbench: MI estimator ",
+                                        category=RuntimeWarning)
+                est = estimator.estimate(t, probe.x, probe.y, seed=seed, device=device)
         except EstimatorDiverged as exc:
             diverged.append(f"seed {seed}: {exc}")
             continue
         values.append([est.i_xt, est.i_ty])
-        details = details or dict(est.details)
+        if not details:
+            details = dict(est.details)  # the first repeat's, with its ceilings
+        for flag in ("saturated_xt", "saturated_ty"):  # flagged if any repeat is
+            details[flag] = bool(details.get(flag)) or bool(est.details.get(flag))
     mean = [sum(v[i] for v in values) / len(values) for i in (0, 1)] if values else [None, None]
     return {"i_xt": mean[0], "i_ty": mean[1], "values": values, "diverged": diverged,
             "seconds": time.perf_counter() - t0, "details": details}
@@ -240,6 +250,14 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "diverged" if v is None else f"{v:.{digits}f}"
 
 
+def _mark(epoch: int, selection: Selection) -> str:
+    if epoch == selection.chosen:
+        return "← chosen"
+    if selection.chosen is None and epoch == selection.argmax:
+        return "← argmax (no choice)"
+    return ""
+
+
 def format_result(result: TrajectoryMI, selection: Selection | None = None) -> str:
     """The per-checkpoint table (and Algorithm 1's columns when ``selection`` is given)."""
     from tabulate import tabulate
@@ -258,8 +276,7 @@ def format_result(result: TrajectoryMI, selection: Selection | None = None) -> s
             i = index.get(r.epoch)
             row += (["", "", "", ""] if i is None else
                     [f"{selection.norm_xt[i]:.3f}", f"{selection.norm_ty[i]:.3f}",
-                     f"{selection.scores[i]:.3f}", "← chosen" if r.epoch == selection.chosen
-                     else ""])
+                     f"{selection.scores[i]:.3f}", _mark(r.epoch, selection)])
         row += [f"{len(r.values)}/{len(r.values) + len(r.diverged)}", f"{r.seconds:.1f}"]
         body.append(row)
     req = result.request
@@ -295,6 +312,47 @@ def plot_information_plane(result: TrajectoryMI, path: str | Path) -> Path:
     ax.set_title(f"information plane: {result.request.estimator}, {result.request.layer}\n"
                  f"{result.trajectory}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
+
+
+def load_checkpoint(trajectory: Trajectory, epoch: int, dataset: Dataset,
+                    device: torch.device) -> nn.Module:
+    """The trajectory's architecture with the (SHA-256 verified) weights of ``epoch``, eval mode."""
+    from ..models import create_model
+
+    model = create_model(trajectory.spec["arch"], dataset.num_classes, dataset.in_chans)
+    model.load_state_dict(trajectory.state_dict(epoch, "cpu"))
+    return model.to(device).eval()
+
+
+def select_teacher_epoch(ctx: Any) -> tuple[int, dict[str, Any]]:
+    """The checkpoint Algorithm 1 picks for a run, and the provenance to record.
+
+    Reads ``teacher.options.select`` (the estimator) and ``select_options`` (completed by
+    :func:`check_select`). The layer and probe size are checked before the trajectory is
+    trained; the estimates are cached in the trajectory folder and reused. When the decision
+    rule finds no choice the run stops here with a :class:`ConfigError` (exit 2, no record,
+    before any student training) saying why and what to do.
+    """
+    t = ctx.config.teacher
+    opts = {**SELECT_DEFAULTS, **(t.options.get("select_options") or {})}
+    request = MIRequest(str(t.options["select"]), str(opts["layer"]), int(opts["samples"]),
+                        int(opts["seed"]), int(opts["repeats"]), dict(opts["settings"]))
+    prepare(request, t.arch, ctx.dataset)  # fail before any teacher training
+    trajectory = ctx.trajectory()
+    t0 = time.perf_counter()
+    result = estimate_trajectory(trajectory, ctx.dataset, request, ctx.device,
+                                 progress=ctx.progress)
+    selection = result.select()
+    if selection.chosen is None:
+        raise ConfigError(f"--select {request.estimator}: Algorithm 1 cannot choose a checkpoint "
+                          f"of {trajectory.key} ({request.layer}, {request.samples} samples): "
+                          f"{selection.decision['reason']}; use {REMEDY}")
+    return selection.chosen, {
+        "estimator": request.estimator, "layer": request.layer, "samples": request.samples,
+        "seed": request.seed, "repeats": request.repeats, "settings": result.settings,
+        "unit": result.unit, "kind": result.kind, **selection.to_dict(),
+        # the cost of estimating every checkpoint (cached or not) and of this call
+        "estimate_seconds": result.seconds, "wall_seconds": time.perf_counter() - t0,
+        "cache": str(result.cache)}

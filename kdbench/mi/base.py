@@ -4,12 +4,20 @@ An estimator is registered through ``register_mi_estimators`` as a class (or fac
 settings as keyword arguments; ``estimate(t, x, y, seed=, device=)`` returns an :class:`Estimate`.
 Values are in nats unless the estimator says it gives a dependence score (``unit == "score"``);
 ``kind`` says whether a nats value is a plain estimate, an upper or a lower bound.
+
+Where an estimator knows the most it can report (``log N`` for ``kde`` and ``binning``, ``log B``
+for ``infonce``, the label entropy for I(T;Y)) it puts that ceiling in ``details`` as
+``ceiling_xt``/``ceiling_ty``; when its own rule says the features are in a regime where the
+value is fixed by the estimator rather than by the data, it sets ``saturated_xt``/``saturated_ty``
+and adds a one-line explanation to ``details["regime"]``, which :meth:`Estimator.estimate` emits
+as a ``RuntimeWarning``. Checkpoint selection (:mod:`kdbench.mi.selection`) reads both.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -17,8 +25,12 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ConfigError, DataError, TrainingError
+from ..spec import coerce_options
 
 UNITS = ("nats", "score")
+#: A value within this fraction of its ceiling is "at the ceiling" (saturated): e.g. ``kde`` at
+#: N = 500 probes within 0.062 nats of log 500 = 6.215.
+SATURATION = 0.01
 
 
 class EstimatorDiverged(TrainingError):
@@ -53,10 +65,17 @@ class Estimator:
     defaults: ClassVar[dict[str, Any]] = {}
     min_samples: ClassVar[int] = 2
     #: True when the estimate depends on ``seed`` (trained networks); repeats only make sense then.
-    stochastic: ClassVar[bool] = False
+    stochastic: bool = False
+    #: string settings and their valid values
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = resolve_settings(self.name, self.defaults, settings)
+        self.settings = resolve_settings(self.name, self.defaults, settings, self.choices)
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """Raise :class:`ConfigError` for a setting out of its range (at creation, so a bad
+        ``--select`` setting fails before any teacher is trained)."""
 
     def estimate(self, t: Any, x: Any, y: Any, *, seed: int = 0,
                  device: torch.device | str = "cpu") -> Estimate:
@@ -70,6 +89,9 @@ class Estimator:
         for what, value in (("I(X;T)", i_xt), ("I(T;Y)", i_ty)):
             if not math.isfinite(value):
                 raise EstimatorDiverged(f"estimator {self.name!r} gave a non-finite {what}")
+        for message in details.get("regime", []):
+            warnings.warn(f"kdbench: MI estimator {self.name!r}: {message}", RuntimeWarning,
+                          stacklevel=2)
         return Estimate(float(i_xt), float(i_ty), self.unit, self.kind,
                         {**self.settings, "seed": seed}, details)
 
@@ -97,23 +119,34 @@ def cpu_threads(threads: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def resolve_settings(name: str, defaults: dict[str, Any], given: dict[str, Any]
-                     ) -> dict[str, Any]:
-    """``defaults`` overlaid by ``given``; unknown keys and uncoercible values are errors."""
-    out = dict(defaults)
-    for key, value in given.items():
-        if key not in defaults:
-            raise ConfigError(f"MI estimator {name!r} has no setting {key!r} (valid: "
-                              f"{', '.join(sorted(defaults)) or 'none'})")
-        kind = type(defaults[key])
-        try:
-            out[key] = kind(float(value)) if kind is int else kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} must be "
-                              f"{kind.__name__}") from None
-        if kind is int and float(value) != out[key]:
-            raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} must be an integer")
+def resolve_settings(name: str, defaults: dict[str, Any], given: dict[str, Any],
+                     choices: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """``defaults`` overlaid by ``given``, typed by kdbench's one value coercer (as configs and
+    loss options are: booleans from true/false, yes/no, on/off, 1/0; finite numbers); unknown
+    keys, uncoercible values and strings outside ``choices`` are one-line errors."""
+    out = coerce_options(given, defaults, f"MI estimator {name!r}", kind="setting")
+    for key, valid in (choices or {}).items():
+        if key in given and out[key] not in valid:
+            raise ConfigError(f"MI estimator {name!r} setting {key}={out[key]!r} is not one of "
+                              f"{', '.join(valid)}")
     return out
+
+
+def check_range(name: str, key: str, value: float, *, low: float | None = None,
+                high: float | None = None, open_low: bool = False) -> None:
+    """One-line :class:`ConfigError` when ``value`` is outside [low, high] (or (low, high])."""
+    bad = ((low is not None and (value <= low if open_low else value < low))
+           or (high is not None and value > high))
+    if bad:
+        lo = "" if low is None else f"{'>' if open_low else '>='} {low:g}"
+        hi = "" if high is None else f"<= {high:g}"
+        raise ConfigError(f"MI estimator {name!r} setting {key}={value!r} must be "
+                          f"{' and '.join(p for p in (lo, hi) if p)}")
+
+
+def near_ceiling(value: float, ceiling: float, margin: float = SATURATION) -> bool:
+    """True when ``value`` is within ``margin`` × ``ceiling`` of a positive ``ceiling``."""
+    return ceiling > 0 and ceiling - value < margin * ceiling
 
 
 def check_inputs(name: str, t: Any, x: Any, y: Any, min_samples: int
@@ -152,6 +185,16 @@ def sq_dists(v: torch.Tensor) -> torch.Tensor:
     v = flat(v).double()
     sq = (v * v).sum(1)
     return (sq[:, None] + sq[None, :] - 2.0 * v @ v.T).clamp_min(0.0)
+
+
+def pair_median(d2: torch.Tensor) -> float:
+    """The median (mean of the two middle values for an even count, as numpy's) of the
+    entries above the diagonal of a square matrix: a pairwise-distance median over i < j."""
+    n = d2.shape[0]
+    iu = torch.triu_indices(n, n, offset=1, device=d2.device)
+    v = d2[iu[0], iu[1]].sort().values
+    m = v.numel()
+    return float(v[m // 2]) if m % 2 else float(0.5 * (v[m // 2 - 1] + v[m // 2]))
 
 
 def plugin_entropy(ids: torch.Tensor) -> float:

@@ -17,7 +17,7 @@ from .analysis import (
     resolve_trajectory,
     trajectory_dataset,
 )
-from .selection import Selection
+from .selection import REMEDY, Selection
 
 
 def _estimate(trajectory: str, estimator: str, layer: str, samples: int, seed: int,
@@ -60,12 +60,38 @@ def mi_command(*, plot: str | None, as_json: bool, **kwargs: Any) -> str:
 
 
 def select_command(*, as_json: bool, **kwargs: Any) -> str:
-    """Run Algorithm 1 on the (cached) estimates and return the text to print."""
+    """Run Algorithm 1 and its decision rule on the (cached) estimates; the text to print.
+
+    With no choice (:mod:`kdbench.mi.selection`) the scores are printed with the reason; the
+    command still succeeds: the estimates are a result too.
+    """
     result = _estimate(**kwargs)
     selection = result.select()
     if as_json:
         return _as_json(result, selection, None)
-    i = selection.epochs.index(selection.chosen)
-    return (f"{format_result(result, selection)}\n\nchosen: epoch {selection.chosen} "
-            f"(score {selection.scores[i]:.3f} = {selection.norm_xt[i]:.3f} + "
-            f"{selection.norm_ty[i]:.3f})")
+    return f"{format_result(result, selection)}\n\n{format_decision(selection)}"
+
+
+def format_decision(selection: Selection) -> str:
+    """The choice (or "no choice") and the figures of the decision rule, in a few lines."""
+    d = selection.decision
+    res = d["resolution"]
+    lines = []
+    for key, label in (("i_xt", "I(X;T)"), ("i_ty", "I(T;Y)")):
+        censored = d["censored"][key]
+        at = f"; at its ceiling: epochs {', '.join(map(str, censored))}" if censored else ""
+        noise = (f", repeat sd {d['noise_sd'][key]:.3g} over {d['repeats']} repeats"
+                 if d["stochastic"] else " (deterministic: numerical tolerance)")
+        lines.append(f"  {label}: range {d['range'][key]:.3g}, resolution {res[key]:.3g}"
+                     f"{noise}{at}")
+    score_res = d["score_resolution"]
+    lines.append(f"  score: best − runner-up (epoch {d['runner_up']}) = {d['gap']:.3g}, "
+                 f"resolution {'∞' if score_res is None else f'{score_res:.3g}'}")
+    if selection.chosen is None:
+        head = (f"no choice: {d['reason']}\n(plain Algorithm 1 would take epoch "
+                f"{selection.argmax}; use {REMEDY})")
+    else:
+        i = selection.epochs.index(selection.chosen)
+        head = (f"chosen: epoch {selection.chosen} (score {selection.scores[i]:.3f} = "
+                f"{selection.norm_xt[i]:.3f} + {selection.norm_ty[i]:.3f})")
+    return head + "\ndecision rule:\n" + "\n".join(lines)

@@ -10,7 +10,6 @@ from torch import nn
 from ..data import Dataset
 from ..data.base import Normalizer
 from ..errors import ConfigError, UnknownNameError
-from ..teachers.trajectory import Trajectory
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -54,16 +53,6 @@ def probe_set(dataset: Dataset, samples: int, seed: int, device: torch.device) -
     x = Normalizer(dataset.mean, dataset.std, device)(images.to(device))
     return Probe(x, dataset.train.labels.index_select(0, idx.to(dataset.train.labels.device))
                  .to(device), idx)
-
-
-def load_checkpoint(trajectory: Trajectory, epoch: int, dataset: Dataset,
-                    device: torch.device) -> nn.Module:
-    """The trajectory's architecture with the (SHA-256 verified) weights of ``epoch``, eval mode."""
-    from ..models import create_model
-
-    model = create_model(trajectory.spec["arch"], dataset.num_classes, dataset.in_chans)
-    model.load_state_dict(trajectory.state_dict(epoch, "cpu"))
-    return model.to(device).eval()
 
 
 @torch.no_grad()

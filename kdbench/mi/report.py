@@ -5,10 +5,12 @@ curve: ``kdbench run --teacher intermediate --teacher-epoch all``, any number of
 estimates of that trajectory — the caches ``kdbench mi``/``kdbench select`` leave in
 ``<results>/teachers/<key>/mi/`` and the scores kept by runs made with ``--select``. Per
 trajectory, student and loss, and per estimator (with its layer and probe size): Algorithm 1's
-chosen epoch, the student accuracy there (mean over seeds), the best epoch by brute force, the
-gap between the two, the Spearman rank correlation between the score and the student accuracy
-across checkpoints, and the wall time of the selection (estimating every checkpoint) beside the
-brute force's (the students' ``cost.wall_seconds`` summed).
+chosen epoch (or "no choice" when its decision rule finds the estimates cannot tell the
+checkpoints apart, with the plain argmax beside it), the student accuracy there (mean over
+seeds), the best epoch by brute force, the gap between the two, the Spearman rank correlation
+between the score and the student accuracy across checkpoints, and the wall time of the
+selection (estimating every checkpoint) beside the brute force's (the students'
+``cost.wall_seconds`` summed).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +28,33 @@ from ..errors import KDBenchError, UnknownNameError
 from ..store import Store, read_json
 from ..table import FORMATS, apply_where, metric_columns
 from .analysis import CACHE_VERSION
-from .selection import algorithm1
+from .selection import Selection, algorithm1
 
 
-def _mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
-                ) -> dict[str, dict[int, tuple[float, float, float]]]:
-    """estimator label -> {epoch: (I(X;T), I(T;Y), seconds)} from caches and --select runs."""
-    sources: dict[str, dict[int, tuple[float, float, float]]] = {}
+@dataclass
+class Source:
+    """One estimator's estimates of one trajectory: per epoch (I(X;T), I(T;Y), seconds) and the
+    decision rule's inputs (repeats, ceilings, saturation flags)."""
+
+    stochastic: bool
+    points: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    repeats: dict[int, list[list[float]]] = field(default_factory=dict)
+    ceilings: dict[int, tuple[Any, Any]] = field(default_factory=dict)
+    saturated: dict[int, tuple[bool, bool]] = field(default_factory=dict)
+
+    def select(self, epochs: list[int]) -> Selection:
+        return algorithm1(
+            epochs, [self.points[e][0] for e in epochs], [self.points[e][1] for e in epochs],
+            repeats=[self.repeats.get(e) or [list(self.points[e][:2])] for e in epochs],
+            stochastic=self.stochastic,
+            ceilings=[self.ceilings.get(e, (None, None)) for e in epochs],
+            saturated=[self.saturated.get(e, (False, False)) for e in epochs])
+
+
+def mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
+                ) -> dict[str, Source]:
+    """estimator label -> its :class:`Source`, from caches and --select runs."""
+    sources: dict[str, Source] = {}
     folder = Store(results_dir).teachers / key / "mi"
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -42,16 +65,23 @@ def _mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
                                  f"select` again")
             req = doc["request"]
             label = f"{req['estimator']} ({req['layer']}, n={req['samples']})"
-            series = {int(e): (v["i_xt"], v["i_ty"], float(v.get("seconds", 0.0)))
-                      for e, v in doc["epochs"].items()
-                      if v.get("i_xt") is not None and v.get("i_ty") is not None}
+            source = Source(bool(doc.get("stochastic", True)))
+            for e, v in doc["epochs"].items():
+                if v.get("i_xt") is None or v.get("i_ty") is None:
+                    continue
+                det = v.get("details") or {}
+                source.points[int(e)] = (v["i_xt"], v["i_ty"], float(v.get("seconds", 0.0)))
+                source.repeats[int(e)] = v.get("values") or []
+                source.ceilings[int(e)] = (det.get("ceiling_xt"), det.get("ceiling_ty"))
+                source.saturated[int(e)] = (bool(det.get("saturated_xt")),
+                                            bool(det.get("saturated_ty")))
         except (KDBenchError, KeyError, TypeError, ValueError, AttributeError) as exc:
             warnings.warn(f"kdbench: skipping MI cache {str(path)!r}: {exc}", RuntimeWarning,
                           stacklevel=3)
             continue
         if label in sources:  # same estimator and layer, other settings: keep both apart
             label = f"{label} [{path.stem.rsplit('-', 1)[-1]}]"
-        sources[label] = series
+        sources[label] = source
     for rec in records:
         sel = (rec.get("teacher") or {}).get("selection")
         if not sel:
@@ -60,8 +90,18 @@ def _mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
         if label in sources:
             continue
         per = sel.get("estimate_seconds", 0.0) / max(len(sel["epochs"]), 1)
-        sources[label] = {int(e): (a, b, per)
-                          for e, a, b in zip(sel["epochs"], sel["i_xt"], sel["i_ty"])}
+        decision = sel.get("decision") or {}
+        source = Source(bool(decision.get("stochastic", False)))
+        for i, (e, a, b) in enumerate(zip(sel["epochs"], sel["i_xt"], sel["i_ty"])):
+            source.points[int(e)] = (a, b, per)
+            for name, default in (("values", []), ("ceilings", (None, None)),
+                                  ("saturated", (False, False))):
+                items = decision.get(name)
+                value = items[i] if items and i < len(items) else default
+                target = {"values": source.repeats, "ceilings": source.ceilings,
+                          "saturated": source.saturated}[name]
+                target[int(e)] = tuple(value) if name != "values" else value
+        sources[label] = source
     return sources
 
 
@@ -98,23 +138,25 @@ def selection_rows(df: pd.DataFrame, results_dir: str | Path, metric: str = "top
         frame = pd.DataFrame(points, columns=["epoch", "acc", "seconds"])
         acc = frame.groupby("epoch")["acc"].mean()
         runs = frame.groupby("epoch").size()
-        sources = _mi_sources(results_dir, key, by_key.get(key, []))
+        sources = mi_sources(results_dir, key, by_key.get(key, []))
         if not sources:
             warnings.warn(f"kdbench: no MI estimates for trajectory {key!r} (run `kdbench "
                           f"select {key}`)", RuntimeWarning, stacklevel=3)
-        for label, series in sources.items():
+        for label, source in sources.items():
+            series = source.points
             epochs = sorted(set(series) & set(acc.index))
             if len(epochs) < 2:
                 continue
-            sel = algorithm1(epochs, [series[e][0] for e in epochs],
-                             [series[e][1] for e in epochs])
+            sel = source.select(epochs)
             accs = [float(acc[e]) for e in epochs]
             best = max(epochs, key=lambda e: (acc[e], -e))
+            acc_chosen = math.nan if sel.chosen is None else float(acc[sel.chosen])
             out.append({
                 "trajectory": key, "student": student, "loss": loss, "estimator": label,
                 "checkpoints": len(epochs), "seeds": int(runs[epochs].min()),
-                "chosen": sel.chosen, "acc_chosen": float(acc[sel.chosen]), "best": best,
-                "acc_best": float(acc[best]), "gap": float(acc[best] - acc[sel.chosen]),
+                "chosen": sel.chosen, "acc_chosen": acc_chosen, "best": best,
+                "acc_best": float(acc[best]), "gap": float(acc[best]) - acc_chosen,
+                "argmax": sel.argmax, "reason": sel.decision["reason"] or "",
                 "spearman": _spearman(sel.scores, accs),
                 "selection_s": sum(series[e][2] for e in epochs),
                 "brute_force_s": float(frame[frame["epoch"].isin(epochs)]["seconds"].sum())})
@@ -147,8 +189,11 @@ def selection_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
         return table.to_csv(index=False)
     d = digits
     body = [[r["trajectory"], r["student"], r["loss"], r["estimator"],
-             f"{r['checkpoints']} × {r['seeds']}", r["chosen"], f"{r['acc_chosen']:.{d}f}",
-             r["best"], f"{r['acc_best']:.{d}f}", f"{r['gap']:.{d}f}",
+             f"{r['checkpoints']} × {r['seeds']}",
+             f"no choice (argmax {r['argmax']})" if r["chosen"] is None else r["chosen"],
+             "" if r["chosen"] is None else f"{r['acc_chosen']:.{d}f}",
+             r["best"], f"{r['acc_best']:.{d}f}",
+             "" if r["chosen"] is None else f"{r['gap']:.{d}f}",
              "" if math.isnan(r["spearman"]) else f"{r['spearman']:.{d}f}",
              f"{r['selection_s']:.1f}", f"{r['brute_force_s']:.1f}"] for r in rows_out]
     headers = ["trajectory", "student", "loss", "estimator", "ckpts × seeds", "chosen epoch",
@@ -156,5 +201,6 @@ def selection_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
                "selection s", "brute force s"]
     caption = (f"Algorithm 1 (Checkpoint KD) vs brute force: student {metric} (%) mean over "
                f"seeds; gap = best − chosen; Spearman = rank correlation of score and student "
-               f"accuracy across checkpoints")
+               f"accuracy across checkpoints; no choice = the estimates cannot tell the best "
+               f"checkpoint from the runner-up (kdbench.mi.selection)")
     return _render(body, headers, fmt, caption)

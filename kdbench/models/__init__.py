@@ -47,6 +47,7 @@ def create_meta_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) 
 def load_weights(model, path: str) -> None:
     """Load a local state dict into ``model``: ``.pt``/``.pth`` (a state dict, or a checkpoint
     holding one under ``state_dict``/``model``) or ``.safetensors`` (timm's format)."""
+    import warnings
     from pathlib import Path
 
     import torch
@@ -62,13 +63,22 @@ def load_weights(model, path: str) -> None:
 
             state = load_file(str(p))
         else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's pickle-protocol notes: not ours to show
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(p, map_location="cpu", weights_only=True)
             for key in ("state_dict", "model"):
                 if isinstance(state, dict) and isinstance(state.get(key), dict):
                     state = state[key]
         state = {k.removeprefix("module."): v for k, v in state.items()}
         model.load_state_dict(state)
     except Exception as exc:
+        import pickle
+
+        if isinstance(exc, pickle.UnpicklingError):
+            raise ConfigError(f"cannot load weights {str(p)!r}: it holds Python objects beyond "
+                              f"tensors, which kdbench never unpickles (torch.load "
+                              f"weights_only=True); save a plain state dict or .safetensors"
+                              ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot load weights {str(p)!r} into "
                           f"{type(model).__name__}: {first}") from exc

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KDBenchError, StoreError
+from ..progress import Progress
 from ..store import SCHEMA_VERSION, Store, atomic_write_json, read_json
 from .executors import Executor, Job, Outcome
 from .plan import Plan, PlannedRun, PlannedTeacher, run_status
@@ -134,8 +135,6 @@ def run_lockstep(spec_files: list[str | Path], results_dir: str | Path,
 def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
               lockstep: bool = False, warn: Callable[[str], None] | None = None) -> Summary:
     """Run every run of ``plan`` that is not done: its teachers first, each once."""
-    from tqdm.auto import tqdm
-
     store = plan.store
     store.check_writable()
     summary = Summary(plan)
@@ -161,15 +160,15 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
         job = run_job(group[0]) if len(group) == 1 else lockstep_job(group)
         run_jobs[job.key] = (job, group)
 
-    bar = tqdm(total=len(teachers) + len(pending), desc=f"sweep {plan.name}", unit="job",
-               disable=not progress, dynamic_ncols=True)
+    bar = Progress(len(teachers) + len(pending), f"sweep {plan.name}", unit="job",
+                   enabled=progress)
 
     def advance(n: int = 1) -> None:
         left = sum(r.status == "pending" for r in summary.results.values())
-        bar.set_postfix_str(f"done={summary.succeeded} failed={summary.failed} left={left}"
-                            + (f" teachers={len(summary.teachers_trained)}"
-                               if teacher_jobs else ""), refresh=False)
-        bar.update(n)
+        postfix = (f"done={summary.succeeded} failed={summary.failed} left={left}"
+                   + (f" teachers={len(summary.teachers_trained)}" if teacher_jobs else ""))
+        for _ in range(n):
+            bar.update(postfix)
 
     def on_teacher(job: Job, outcome: Outcome) -> None:
         teacher = teacher_jobs[job.key][1]

@@ -178,6 +178,25 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def dies_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies, however it
+    dies (Linux ``PR_SET_PDEATHSIG``; kdbench turns SIGTERM into an interrupted, resumable
+    record). None where the platform has no such call."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call: stop now
+            os.kill(os.getpid(), signal.SIGTERM)
+    return set_death_signal
+
+
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     """This process's environment for a ``kdbench`` child, plus ``extra``.
 
@@ -320,10 +339,12 @@ class LocalExecutor(Executor):
                          f"\n")
                 fh.flush()
                 # A session of its own: Ctrl-C in the terminal reaches the sweep, which then
-                # interrupts its children on purpose (and waits for their records).
+                # interrupts its children on purpose (and waits for their records); a child
+                # whose driver dies (even kill -9) is told to stop (dies_with_parent).
                 proc = subprocess.Popen(kdbench_command(job.argv(results_dir)), env=env,
                                         stdout=fh, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=dies_with_parent())
                 with self._lock:
                     self._live[proc.pid] = proc
                 try:

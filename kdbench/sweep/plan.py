@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, build_config, deep_merge, resolve
+from ..config import ALIASES, RunConfig, build_config, deep_merge, resolve
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
+from ..record import existing_record
 from ..store import Store
 
 SWEEP_KEYS = ("description", "extends", "base", "grid", "runs", "parts")
@@ -148,12 +149,16 @@ def _check_keys(data: dict[str, Any], valid: Iterable[str], where: str) -> None:
         raise UnknownNameError(f"key in {where}", unknown[0], valid)
 
 
-def nested(values: dict[str, Any]) -> dict[str, Any]:
-    """Dotted keys (``teacher.arch``) and nested mappings, mixed freely, as one nested dict."""
+def nested(values: dict[str, Any], top: bool = True) -> dict[str, Any]:
+    """Dotted keys (``teacher.arch``) and nested mappings, mixed freely, as one nested dict.
+    At the top level the command line's names stand for their config paths (``dataset`` for
+    ``data.name``, ``loss: kd`` for ``loss.name``: :data:`kdbench.config.ALIASES`)."""
     out: dict[str, Any] = {}
     for key, value in values.items():
+        if top and key in ALIASES and value is not None and not isinstance(value, dict):
+            key = ALIASES[key]
         *parents, leaf = str(key).split(".")
-        layer: dict[str, Any] = {leaf: nested(value) if isinstance(value, dict) else
+        layer: dict[str, Any] = {leaf: nested(value, top=False) if isinstance(value, dict) else
                                  copy.deepcopy(value)}
         for p in reversed(parents):
             layer = {p: layer}
@@ -224,6 +229,10 @@ class PlannedRun:
         return " ".join(f"{k}={_short(v)}" for k, v in self.label.items())
 
     def status(self, store: Store) -> str:
+        try:  # a record an older kdbench stored under another id of this run is adopted
+            existing_record(store, self.config, self.run_id)
+        except KDBenchError:
+            pass
         return run_status(store, self.run_id)
 
 

@@ -32,11 +32,12 @@ def train_teacher(spec_file: str | Path, results_dir: str | Path, progress: bool
     cfg = RunConfig.from_dict(data["config"])
     store = Store(results_dir)
     store.check_writable()
-    set_threads()
+    set_threads(cfg.engine.threads)
     device = resolve_device(cfg.device)
     dataset = load_data(cfg.teacher_data, device)
     found = traj.ensure(store, data["trajectory"], list(data["save_epochs"]), dataset, device,
-                        progress=progress)
+                        progress=progress, repair=True,
+                        evaluate=cfg.teacher.evaluate if cfg.teacher is not None else "epochs")
     return found.key
 
 

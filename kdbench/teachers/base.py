@@ -48,10 +48,11 @@ class TeacherContext:
         assert self.config.teacher is not None
         return self.config.teacher.checkpoint_epochs()
 
-    def trajectory(self, seed: int | None = None) -> traj.Trajectory:
+    def trajectory(self, seed: int | None = None, *, repair: bool = False) -> traj.Trajectory:
         assert self.config.teacher is not None
         return traj.ensure(self.store, self.spec(seed), self.config.teacher.checkpoint_epochs(),
-                           self.dataset, self.device, progress=self.progress)
+                           self.dataset, self.device, progress=self.progress, repair=repair,
+                           evaluate=self.config.teacher.evaluate)
 
     def load(self, trajectory: traj.Trajectory, epoch: int) -> nn.Module:
         """The teacher architecture with the weights of ``epoch``, on the device."""
@@ -74,7 +75,7 @@ class TeacherContext:
         """Test-set top-1/top-5 (%) of a teacher module, as the engine measures students."""
         from ..evaluators import test_accuracy
 
-        return test_accuracy(module, self.dataset, self.config.precision)
+        return test_accuracy(module, self.dataset, self.config.resolved_precision)
 
     def weights_teacher(self, source: str) -> Teacher:
         """The teacher architecture with ``teacher.weights`` (a local state dict), no trajectory."""

@@ -40,14 +40,14 @@ def train(config: RunConfig, seeds: list[int] | None = None, *, progress: bool =
         raise ConfigError(f"loss {cfg.loss.name!r} uses no teacher; nothing to train")
     store = Store(cfg.results_dir)
     store.check_writable()
-    set_threads()
+    set_threads(cfg.engine.threads)
     device = resolve_device(cfg.device)
     dataset = load_data(cfg.teacher_data, device)
     ctx = TeacherContext(cfg, dataset, device, store, progress)
     if cfg.teacher.weights is not None:
         raise ConfigError(f"the teacher comes from --teacher-weights {cfg.teacher.weights!r}; "
                           f"there is no trajectory to train")
-    return [ctx.trajectory(seed) for seed in (seeds or seeds_needed(cfg))]
+    return [ctx.trajectory(seed, repair=True) for seed in (seeds or seeds_needed(cfg))]
 
 
 def trajectories(store: Store) -> list[traj.Trajectory]:
@@ -91,11 +91,11 @@ def summary(t: traj.Trajectory, runs: int = 0) -> dict[str, Any]:
     curve = t.manifest.get("curve", [])
     spec = t.spec
     return {"key": t.key, "arch": spec["arch"], "dataset": spec["dataset"], "seed": spec["seed"],
-            "status": t.manifest.get("status"),
+            "status": t.status,
             "epochs": f"{len(curve)}/{spec['recipe']['epochs']}",
             "saved": len(t.epochs),
-            "best_top1": max((r["top1"] for r in curve), default=None),
-            "last_top1": curve[-1]["top1"] if curve else None,
+            "best_top1": max((r["top1"] for r in curve if "top1" in r), default=None),
+            "last_top1": curve[-1].get("top1") if curve else None,
             "size_mb": round(t.size_bytes() / 2**20, 2), "runs": runs}
 
 
@@ -110,8 +110,9 @@ def detail(t: traj.Trajectory) -> list[dict[str, Any]]:
     out = []
     for row in t.manifest.get("curve", []):
         ckpt = checkpoints.get(str(row["epoch"]))
-        out.append({"epoch": row["epoch"], "lr": row.get("lr"), "top1": row["top1"],
-                    "top5": row["top5"], "test_loss": row.get("test_loss"),
+        out.append({"epoch": row["epoch"], "lr": row.get("lr"), "top1": row.get("top1"),
+                    "top5": row.get("top5"), "test_loss": row.get("test_loss"),
+                    "train_top1": row.get("train_top1"),
                     "checkpoint": ckpt["file"] if ckpt else "",
                     "sha256": ckpt["sha256"][:12] if ckpt else ""})
     return out

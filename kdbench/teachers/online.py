@@ -42,6 +42,24 @@ def check(config: Any) -> None:
                           f"included), got {k!r}")
     if o["update"] not in UPDATES:
         raise UnknownNameError("cohort update", str(o["update"]), UPDATES)
+    views = loss_views(config.loss.name)
+    if views:
+        # a cohort member is distilled from its peers' outputs on the one batch: no peer
+        # computes the extra augmented views such a loss compares (MLKD's strong view)
+        raise ConfigError(f"loss {config.loss.name!r} needs a second augmented view of each "
+                          f"batch ({', '.join(views)}), which an online cohort (--teacher "
+                          f"peers) does not compute; use a fixed teacher, or mlkd_noaug")
+
+
+def loss_views(name: str) -> tuple[str, ...]:
+    """The extra augmented views a loss (or any part of a composite) asks the engine for."""
+    from ..losses import entry
+    from ..plugins import get
+
+    spec = entry(name)
+    parts = spec.parts or (spec.name,)
+    return tuple(dict.fromkeys(v for part in parts
+                               for v in getattr(get("loss", part).factory, "views", ()) or ()))
 
 
 #: the source's settings: teacher.options ``peers`` and ``update`` (see :mod:`.options`)

@@ -1,5 +1,7 @@
 """Checkpoint KD's checkpoint curve: student accuracy against the teacher checkpoint it was
-distilled from, with that checkpoint's own accuracy on a second axis."""
+distilled from, with that checkpoint's own accuracy and the teacher's training accuracy per
+epoch on a second axis (so the reader sees when the teacher fitted its training set), and the
+CE-only student as a reference line."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, KDBenchError
+from ..plotting import save_figure
 from .tables import PAIR, _done, checkpoint_points
 
 FORMATS = (".png", ".pdf")
@@ -28,7 +31,8 @@ def checkpoint_curve(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_l
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ConfigError(f"plot file {str(out)!r} must end in {' or '.join(FORMATS)}")
-    points = checkpoint_points(_done(df, where, metric, ("full", "intermediate")), metric)
+    done = _done(df, where, metric, ("full", "intermediate"))
+    points = checkpoint_points(done, metric)
     panels = list(points.groupby(PAIR + ["total"], sort=True))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -44,9 +48,17 @@ def checkpoint_curve(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_l
         ax.set_ylabel(f"student {metric} (%)", color="tab:blue")
         ax.set_title(f"{teacher} → {student} ({loss}, {dataset})", fontsize=10)
         ax.grid(alpha=0.3)
+        vanilla = _vanilla(df, where, metric, dataset, student)
+        if vanilla is not None:
+            ax.axhline(vanilla, color="0.4", linestyle=":", linewidth=1.2,
+                       label=f"CE-only student ({vanilla:.2f})")
         twin = ax.twinx()
         twin.plot(grp["epoch"], grp["teacher_top1"], "s--", color="tab:orange",
-                  label="teacher top1")
+                  label="teacher test top-1")
+        train = _teacher_training(df, done, key)
+        if train:
+            twin.plot(*zip(*train), "-", color="tab:orange", alpha=0.45, linewidth=1,
+                      label="teacher train top-1 (running)")
         twin.set_ylabel("teacher top-1 (%)", color="tab:orange")
         best = grp.loc[grp["mean"].idxmax()]
         ax.plot([best["epoch"]], [best["mean"]], "*", color="tab:red", markersize=12,
@@ -61,6 +73,36 @@ def checkpoint_curve(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_l
     fig.suptitle("Student accuracy vs teacher checkpoint (mean ± std over seeds)", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out, dpi=150)
     return out, len(panels)
+
+
+def _vanilla(df: pd.DataFrame, where: Iterable[str], metric: str, dataset: str,
+             student: str) -> float | None:
+    """The CE-only student's mean ``metric`` on the same data, if the records have it."""
+    from ..table import apply_where
+
+    rows = apply_where(df, where)
+    rows = rows[(rows["status"] == "done") & (rows["loss"] == "ce")
+                & (rows["dataset"] == dataset) & (rows["student"] == student)]
+    return float(rows[metric].mean()) if len(rows) and metric in rows else None
+
+
+def _teacher_training(df: pd.DataFrame, done: pd.DataFrame, key: tuple) -> list[tuple]:
+    """(epoch, running training top-1) of the panel's teacher trajectory, from its manifest
+    (when the panel has exactly one trajectory and its manifest is readable)."""
+    from ..store import Store, read_json
+
+    dataset, teacher, student, loss, _ = key
+    rows = done[(done["dataset"] == dataset) & (done["teacher_arch"] == teacher)
+                & (done["student"] == student) & (done["loss"] == loss)]
+    keys = set(rows.get("teacher_trajectory", pd.Series(dtype=object)).dropna())
+    root = df.attrs.get("results_dir")
+    if len(keys) != 1 or root is None:
+        return []
+    try:
+        manifest = read_json(Store(root).teachers / keys.pop() / "manifest.json", "manifest")
+    except (OSError, KDBenchError):
+        return []
+    return [(r["epoch"], r["train_top1"]) for r in manifest.get("curve", [])
+            if "train_top1" in r]

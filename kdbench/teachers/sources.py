@@ -30,7 +30,7 @@ def intermediate(ctx: TeacherContext) -> Teacher:
     t = ctx.config.teacher
     assert t is not None
     if t.options.get("select"):  # --select ESTIMATOR: Checkpoint KD's Algorithm 1 (kdbench.mi)
-        from ..mi.selection import select_teacher_epoch
+        from ..mi.analysis import select_teacher_epoch
 
         epoch, selection = select_teacher_epoch(ctx)
         teacher = ctx.checkpoint_teacher(ctx.trajectory(), epoch, "intermediate")

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import KDBenchError, UnknownNameError
-from ..table import FORMATS, NONE, apply_where
+from ..table import FORMATS, NONE, check_metric, finished
 
 #: A teacher–student pair: the rows of both layouts.
 PAIR = ["dataset", "teacher_arch", "student", "loss"]
@@ -18,13 +18,9 @@ PAIR_HEADERS = ["dataset", "teacher", "student", "loss"]
 
 def _done(df: pd.DataFrame, where: Iterable[str], metric: str, sources: tuple[str, ...]
           ) -> pd.DataFrame:
-    if df.empty:
-        raise KDBenchError("no run records to tabulate")
-    df = apply_where(df, where)
-    if metric not in df.columns:
-        raise UnknownNameError("column", metric, [c for c in df.columns if c != "cell_config"])
-    df = df[(df["status"] == "done") & df["teacher"].isin(sources)
-            & df[metric].notna()].copy()
+    df = finished(df, where)
+    check_metric(df, metric)
+    df = df[df["teacher"].isin(sources) & df[metric].notna()].copy()
     if df.empty:
         raise KDBenchError(f"no finished runs with teacher source {' or '.join(sources)}"
                            + (f" match --where {' '.join(where)}" if where else ""))

@@ -22,7 +22,14 @@ import torch
 
 from ..config import RunConfig, canonical_json, drop_later_defaults
 from ..errors import ConfigError, StoreError
-from ..store import Store, atomic_torch_save, atomic_write_json, read_json, sha256_file
+from ..store import (
+    Store,
+    atomic_torch_save,
+    atomic_write_json,
+    read_json,
+    remove_resume,
+    sha256_file,
+)
 
 MANIFEST = "manifest.json"
 
@@ -36,7 +43,9 @@ def trajectory_spec(config: RunConfig, seed: int | None = None) -> dict[str, Any
     spec = {"arch": t.arch, "dataset": data.name, "data_options": data.options,
             "augment": data.augment,
             "recipe": drop_later_defaults(dataclasses.asdict(t.recipe), "teacher.recipe."),
-            "seed": t.seed if seed is None else seed, "precision": config.precision}
+            "seed": t.seed if seed is None else seed,
+            # the weights depend on the precision they were trained in, as resolved here
+            "precision": config.resolved_precision}
     # data settings newer than the first trajectories join the key only when they are used
     later = drop_later_defaults({"data": dataclasses.asdict(data)})["data"]
     spec.update({key: later[key] for key in ("transforms", "augmentation",
@@ -63,7 +72,34 @@ class Trajectory:
 
     @property
     def done(self) -> bool:
-        return self.manifest.get("status") == "done"
+        """Trained to the end, with every checkpoint its manifest promises on disk."""
+        return self.manifest.get("status") == "done" and not self.problems(hashes=False)
+
+    def problems(self, *, hashes: bool = True) -> list[str]:
+        """What is missing or damaged: each checkpoint the manifest records (and, when training
+        finished, each the save schedule promises), present and (with ``hashes``) matching its
+        SHA-256."""
+        out = []
+        recorded = self.manifest.get("checkpoints", {})
+        promised = set(self.manifest.get("save_epochs", [])) if \
+            self.manifest.get("status") == "done" else set()
+        for epoch in sorted(promised - {int(e) for e in recorded}):
+            out.append(f"checkpoint of epoch {epoch} is not in the manifest")
+        for _, entry in sorted(recorded.items(), key=lambda kv: int(kv[0])):
+            path = self.folder / entry["file"]
+            if not path.is_file():
+                out.append(f"{entry['file']} is missing")
+            elif hashes and sha256_file(path) != entry["sha256"]:
+                out.append(f"{entry['file']} does not match its SHA-256")
+        return out
+
+    @property
+    def status(self) -> str:
+        """done, training (interrupted or under way), or damaged (what is wrong)."""
+        problems = self.problems(hashes=False)
+        if problems:
+            return "damaged: " + "; ".join(problems)
+        return str(self.manifest.get("status"))
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -79,6 +115,8 @@ class Trajectory:
         return len(self.manifest.get("curve", []))
 
     def accuracy(self, epoch: int) -> dict[str, float]:
+        """Test top-1/top-5 at ``epoch`` (a trajectory tested at its checkpoints only has them
+        there)."""
         row = self.manifest["curve"][epoch - 1]
         return {"top1": row["top1"], "top5": row["top5"]}
 
@@ -118,20 +156,52 @@ def locked(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _set_aside_damaged(folder: Path, problems: list[str]) -> None:
+    """Move a damaged trajectory's files into ``damaged-<time>/`` inside its folder (kept for
+    inspection) so that it is trained again from the start; say so."""
+    import os
+    import time
+
+    aside = folder / f"damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for path in folder.iterdir():
+        if path.is_file() and path.name != ".lock":
+            os.replace(path, aside / path.name)
+    warnings.warn(f"kdbench: teacher trajectory {folder.name!r} is damaged ({'; '.join(problems)})"
+                  f"; its files are set aside in {aside.name}/ and it is trained again",
+                  RuntimeWarning, stacklevel=3)
+
+
 def find(store: Store, spec: dict[str, Any]) -> Trajectory | None:
     folder = store.teachers / trajectory_key(spec)
     return Trajectory(folder) if (folder / MANIFEST).exists() else None
 
 
 def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, device,
-           *, progress: bool = True) -> Trajectory:
-    """The finished trajectory for ``spec``, training (or resuming) it first if needed."""
+           *, progress: bool = True, repair: bool = False,
+           teacher: torch.nn.Module | None = None, init: dict[str, Any] | None = None,
+           evaluate: str = "epochs") -> Trajectory:
+    """The finished trajectory for ``spec``, training (or resuming) it first if needed.
+
+    The model trains on the labels (CE), unless ``spec["distill"]`` names a loss
+    (``{"loss", "weights", "options", ...}``): then it is distilled with that loss from
+    ``teacher`` (a frozen module; the spec says which, e.g. by its trajectory key), as an
+    auxiliary teacher is. ``init`` is a state dict to start from instead of the seeded random
+    initialisation (the spec says which, so it is part of the key).
+
+    ``evaluate="checkpoints"`` tests the model at the saved epochs only (the running training
+    accuracy is in every epoch's row either way).
+
+    A damaged trajectory (a checkpoint missing or not matching its SHA-256) is an error that
+    names the damage and the command that repairs it; with ``repair`` (``kdbench teacher
+    train``, a sweep's teacher jobs) its files are set aside and it is trained again.
+    """
     from .. import engine
     from ..config import Recipe
     from ..data.augment import DEFAULT, make_augment
     from ..device import seed_everything
     from ..evaluators import EvalContext, build_suite
-    from ..losses import DistillContext
+    from ..losses import DistillContext, build
     from ..losses.logit import CE
     from ..models import create_model
     from ..plugins import notify
@@ -139,6 +209,12 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
     key = trajectory_key(spec)
     folder = store.teachers / key
     with locked(folder):
+        if (folder / MANIFEST).exists() and (problems := Trajectory(folder).problems()):
+            if not repair:
+                raise StoreError(f"teacher trajectory {key!r} is damaged: {'; '.join(problems)}"
+                                 f" (`kdbench teacher train` with the run's options trains it "
+                                 f"again)")
+            _set_aside_damaged(folder, problems)
         if (folder / MANIFEST).exists():
             existing = Trajectory(folder)
             if sorted(save_epochs) != existing.manifest["save_epochs"]:
@@ -156,10 +232,22 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
         save = set(manifest["save_epochs"])
         recipe = Recipe(**spec["recipe"])
         seed_everything(spec["seed"])
-        model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans).to(device)
-        ctx = DistillContext(model, None, dataset.num_classes, dataset.input_shape,
-                             len(dataset.train), {"w_ce": 1.0}, {})
-        trainee = engine.Trainee("teacher", model, CE(ctx), recipe)
+        model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans)
+        if init is not None:
+            model.load_state_dict(init)
+        model = model.to(device)
+        distill = spec.get("distill")
+        if distill is None:
+            distiller = CE(DistillContext(model, None, dataset.num_classes, dataset.input_shape,
+                                          len(dataset.train), {"w_ce": 1.0}, {}))
+        else:
+            if teacher is None:
+                raise ConfigError(f"trajectory {key!r} is distilled ({distill['loss']}) and "
+                                  f"needs its teacher module")
+            distiller = build(distill["loss"], DistillContext(
+                model, teacher, dataset.num_classes, dataset.input_shape, len(dataset.train),
+                distill["weights"], distill["options"], dataset.train.labels)).to(device)
+        trainee = engine.Trainee("teacher", model, distiller, recipe)
 
         def keep(epoch: int, trainees) -> None:
             if epoch in save:
@@ -167,6 +255,8 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                 sha = atomic_torch_save(model.state_dict(), folder / name)
                 manifest["checkpoints"][str(epoch)] = {"file": name, "sha256": sha}
             manifest["curve"] = trainee.history
+            # every attempt's training time, a killed one included (the state carries it)
+            manifest["train_seconds"] = trainee.spent["train_seconds"]
             atomic_write_json(folder / MANIFEST, manifest)
 
         def on_epoch_end(epoch: int, trainees) -> None:
@@ -176,16 +266,16 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
 
         state_path = folder / "state.pt"
         suite = build_suite([{"name": "accuracy"}], EvalContext(dataset), epochs=recipe.epochs,
-                            precision=spec["precision"])
+                            precision=spec["precision"],
+                            only_at=save if evaluate == "checkpoints" else None)
         augment = spec["augment"] and make_augment(dataset, spec.get("augmentation", DEFAULT),
                                                    spec.get("augmentation_options"))
-        timing = engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
-                            device=device, evaluators=suite, precision=spec["precision"],
-                            augment=augment, state_path=state_path, before_save=keep,
-                            on_epoch_end=on_epoch_end,
-                            progress=progress, desc=f"teacher {spec['arch']} s{spec['seed']}")
-        manifest.update(status="done", train_seconds=manifest.get("train_seconds", 0.0)
-                        + timing["train_seconds"])
+        engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
+                   device=device, evaluators=suite, precision=spec["precision"], augment=augment,
+                   teacher=teacher if distill is not None else None, state_path=state_path,
+                   before_save=keep, on_epoch_end=on_epoch_end, progress=progress,
+                   desc=f"teacher {spec['arch']} s{spec['seed']}")
+        manifest.update(status="done", train_seconds=trainee.spent["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)
-        state_path.unlink(missing_ok=True)
+        remove_resume(state_path)
         return Trajectory(folder)

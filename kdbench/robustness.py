@@ -1,0 +1,288 @@
+"""The robustness study's table and figure: methods against the severity of label noise and
+class imbalance, each beside the CE-only student at the same severity.
+
+``kdbench table --layout robustness`` (:func:`robustness_table`) and ``kdbench plot robustness``
+(:func:`robustness_plot`) read the run records: the severity of a run comes from its
+``data.transforms`` (``label_noise`` kind and rate, ``imbalance`` kind and ratio; a ``subset``
+or any other transform does not count, a rate of 0 or a ratio of 1 is ``clean``), and where its
+teacher learned from its config (``same``: the student's corrupted data, the default;
+``clean``: a ``teacher.data`` without label noise or imbalance; ``other``: some other
+corruption; ``-``: no teacher). An online cohort (``--teacher peers``, DML) always learns on the
+student's data: ``same``.
+
+They serve the settings of Sarfraz, Arani & Zonooz, "Knowledge Distillation Beyond Model
+Compression" (ICPR 2020) as kdbench's shipped sweep ``kd-beyond-compression`` runs them (the
+study's settings; the paper's own tables could not be read here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import ConfigError, KDBenchError, UnknownNameError
+from .plotting import save_figure
+from .table import FORMATS, NONE, check_metric, finished
+
+__all__ = ["ROWS", "robustness_plot", "robustness_points", "robustness_table", "severity",
+           "teacher_data"]
+
+#: The row keys of the table: a method on a teacher–student pair, and where its teacher learned.
+ROWS = ["dataset", "student", "loss", "teacher_arch", "teacher_data"]
+ROW_HEADERS = ["dataset", "student", "method", "teacher", "teacher data"]
+BASELINE = "ce"
+CLEAN = "clean"
+NOISE_ORDER = ("symmetric", "pairflip", "uniform")
+IMBALANCE_ORDER = ("exponential", "step")
+
+
+# ============================== what a run's config says =======================================
+
+
+def _transforms(value: Any) -> list[dict[str, Any]]:
+    """A record row's transforms column (JSON text, a list, or missing) as a list."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    if isinstance(value, list):
+        return [t if isinstance(t, dict) else {"name": t} for t in value]
+    return []
+
+
+def _corruptions(transforms: list[dict[str, Any]]) -> list[tuple[str, str, float]]:
+    """The label-noise and imbalance transforms that change the data, as (family, kind, level):
+    ("noise", kind, rate) and ("imbalance", kind, ratio), in the order applied."""
+    out = []
+    for t in transforms:
+        if t.get("name") == "label_noise" and float(t.get("rate", 0.0)) > 0:
+            out.append(("noise", str(t.get("kind", "symmetric")), float(t["rate"])))
+        elif t.get("name") == "imbalance" and float(t.get("ratio", 1.0)) > 1:
+            out.append(("imbalance", str(t.get("kind", "exponential")), float(t["ratio"])))
+    return out
+
+
+def severity(transforms: Any) -> tuple[tuple, str]:
+    """(sort key, label) of a run's severity from its ``data.transforms``.
+
+    Labels: ``clean``; ``symmetric 0.2`` (noise kind and rate); ``exponential ρ=10``
+    (imbalance kind and ratio); several joined by `` + ``. Sorted clean first, then noise
+    (symmetric, pairflip, uniform) by rate, then imbalance (exponential, step) by ratio, then
+    combinations.
+    """
+    found = _corruptions(_transforms(transforms))
+    if not found:
+        return (0,), CLEAN
+    labels, keys = [], []
+    for family, kind, level in found:
+        if family == "noise":
+            labels.append(f"{kind} {level:g}")
+            rank = NOISE_ORDER.index(kind) if kind in NOISE_ORDER else len(NOISE_ORDER)
+            keys.append((1, rank, kind, level))
+        else:
+            labels.append(f"{kind} ρ={level:g}")
+            rank = (IMBALANCE_ORDER.index(kind) if kind in IMBALANCE_ORDER
+                    else len(IMBALANCE_ORDER))
+            keys.append((2, rank, kind, level))
+    return ((len(found),) + tuple(x for k in keys for x in k)), " + ".join(labels)
+
+
+def teacher_data(row: pd.Series | dict[str, Any]) -> str:
+    """Where a run's teacher learned: ``same``, ``clean``, ``other`` or ``-`` (see the module
+    docstring), from a record row."""
+    get = row.get
+    if get("teacher", NONE) in (NONE, None) or (isinstance(get("teacher"), float)
+                                                 and math.isnan(get("teacher"))):
+        return NONE
+    if get("teacher") == "peers":
+        return "same"
+    own = get("config.teacher.data.transforms")
+    if not isinstance(own, (str, list)):
+        return "same"  # teacher.data None: the student's data
+    mine, theirs = (_corruptions(_transforms(get("config.data.transforms"))),
+                    _corruptions(_transforms(own)))
+    if theirs == mine:
+        return "same"
+    return CLEAN if not theirs else "other"
+
+
+# ============================== the aggregated points ==========================================
+
+
+def robustness_points(df: pd.DataFrame, *, metric: str = "top1_last",
+                      where: Iterable[str] = ()) -> pd.DataFrame:
+    """One line per (dataset, student, method, teacher arch, teacher data, severity): ``mean``,
+    ``std``, ``n`` over seeds of ``metric``, ``gain`` = mean − the CE student's mean at the same
+    dataset, student and severity (NaN where there is no CE cell), ``order`` (the severity's
+    sort key), ``family`` (clean, noise:<kind>, imbalance:<kind> or mixed) and ``level``."""
+    df = finished(df, where)
+    check_metric(df, metric)
+    df = df.copy()
+    sev = [severity(t) for t in df.get("config.data.transforms", pd.Series([None] * len(df),
+                                                                             index=df.index))]
+    df["order"] = [json.dumps(k) for k, _ in sev]
+    df["severity"] = [label for _, label in sev]
+    if df["severity"].nunique() < 2:
+        raise KDBenchError("the robustness layout compares severities of label noise or class "
+                           "imbalance, and these runs have at most one (data.transforms "
+                           "label_noise, imbalance)")
+    df["teacher_data"] = [teacher_data(r) for _, r in df.iterrows()]
+    df["teacher_arch"] = [a if d != NONE else NONE
+                          for a, d in zip(df["teacher_arch"], df["teacher_data"])]
+    keys = ROWS + ["order", "severity"]
+    grouped = df.groupby(keys, dropna=False, sort=False)
+    out = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    out["configs"] = grouped["cell_config"].nunique()
+    out = out.reset_index()
+    for _, r in out[out["configs"] > 1].iterrows():
+        cell = ", ".join(f"{k}={r[k]}" for k in ROWS + ["severity"])
+        warnings.warn(f"cell ({cell}) averages {r['configs']} different configurations, not "
+                      f"just seeds; use --where to separate them", RuntimeWarning, stacklevel=2)
+    base = out[out["loss"] == BASELINE].set_index(["dataset", "student", "severity"])["mean"]
+    base = base[~base.index.duplicated()]
+    out["gain"] = [m - base.get((d, s, v), math.nan)
+                   for d, s, v, m in zip(out["dataset"], out["student"], out["severity"],
+                                         out["mean"])]
+    out["family"] = [_family(json.loads(o))[0] for o in out["order"]]
+    out["level"] = [_family(json.loads(o))[1] for o in out["order"]]
+    rank = sorted(range(len(out)), key=lambda i: (out["dataset"].iloc[i], out["student"].iloc[i],
+                                                  json.loads(out["order"].iloc[i])))
+    return out.iloc[rank].reset_index(drop=True)
+
+
+def _family(order: list) -> tuple[str, float]:
+    """The severity's family and level from its sort key (clean: level 0)."""
+    if order[0] == 0:
+        return CLEAN, 0.0
+    if order[0] > 1:
+        return "mixed", math.nan
+    _, group, _, kind, level = order
+    return ("noise:" if group == 1 else "imbalance:") + kind, float(level)
+
+
+# ============================== the table ======================================================
+
+
+def _cell(mean: float, std: float, n: int, gain: float, digits: int, baseline: bool) -> str:
+    if pd.isna(mean):
+        return ""
+    s = f"{mean:.{digits}f}"
+    if n > 1 and not pd.isna(std):
+        s += f" ± {std:.{digits}f}"
+    s += f" ({n})"
+    if not baseline and not pd.isna(gain):
+        s += f" [{gain:+.{digits}f}]"
+    return s
+
+
+def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterable[str] = (),
+                     fmt: str = "github", digits: int = 2, **_: Any) -> str:
+    """Rows = methods (on their teacher–student pair, with where the teacher learned), columns =
+    severity (clean, noise kind and rate, imbalance kind and ratio), cells = mean ± std (n
+    seeds) of ``metric`` and, in brackets, the gain over the CE-only student at the same
+    severity. The CE row comes first and is always there (empty, with a warning, when no CE run
+    matches). ``--rows``/``--cols`` do not apply; ``--where`` filters first."""
+    if fmt not in FORMATS:
+        raise UnknownNameError("table format", fmt, FORMATS)
+    points = robustness_points(df, metric=metric, where=where)
+    if fmt == "csv":
+        return points.drop(columns=["configs", "order"]).to_csv(index=False)
+    columns = [label for _, label in sorted(
+        {(o, v) for o, v in zip(points["order"], points["severity"])},
+        key=lambda ov: json.loads(ov[0]))]
+    body = []
+    for (dataset, student), block in points.groupby(["dataset", "student"], sort=True):
+        rows = list(dict.fromkeys(map(tuple, block[ROWS[2:]].values.tolist())))
+        if not any(r[0] == BASELINE for r in rows):
+            warnings.warn(f"no CE-only runs for {dataset} {student}: no gains to show "
+                          f"(run --loss ce at the same severities)", RuntimeWarning,
+                          stacklevel=2)
+            rows.insert(0, (BASELINE, NONE, NONE))
+        rows.sort(key=lambda r: (r[0] != BASELINE, r[0], r[1], r[2]))
+        index = block.set_index(ROWS[2:] + ["severity"])
+        for r in rows:
+            line = [dataset, student, *r]
+            for col in columns:
+                key = (*r, col)
+                if key in index.index:
+                    p = index.loc[key]
+                    p = p.iloc[0] if isinstance(p, pd.DataFrame) else p
+                    line.append(_cell(p["mean"], p["std"], int(p["n"]), p["gain"], digits,
+                                      r[0] == BASELINE))
+                else:
+                    line.append("")
+            body.append(line)
+    headers = ROW_HEADERS + columns
+    caption = (f"{metric} (%) — mean ± std over seeds (n seeds), [gain over CE at the same "
+               f"severity: method − CE]; teacher data: same = the student's corrupted data, "
+               f"clean = uncorrupted; {int(points['n'].sum())} runs")
+    from .teachers.tables import _render
+
+    return _render(body, headers, fmt, caption)
+
+
+# ============================== the figure =====================================================
+
+PLOT_FORMATS = (".png", ".pdf")
+
+
+def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_last",
+                    where: Iterable[str] = ()) -> tuple[Path, int]:
+    """Accuracy against severity, one line per method (error bars: the std over seeds), one
+    panel per dataset/student and severity family (noise kind, imbalance kind; the clean runs
+    are each panel's first point: rate 0, ratio 1). Returns the file and the number of
+    panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    if out.suffix.lower() not in PLOT_FORMATS:
+        raise ConfigError(f"plot file {str(out)!r} must end in {' or '.join(PLOT_FORMATS)}")
+    points = robustness_points(df, metric=metric, where=where)
+    families = [f for f in dict.fromkeys(points["family"]) if f not in (CLEAN, "mixed")]
+    if not families:
+        raise KDBenchError("no runs with label noise or class imbalance to plot")
+    panels = [(ds, st, fam) for (ds, st), block in points.groupby(["dataset", "student"],
+                                                                   sort=True)
+              for fam in families if (block["family"] == fam).any()]
+    cols = min(2, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.0 * rows), squeeze=False)
+    for ax, (ds, st, fam) in zip(axes.flat, panels):
+        block = points[(points["dataset"] == ds) & (points["student"] == st)
+                       & points["family"].isin([fam, CLEAN])]
+        imbalance = fam.startswith("imbalance:")
+        for (loss, _arch, tdata), line in block.groupby(ROWS[2:], sort=True):
+            x = [1.0 if (imbalance and f == CLEAN) else lv
+                 for f, lv in zip(line["family"], line["level"])]
+            order = sorted(range(len(x)), key=x.__getitem__)
+            label = loss if tdata in ("same", NONE) else f"{loss} ({tdata} teacher)"
+            ax.errorbar([x[i] for i in order], [line["mean"].iloc[i] for i in order],
+                        yerr=[0.0 if pd.isna(line["std"].iloc[i]) else line["std"].iloc[i]
+                              for i in order],
+                        marker="o", capsize=3, linewidth=2.2 if loss == BASELINE else 1.2,
+                        color="black" if loss == BASELINE else None,
+                        linestyle="--" if tdata == CLEAN else "-", label=label)
+        kind = fam.split(":", 1)[1]
+        if imbalance:
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{kind} imbalance ratio ρ")
+        else:
+            ax.set_xlabel(f"{kind} label-noise rate")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(f"{st} on {ds}: {kind}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Accuracy against severity (mean ± std over seeds)", fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, out, dpi=150)
+    return out, len(panels)
