@@ -256,7 +256,12 @@ def test_local_executor_lets_threads_of_parallel_jobs_sleep(monkeypatch, tmp_pat
 
         def wait(self):
             return 0
-    monkeypatch.setattr(executors.subprocess, "Popen", Proc)
+    import types
+
+    # a stand-in for the subprocess module as the executor sees it (the real one stays intact)
+    fake = types.SimpleNamespace(**{k: getattr(executors.subprocess, k) for k in
+                                    ("STDOUT", "DEVNULL", "TimeoutExpired")}, Popen=Proc)
+    monkeypatch.setattr(executors, "subprocess", fake)
     ex = executors.LocalExecutor(jobs=jobs, threads=1)
     job = executors.Job("r1", "run", ["specs/r1.json"])
     outcome = ex._run_one(job, None, tmp_path, tmp_path)
