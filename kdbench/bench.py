@@ -1,31 +1,51 @@
-"""``kdbench bench``: the classic KD loop, kdbench's engine and the compute bound, side by side.
+"""``kdbench bench``: what users get, side by side with the classic KD loop and the bounds.
 
-One process, one teacher–student pair, one batch size, one data set, and the variants take turns
-(a few steps each, for several rounds) so that a machine shared with other work slows them alike:
+One process, one teacher–student pair, one batch size, one data set; the variants take turns (a
+few steps each, for several rounds) so that a machine shared with other work slows them alike.
+The defaults are RepDistiller's protocol (Tian et al., "Contrastive Representation
+Distillation", ICLR 2020, github.com/HobbitLong/RepDistiller, ``train_student.py``): resnet56 →
+resnet20, batch 64, KD ``0.9·T²·KL + 0.1·CE`` at T = 4, SGD momentum 0.9, lr 0.05, wd 5e-4.
 
 (a) ``classic`` — what KD repositories run: a torchvision-style CIFAR dataset whose
     ``__getitem__`` makes a PIL image and applies ``RandomCrop(32, 4)``, ``RandomHorizontalFlip``,
     ``ToTensor`` and ``Normalize``, a ``DataLoader`` with worker processes, eager fp32 NCHW
     models, the teacher under ``no_grad`` and the loss read back every step.
 (b) ``engine`` — kdbench's training step (:func:`kdbench.engine.train_step`) fed by its
-    device-resident batched loader, with the engine's settings (precision, channels_last,
-    compile).
-(c) ``compute`` — the same step on one pre-made batch already on the device: the bound that a
+    device-resident batched loader, at the settings ``kdbench run`` uses by default (all cores,
+    its precision and layout, ``engine.fuse_teacher``'s default).
+(g) ``grid`` — the same step at the other settings of threads (all cores, one), layout
+    (channels_last, NCHW) and teacher fusion (:mod:`kdbench.models.fuse`), and at the default's
+    settings in the other precision (fp32 ↔ bf16); the fastest of (b) and (g) is the *best*
+    setting, and the fused/unfused pair at the default's threads and layout gives the fusion
+    gain on a whole step.
+(c) ``compute`` — the default step on one pre-made batch already on the device: the bound that a
     perfect data path would reach.
-(d) ``lockstep`` — the engine step for N students of one teacher (one teacher forward per
+(t) ``teacher`` — the teacher's forward alone at the default's threads and layout, unfused and
+    fused, on one pre-made batch: its share of a step and the fusion gain on the forward itself.
+(d) ``lockstep`` — the default step for N students of one teacher (one teacher forward per
     batch), reported as student-images/s and as a speed-up over N separate runs of (b).
+(p) ``peak`` — the fastest fp32 kernels torch has here, on all cores: an n×n matrix product
+    (MKL's GEMM) and a large 3×3 convolution in channels_last (oneDNN: n/8 channels in and out,
+    a 32×32 map, batch 16), in the same turns as the rest so they see the same load; the
+    faster of the two is the *measured peak*. A CNN step is convolutions, and on the Zen 4
+    development machine oneDNN's convolution beat MKL's GEMM by a quarter, so the GEMM alone
+    would flatter the engine. GFLOP/s are also given against the nominal peak, cores × clock ×
+    FLOP/cycle (:func:`nominal_peak`), which no kernel reaches.
 
 Images/s are medians over the rounds; FLOP/s count the step's convolution and matrix-product
 FLOPs (teacher forward, student forward and backward; what ``torch.utils.flop_counter``
-counts); peak memory is the proportional set size
-(PSS) of the process and its DataLoader workers while the variant runs, all variants' models
-included, and how much of it the variant's steps added (on a GPU: the CUDA allocator's peak).
+counts); peak memory is the proportional set size (PSS) of the process and its DataLoader
+workers while the variant runs, all variants' models included, and how much of it the
+variant's steps added (on a GPU: the CUDA allocator's peak). The CPUs other processes keep busy
+are measured before the first variant (:func:`kdbench.openmp.busy_cpus`), and the 1-minute
+load average before, after and at the end of every round.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import statistics
 import threading
@@ -41,8 +61,18 @@ import torch.nn.functional as F
 
 from . import engine
 from .data import BatchLoader, Dataset, Split
-from .device import default_channels_last, environment, resolve_device, rng_state, set_threads
+from .device import (
+    autocast,
+    cpu_name,
+    default_channels_last,
+    environment,
+    resolve_device,
+    resolve_precision,
+    rng_state,
+    set_threads,
+)
 from .errors import ConfigError
+from .openmp import busy_cpus
 from .stages import Batch
 
 #: CIFAR-100's per-channel statistics: the random default data stands in for it
@@ -51,12 +81,12 @@ CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 
 @dataclass
 class BenchOptions:
-    """What ``kdbench bench`` measures (the defaults are the issue's resnet56 → resnet20 case)."""
+    """What ``kdbench bench`` measures (the defaults: RepDistiller's resnet56 → resnet20 KD)."""
 
     teacher: str = "resnet56"
     student: str = "resnet20"
-    batch_size: int = 128
-    steps: int = 6  # timed steps per variant and round
+    batch_size: int = 64
+    steps: int = 5  # timed steps per variant and round
     rounds: int = 3
     warmup: int = 2  # untimed steps per variant before the first round (compilation happens here)
     num_train: int = 10_000  # random images when no data dir is given
@@ -65,16 +95,46 @@ class BenchOptions:
     data_dir: str | None = None  # real CIFAR-10 (train.npz/test.npz or torchvision's files)
     workers: int = 0  # classic DataLoader workers; 0: one per core
     device: str = "auto"
-    precision: str = "fp32"  # of the engine variants; the classic loop is always fp32
-    channels_last: bool | None = None  # engine variants; None: the engine's default
+    precision: str = "auto"  # of the engine variants, resolved as `kdbench run` does; classic: fp32
+    # the default engine variant's settings; None: what `kdbench run` uses
+    channels_last: bool | None = None
+    fuse_teacher: bool | None = None
+    threads: int = 0  # 0: every core, as `kdbench run`
     compile: bool = False
     lockstep: int = 4  # students in the lockstep variant; 0 leaves it out
-    threads: int = 0
+    peak_size: int = 2048  # n of the peak's n×n GEMM; its convolution has n/8 channels
     seed: int = 0
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
 
 
-VARIANTS = ("classic", "engine", "compute", "lockstep")
+VARIANTS = ("classic", "engine", "grid", "compute", "teacher", "lockstep", "peak")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How the engine runs: torch threads, memory layout, teacher fusion, precision."""
+
+    threads: int
+    channels_last: bool
+    fuse: bool
+    precision: str = "fp32"
+
+    @property
+    def key(self) -> str:
+        return (f"t{self.threads}-{'nhwc' if self.channels_last else 'nchw'}-"
+                f"{'fused' if self.fuse else 'plain'}-{self.precision}")
+
+    def describe(self) -> str:
+        return (f"{_plural(self.threads, 'thread')}, "
+                f"{'channels_last' if self.channels_last else 'NCHW'}, "
+                f"teacher {'fused' if self.fuse else 'unfused'}, {self.precision}")
+
+    def but(self, **changes: Any) -> Setting:
+        return dataclasses.replace(self, **changes)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # ============================== data ===========================================================
@@ -205,13 +265,16 @@ class MemoryPeak:
 
 
 class Variant:
-    """One way of training: ``step()`` trains on one batch; ``images`` per step."""
+    """One way of training: ``step()`` trains on one batch of ``images`` images, on
+    ``threads`` torch threads (set before its turn)."""
 
     name = ""
     label = ""
+    settings = ""
+    flops = 0  # per step
 
-    def __init__(self, images_per_step: int):
-        self.images = images_per_step
+    def __init__(self, images_per_step: int, threads: int):
+        self.images, self.threads = images_per_step, threads
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -232,8 +295,10 @@ class Classic(Variant):
     name, label = "classic", "(a) classic loop: PIL transforms, DataLoader, fp32"
 
     def __init__(self, teacher, student, data: Dataset, opts: BenchOptions,
-                 device: torch.device, workers: int, weights: dict[str, float], T: float):
-        super().__init__(opts.batch_size)
+                 device: torch.device, workers: int, threads: int, weights: dict[str, float],
+                 T: float):
+        super().__init__(opts.batch_size, threads)
+        self.settings = f"{_plural(threads, 'thread')}, NCHW, {_plural(workers, 'worker')}, fp32"
         self.teacher, self.student, self.device = teacher, student, device
         self.optimizer = _sgd(student)
         self.loss = _kd_loss(weights["w_ce"], weights["w_kd"], T)
@@ -268,12 +333,16 @@ class Engine(Variant):
     """kdbench's step on its batched loader (``fixed_batch``: on one pre-made batch)."""
 
     def __init__(self, trainees: list[engine.Trainee], teacher, data: Dataset, opts: BenchOptions,
-                 device: torch.device, channels_last: bool, fixed_batch: bool = False):
-        super().__init__(opts.batch_size * len(trainees))
+                 device: torch.device, setting: Setting, fixed_batch: bool = False):
+        super().__init__(opts.batch_size * len(trainees), setting.threads)
         self.trainees, self.teacher, self.device = trainees, teacher, device
-        self.precision = opts.precision
+        self.setting, self.precision = setting, setting.precision
+        self.settings = setting.describe()
+        if setting.channels_last:
+            for t in trainees:
+                t.model.to(memory_format=torch.channels_last)
         self.loader = BatchLoader(data, "train", opts.batch_size, train=True, seed=opts.seed,
-                                  device=device, channels_last=channels_last)
+                                  device=device, channels_last=setting.channels_last)
         self.sums = [engine.RunningSums(device) for _ in trainees]
         self.epoch, self.n = 0, 0
         self._batches = self.loader.epoch(0)
@@ -298,6 +367,57 @@ class Engine(Variant):
         self.n += 1
 
 
+class TeacherForward(Variant):
+    """The teacher's forward alone, as the engine runs it for a logit loss, on one batch."""
+
+    def __init__(self, teacher, x: torch.Tensor, device: torch.device, setting: Setting):
+        super().__init__(x.shape[0], setting.threads)
+        self.teacher, self.x, self.device = teacher, x, device
+        self.precision = setting.precision
+        self.settings = setting.describe()
+
+    def step(self) -> None:
+        with autocast(self.device, self.precision):
+            engine.teacher_features(self.teacher, self.x, False)
+
+
+class Gemm(Variant):
+    """An n×n fp32 matrix product on ``threads`` threads (2n³ FLOPs a step)."""
+
+    name, label = "peak:gemm", "(p) fp32 peak: n×n GEMM"
+
+    def __init__(self, n: int, device: torch.device, threads: int, seed: int):
+        super().__init__(0, threads)
+        g = torch.Generator().manual_seed(seed)
+        self.a = torch.randn(n, n, generator=g).to(device)
+        self.b = torch.randn(n, n, generator=g).to(device)
+        self.flops = 2 * n ** 3
+        self.settings = f"{_plural(threads, 'thread')}, n = {n}"
+
+    def step(self) -> None:
+        torch.mm(self.a, self.b)
+
+
+class Conv(Variant):
+    """A 3×3 fp32 convolution, c → c channels on a 32×32 map, batch 16, channels_last, on
+    ``threads`` threads (2·16·c²·9·32·32 FLOPs a step)."""
+
+    name, label = "peak:conv", "(p) fp32 peak: large 3×3 conv"
+
+    def __init__(self, c: int, device: torch.device, threads: int, seed: int):
+        super().__init__(0, threads)
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(16, c, 32, 32, generator=g).to(device).contiguous(
+            memory_format=torch.channels_last)
+        self.w = torch.randn(c, c, 3, 3, generator=g).to(device).contiguous(
+            memory_format=torch.channels_last)
+        self.flops = 2 * 16 * c * c * 9 * 32 * 32
+        self.settings = f"{_plural(threads, 'thread')}, {c} channels, channels_last"
+
+    def step(self) -> None:
+        F.conv2d(self.x, self.w, padding=1)
+
+
 def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
@@ -320,6 +440,46 @@ def step_flops(teacher, student, data: Dataset, batch_size: int, loss) -> int:
     return int(counter.get_total_flops())
 
 
+def forward_flops(model, data: Dataset, batch_size: int) -> int:
+    """FLOPs of one forward of ``model`` on a batch (what a frozen teacher costs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(batch_size, data.in_chans, *data.image_size,
+                    device=next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        copy.deepcopy(model)(x)
+    return int(counter.get_total_flops())
+
+
+def nominal_peak(cores: int) -> dict[str, Any]:
+    """This CPU's nominal fp32 peak: cores × clock × FLOP/cycle.
+
+    FLOP/cycle per core = 2 (a fused multiply-add) × fp32 lanes × FMA pipes. AMD's Zen 2–4 have
+    two 256-bit FMA pipes (Zen 4 runs AVX-512 as two 256-bit halves): 2 × 8 × 2 = 32. Intel
+    server cores with AVX-512 have two 512-bit FMA units: 2 × 16 × 2 = 64; with AVX2 only,
+    32. The clock is ``cpu MHz`` of /proc/cpuinfo (in a virtual machine the host's base or TSC
+    clock; boost clocks make the real peak higher). None where these are unknown (no
+    /proc/cpuinfo, GPUs): the measured GEMM peak is then the only reference.
+    """
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"gflops": None, "how": "unknown (no /proc/cpuinfo)"}
+    mhz = [float(line.split(":", 1)[1]) for line in info.splitlines()
+           if line.startswith("cpu MHz")]
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+                  if line.startswith("flags")), [])
+    if not mhz or "fma" not in flags:
+        return {"gflops": None, "how": "unknown (no clock or no FMA in /proc/cpuinfo)"}
+    intel512 = "GenuineIntel" in info and "avx512f" in flags
+    per_cycle = 64 if intel512 else 32
+    ghz = max(mhz) / 1000
+    return {"gflops": cores * ghz * per_cycle, "how": (
+        f"{cores} cores × {ghz:.2f} GHz × {per_cycle} FLOP/cycle (2 FMA pipes × "
+        f"{'16' if intel512 else '8'} fp32 lanes × 2)"), "cores": cores, "ghz": ghz,
+        "flop_per_cycle": per_cycle}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -329,24 +489,43 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _grid(default: Setting, cores: int) -> list[Setting]:
+    """The other settings the best one is picked from: threads (the default's, all cores, one)
+    × layout × fusion at the default's precision, and the default with the other precision
+    (fp32 ↔ bf16)."""
+    threads = sorted({default.threads, cores, 1}, reverse=True)
+    grid = [default.but(threads=t, channels_last=cl, fuse=fuse) for t in threads
+            for cl in (True, False) for fuse in (False, True)]
+    grid.append(default.but(precision="bf16" if default.precision == "fp32" else "fp32"))
+    return [s for s in grid if s != default]
+
+
 def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
               ) -> dict[str, Any]:
     """Measure the variants side by side; returns the figures (see :func:`format_report`)."""
+    from .config import EngineConfig
     from .losses import DistillContext, build
     from .losses import resolve as resolve_loss
     from .models import create_model
+    from .models.fuse import fuse_frozen, probe_input
 
     say = progress or (lambda _msg: None)
     unknown = [v for v in opts.variants if v not in VARIANTS]
     if unknown:
         from .errors import UnknownNameError
         raise UnknownNameError("bench variant", unknown[0], VARIANTS)
-    if opts.batch_size < 2 or opts.steps < 1 or opts.rounds < 1:
-        raise ConfigError("bench needs batch size >= 2, steps >= 1 and rounds >= 1")
-    threads = set_threads(opts.threads)
+    if opts.batch_size < 2 or opts.steps < 1 or opts.rounds < 1 or opts.peak_size < 8:
+        raise ConfigError(f"bench needs batch size >= 2, steps >= 1, rounds >= 1 and peak "
+                          f"size >= 8, got {opts.batch_size}, {opts.steps}, {opts.rounds}, "
+                          f"{opts.peak_size}")
+    threads = set_threads(0)  # what `kdbench run` uses
+    cores = len(os.sched_getaffinity(0))
     device = resolve_device(opts.device)
-    channels_last = (default_channels_last(device) if opts.channels_last is None
-                     else opts.channels_last)
+    default = Setting(
+        opts.threads or threads,
+        default_channels_last(device) if opts.channels_last is None else opts.channels_last,
+        EngineConfig().fuse_teacher if opts.fuse_teacher is None else opts.fuse_teacher,
+        resolve_precision(opts.precision, opts.device))
     workers = opts.workers or len(os.sched_getaffinity(0))
     data = bench_data(opts)
     if len(data.train) < opts.batch_size:
@@ -354,6 +533,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
                           f"batch size {opts.batch_size}")
     weights, options = resolve_loss("kd")
     load_before = os.getloadavg()
+    busy_before = busy_cpus()  # other processes' use of the CPUs now: the load average lags
 
     def model(name: str, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
@@ -362,8 +542,20 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
     teacher = model(opts.teacher, opts.seed + 1000).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    fused_teacher, fusion = fuse_frozen(teacher, probe_input(data.input_shape, device))
+    teachers: dict[tuple[bool, bool], torch.nn.Module] = {}
+
+    def teacher_for(s: Setting) -> torch.nn.Module:
+        """The frozen teacher in the setting's layout and fusion (one copy per pair)."""
+        key = (s.channels_last, s.fuse)
+        if key not in teachers:
+            t = copy.deepcopy(fused_teacher if s.fuse else teacher)
+            teachers[key] = t.to(memory_format=torch.channels_last) if s.channels_last else t
+        return teachers[key]
+
     loss = _kd_loss(weights["w_ce"], weights["w_kd"], options["T"])
     flops = step_flops(teacher, model(opts.student, opts.seed), data, opts.batch_size, loss)
+    t_flops = forward_flops(teacher, data, opts.batch_size)
 
     def trainee(k: int) -> engine.Trainee:
         from .config import Recipe
@@ -374,42 +566,62 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
         return engine.Trainee(f"student{k}", student, build("kd", ctx).to(device),
                               Recipe(lr=0.05, momentum=0.9, weight_decay=5e-4))
 
+    def engine_variant(s: Setting, name: str, label: str, n: int = 1,
+                       fixed_batch: bool = False) -> Engine:
+        v = Engine([trainee(k) for k in range(n)], teacher_for(s), engine_data, opts, device,
+                   s, fixed_batch=fixed_batch)
+        v.name, v.label = name, label
+        v.flops = flops if n == 1 else n * flops - (n - 1) * t_flops
+        return v
+
     variants: list[Variant] = []
-    engine_teacher = teacher
     if "classic" in opts.variants:
-        classic = Classic(copy.deepcopy(teacher), model(opts.student, opts.seed), data.to("cpu"),
-                          opts, device, workers, weights, options["T"])
-        variants.append(classic)
+        variants.append(Classic(copy.deepcopy(teacher), model(opts.student, opts.seed),
+                                data.to("cpu"), opts, device, workers, threads, weights,
+                                options["T"]))
+        variants[-1].flops = flops
     engine_data = data.to(device)
-    engine_trainees: list[engine.Trainee] = []
     if "engine" in opts.variants:
-        v = Engine([trainee(0)], engine_teacher, engine_data, opts, device, channels_last)
-        v.name, v.label = "engine", "(b) kdbench engine: resident batched data"
-        variants.append(v)
-        engine_trainees += v.trainees
+        variants.append(engine_variant(default, "engine",
+                                       "(b) kdbench engine, default settings"))
+    if "grid" in opts.variants:
+        for s in _grid(default, cores):
+            variants.append(engine_variant(s, f"grid:{s.key}", "(g) engine"))
     if "compute" in opts.variants:
-        v = Engine([trainee(0)], engine_teacher, engine_data, opts, device, channels_last,
-                   fixed_batch=True)
-        v.name, v.label = "compute", "(c) compute bound: one pre-made device batch"
-        variants.append(v)
-        engine_trainees += v.trainees
+        variants.append(engine_variant(default, "compute",
+                                       "(c) compute bound: one pre-made device batch",
+                                       fixed_batch=True))
+    if "teacher" in opts.variants:
+        loader = BatchLoader(engine_data, "train", opts.batch_size, train=True, seed=opts.seed,
+                             device=device, channels_last=default.channels_last)
+        x = next(iter(loader.epoch(0)))[0].clone()
+        for fuse in (False, True):
+            s = default.but(fuse=fuse)
+            v = TeacherForward(teacher_for(s), x, device, s)
+            v.name = f"teacher:{'fused' if fuse else 'plain'}"
+            v.label = f"(t) teacher forward alone, {'fused' if fuse else 'unfused'}"
+            v.flops = t_flops
+            variants.append(v)
     if "lockstep" in opts.variants and opts.lockstep > 0:
-        v = Engine([trainee(k) for k in range(opts.lockstep)], engine_teacher, engine_data, opts,
-                   device, channels_last)
-        v.name = "lockstep"
-        v.label = f"(d) lockstep: {opts.lockstep} students, one teacher forward"
-        variants.append(v)
-        engine_trainees += v.trainees
+        variants.append(engine_variant(
+            default, "lockstep", f"(d) lockstep: {opts.lockstep} students, one teacher forward",
+            n=opts.lockstep))
+    if "peak" in opts.variants:
+        variants.append(Gemm(opts.peak_size, device, threads, opts.seed))
+        variants.append(Conv(opts.peak_size // 8, device, threads, opts.seed))
 
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     peaks: dict[str, int] = {}
     added: dict[str, int] = {}
     warmup_s: dict[str, float] = {}
-    models = [t.model for t in engine_trainees] + [engine_teacher]
+    round_load: list[float] = []
+    models = [m for v in variants if isinstance(v, Engine) for m in
+              [t.model for t in v.trainees]] + list(teachers.values())
     try:
-        with engine.prepared(models, channels_last=channels_last, compile=opts.compile):
+        with engine.prepared(models, compile=opts.compile):
             for v in variants:
                 say(f"warm-up {v.name}")
+                torch.set_num_threads(v.threads)
                 t0 = time.perf_counter()
                 for _ in range(opts.warmup):
                     v.step()
@@ -417,6 +629,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
                 warmup_s[v.name] = time.perf_counter() - t0
             for r in range(opts.rounds):
                 for v in variants:
+                    torch.set_num_threads(v.threads)
                     mem = MemoryPeak(device)
                     with mem.measure():
                         _sync(device)
@@ -427,50 +640,67 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
                         times[v.name].append(time.perf_counter() - t0)
                     peaks[v.name] = max(peaks.get(v.name, 0), mem.peak)
                     added[v.name] = max(added.get(v.name, 0), mem.peak - mem.start)
-                say(f"round {r + 1}/{opts.rounds}: " + ", ".join(
-                    f"{v.name} {opts.steps * v.images / times[v.name][-1]:.0f} img/s"
-                    for v in variants))
+                round_load.append(os.getloadavg()[0])
+                say(f"round {r + 1}/{opts.rounds} (load {round_load[-1]:.1f}): " + ", ".join(
+                    f"{v.name} {opts.steps * (v.images or 1) / times[v.name][-1]:.1f}"
+                    f"{' img/s' if v.images else ' steps/s'}" for v in variants))
     finally:
         for v in variants:
             v.close()
+        torch.set_num_threads(threads)
 
     results: dict[str, Any] = {}
     for v in variants:
-        per_round = [opts.steps * v.images / t for t in times[v.name]]
-        ips = _median(per_round)
-        n_students = v.images // opts.batch_size
-        step_f = flops if n_students == 1 else _lockstep_flops(flops, teacher, data, opts)
-        results[v.name] = {"label": v.label, "images_per_s": ips, "per_round": per_round,
-                           "flops_per_s": step_f * ips / v.images,
-                           "peak_memory_mib": peaks.get(v.name, 0) / 2**20,
-                           "step_memory_mib": added.get(v.name, 0) / 2**20,
-                           "warmup_seconds": warmup_s.get(v.name)}
-    ratios = _ratios(results, opts)
+        per_round = [opts.steps * (v.images or 1) / t for t in times[v.name]]
+        rate = _median(per_round)  # images/s (steps/s for the GEMM)
+        results[v.name] = {
+            "label": v.label, "settings": v.settings, "images_per_s": rate if v.images else None,
+            "per_round": per_round, "flops_per_s": v.flops * rate / (v.images or 1),
+            "peak_memory_mib": peaks.get(v.name, 0) / 2**20,
+            "step_memory_mib": added.get(v.name, 0) / 2**20,
+            "warmup_seconds": warmup_s.get(v.name)}
+        if isinstance(v, Engine) and v.name.startswith(("engine", "grid")):
+            results[v.name]["setting"] = asdict(v.setting)
+    measured = [v["flops_per_s"] for k, v in results.items() if k.startswith("peak:")]
+    peak = {"measured_gflops": max(measured) / 1e9 if measured else None,
+            "nominal": nominal_peak(cores)}
     return {"options": asdict(opts), "resolved": {
-        "device": str(device), "threads": threads, "channels_last": channels_last,
-        "workers": workers, "data": data.name, "num_train": len(data.train),
-        "flops_per_step": flops, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "load_before": load_before, "load_after": os.getloadavg()},
-        "env": environment(device), "variants": results, "ratios": ratios}
+        "device": str(device), "cores": cores, "threads": threads, "default": asdict(default),
+        "workers": workers, "data": data.name,
+        "num_train": len(data.train), "flops_per_step": flops, "teacher_forward_flops": t_flops,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "teacher_fusion": fusion.describe(), "load_before": load_before,
+        "busy_cpus_before": busy_before,
+        "load_rounds": round_load, "load_after": os.getloadavg()},
+        "env": environment(device), "variants": results, "peak": peak,
+        "ratios": _ratios(results, default, peak)}
 
 
-def _lockstep_flops(flops: int, teacher, data: Dataset, opts: BenchOptions) -> int:
-    """One teacher forward and N student steps: N·(step) − (N−1)·(teacher forward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.randn(opts.batch_size, data.in_chans, *data.image_size,
-                    device=next(teacher.parameters()).device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        copy.deepcopy(teacher)(x)
-    t_flops = int(counter.get_total_flops())
-    return opts.lockstep * flops - (opts.lockstep - 1) * t_flops
-
-
-def _ratios(results: dict[str, Any], opts: BenchOptions) -> dict[str, float]:
-    ips = {k: v["images_per_s"] for k, v in results.items()}
-    out: dict[str, float] = {}
+def _ratios(results: dict[str, Any], default: Setting, peak: dict[str, Any]
+            ) -> dict[str, Any]:
+    ips = {k: v["images_per_s"] for k, v in results.items() if v["images_per_s"]}
+    out: dict[str, Any] = {}
     if "classic" in ips and "engine" in ips:
         out["engine_over_classic"] = ips["engine"] / ips["classic"]
+    candidates = {k: v for k, v in ips.items() if k == "engine" or k.startswith("grid:")}
+    if len(candidates) > 1:
+        best = max(candidates, key=candidates.__getitem__)
+        out["best"] = best
+        out["best_settings"] = results[best]["settings"]
+        if "classic" in ips:
+            out["best_over_classic"] = ips[best] / ips["classic"]
+        if "engine" in ips:
+            out["engine_over_best"] = ips["engine"] / ips[best]
+    # the fusion gain on a whole step, at the default's threads and layout
+    twin = default.but(fuse=not default.fuse).key
+    plain, fused = ("engine", f"grid:{twin}") if not default.fuse else (f"grid:{twin}", "engine")
+    if plain in ips and fused in ips:
+        out["fusion_gain_step"] = ips[fused] / ips[plain]
+    if "teacher:plain" in ips and "teacher:fused" in ips:
+        out["fusion_gain_teacher_forward"] = ips["teacher:fused"] / ips["teacher:plain"]
+        own = "teacher:fused" if default.fuse else "teacher:plain"
+        if "engine" in ips:  # time per batch of the forward over time per batch of the step
+            out["teacher_forward_share"] = ips["engine"] / ips[own]
     if "classic" in ips and "compute" in ips:
         out["compute_over_classic"] = ips["compute"] / ips["classic"]
     if "engine" in ips and "compute" in ips:
@@ -478,35 +708,80 @@ def _ratios(results: dict[str, Any], opts: BenchOptions) -> dict[str, float]:
     if "engine" in ips and "lockstep" in ips:
         # N separate runs take N times one run's time per batch
         out["lockstep_speedup"] = ips["lockstep"] / ips["engine"]
+    if peak["measured_gflops"] and "engine" in results:
+        out["engine_of_measured_peak"] = (results["engine"]["flops_per_s"]
+                                          / (peak["measured_gflops"] * 1e9))
+    if peak["nominal"].get("gflops") and "engine" in results:
+        out["engine_of_nominal_peak"] = (results["engine"]["flops_per_s"]
+                                         / (peak["nominal"]["gflops"] * 1e9))
     return out
+
+
+RATIO_NAMES = {
+    "engine_over_classic": "engine (default settings) / classic",
+    "best_over_classic": "engine (best settings) / classic",
+    "engine_over_best": "engine default / best setting",
+    "fusion_gain_step": "teacher fusion: step speed-up",
+    "fusion_gain_teacher_forward": "teacher fusion: teacher-forward speed-up",
+    "teacher_forward_share": "teacher forward / default step (time per batch)",
+    "compute_over_classic": "compute bound / classic",
+    "engine_over_compute": "engine / compute bound (data-path efficiency)",
+    "lockstep_speedup": "lockstep of N / N separate runs",
+    "engine_of_measured_peak": "engine GFLOP/s / measured fp32 peak",
+    "engine_of_nominal_peak": "engine GFLOP/s / nominal fp32 peak",
+}
+PERCENT = {"engine_over_best", "teacher_forward_share", "engine_over_compute",
+           "engine_of_measured_peak", "engine_of_nominal_peak"}
+
+
+def _busy(cpus: float | None) -> str:
+    return "an unknown number of CPUs" if cpus is None else f"{cpus:.2f} CPUs"
 
 
 def format_report(result: dict[str, Any]) -> str:
     """The figures as a table plus the ratios and the conditions they were taken in."""
     from tabulate import tabulate
 
-    r, o = result["resolved"], result["options"]
+    r, o, peak = result["resolved"], result["options"], result["peak"]
+    nominal = peak["nominal"].get("gflops")
+    measured = peak["measured_gflops"]
     rows = []
     for v in result["variants"].values():
         spread = v["per_round"]
-        rows.append((v["label"], f"{v['images_per_s']:.1f}",
-                     f"{min(spread):.1f}–{max(spread):.1f}",
-                     f"{v['flops_per_s'] / 1e9:.2f}", f"{v['peak_memory_mib']:.0f}",
-                     f"{v['step_memory_mib']:.0f}"))
-    table = tabulate(rows, headers=["variant", "images/s (median)", "range over rounds",
-                                    "GFLOP/s", "peak MiB", "+MiB in steps"],
-                     disable_numparse=True)
-    names = {"engine_over_classic": "engine / classic",
-             "compute_over_classic": "compute bound / classic",
-             "engine_over_compute": "engine / compute bound (data-path efficiency)",
-             "lockstep_speedup": f"lockstep of {o['lockstep']} / {o['lockstep']} separate runs"}
-    ratios = "\n".join(f"  {names[k]}: {v:.2f}×" if k != "engine_over_compute"
-                       else f"  {names[k]}: {100 * v:.0f}%" for k, v in result["ratios"].items())
-    head = (f"{o['teacher']} → {o['student']}, batch {o['batch_size']}, {r['data']} "
-            f"({r['num_train']} images), {r['device']} ({result['env']['device_name']}, "
-            f"{r['cpu_capability']}), {r['threads']} threads, engine {o['precision']}"
-            f"{' channels_last' if r['channels_last'] else ''}"
-            f"{' compiled' if o['compile'] else ''}, classic with {r['workers']} workers; "
-            f"{o['rounds']} rounds × {o['steps']} steps; load average "
-            f"{r['load_before'][0]:.1f} → {r['load_after'][0]:.1f}")
-    return f"{head}\n{table}\nratios (medians):\n{ratios}"
+        gflops = v["flops_per_s"] / 1e9
+        rate = (f"{v['images_per_s']:.1f}" if v["images_per_s"] else "—")
+        rows.append((v["label"], v["settings"], rate,
+                     f"{min(spread):.1f}–{max(spread):.1f}" if v["images_per_s"] else "—",
+                     f"{gflops:.1f}", f"{100 * gflops / measured:.0f}%" if measured else "—",
+                     f"{100 * gflops / nominal:.0f}%" if nominal else "—",
+                     f"{v['peak_memory_mib']:.0f}", f"{v['step_memory_mib']:.0f}"))
+    table = tabulate(rows, headers=["variant", "settings", "images/s (median)", "range",
+                                    "GFLOP/s", "of measured peak", "of nominal peak", "peak MiB",
+                                    "+MiB in steps"], disable_numparse=True)
+    lines = []
+    for k, v in result["ratios"].items():
+        if k in ("best", "best_settings"):
+            continue
+        name = RATIO_NAMES[k].replace("N", str(o["lockstep"])) if k == "lockstep_speedup" \
+            else RATIO_NAMES[k]
+        lines.append(f"  {name}: {100 * v:.0f}%" if k in PERCENT else f"  {name}: {v:.2f}×")
+    if "best" in result["ratios"]:
+        lines.append(f"  best setting: {result['ratios']['best_settings']}")
+    d = Setting(**r["default"])
+    fusion = r["teacher_fusion"]
+    head = (f"{o['teacher']} → {o['student']} KD (T = 4), batch {o['batch_size']}, {r['data']} "
+            f"({r['num_train']} images), {r['device']} "
+            f"({result['env']['device_name'] or cpu_name()}, {r['cpu_capability']}, "
+            f"{r['cores']} cores)"
+            f"{' compiled' if o['compile'] else ''}, default settings: {d.describe()}; "
+            f"OMP_WAIT_POLICY={result['env'].get('omp_wait_policy') or 'unset (runtime default)'}"
+            f"; teacher fusion folds {fusion['folded']} of {fusion['batchnorms']} BatchNorms; "
+            f"{o['rounds']} rounds × {o['steps']} steps; other processes kept "
+            f"{_busy(r.get('busy_cpus_before'))} busy at the start; load average "
+            f"{r['load_before'][0]:.1f} → "
+            f"{' → '.join(f'{x:.1f}' for x in r['load_rounds'])} (after each round)")
+    peaks = (f"fp32 peak: measured {measured:.0f} GFLOP/s (the faster of the GEMM and the "
+             f"3×3 conv)" if measured else "fp32 peak: not measured")
+    peaks += (f"; nominal {nominal:.0f} GFLOP/s = {peak['nominal']['how']}" if nominal
+              else f"; nominal {peak['nominal']['how']}")
+    return f"{head}\n{table}\n{peaks}\nratios (medians):\n" + "\n".join(lines)

@@ -11,11 +11,16 @@ from typing import Any
 
 import click
 
-from .config import PRESETS, preset_default
-from .errors import ConfigError, KDBenchError
-from .plugins import ENV_DIR
-from .record import summary_line
-from .version import __version__
+from .openmp import choose_wait_policy
+
+# the OpenMP runtime reads its wait policy once, when torch loads it: choose before .config does
+choose_wait_policy()
+
+from .config import PRESETS, preset_default  # noqa: E402
+from .errors import ConfigError, KDBenchError  # noqa: E402
+from .plugins import ENV_DIR  # noqa: E402
+from .record import summary_line  # noqa: E402
+from .version import __version__  # noqa: E402
 
 # ============================== the group ======================================================
 
@@ -174,6 +179,9 @@ def engine_options(f):
                      help="Train several --student/--loss runs together (else one by one).")(f)
     f = click.option("--compile", "compile_", is_flag=True, default=False,
                      help="torch.compile the models (pays off over long runs).")(f)
+    f = click.option("--fuse-teacher/--no-fuse-teacher", default=None, show_default="off",
+                     help="Fold the frozen teacher's BatchNorm into its convolutions (equal "
+                          "outputs up to float rounding; faster).")(f)
     f = click.option("--channels-last/--no-channels-last", default=None,
                      show_default="on for CPU and CUDA",
                      help="NHWC memory layout for the convolutions.")(f)
@@ -263,7 +271,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
         lr, seed, device, precision, warmups, evals, best_metric, transforms,
         teacher_transforms, loggers, sets, results_dir, force, quiet, as_json, lockstep,
-        compile_, channels_last, threads, **teacher_flags):
+        compile_, channels_last, threads, fuse_teacher, **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record.
 
     Several --student/--loss values make one run per combination; runs that share teacher,
@@ -282,6 +290,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         "teacher.seed": teacher_seed, "loss.name": losses[0] if losses else None,
         "recipe.epochs": epochs, "engine.compile": compile_ or None,
         "engine.channels_last": channels_last, "engine.threads": threads,
+        "engine.fuse_teacher": fuse_teacher,
         "recipe.batch_size": batch_size, "recipe.lr": lr, "seed": seed, "device": device,
         "precision": precision, "results_dir": results_dir,
     }
@@ -941,8 +950,9 @@ def models(names, dataset, data_dir, pattern, as_json):
 @cli.command()
 @click.option("--teacher", default="resnet56", help="Teacher architecture.")
 @click.option("--student", default="resnet20", help="Student architecture.")
-@click.option("--batch-size", type=int, default=128, help="Batch size of every variant.")
-@click.option("--steps", type=int, default=6, help="Timed steps per variant and round.")
+@click.option("--batch-size", type=int, default=64, help="Batch size of every variant "
+              "(RepDistiller's protocol: 64).")
+@click.option("--steps", type=int, default=5, help="Timed steps per variant and round.")
 @click.option("--rounds", type=int, default=3, help="Rounds (the variants take turns).")
 @click.option("--warmup", type=int, default=2, help="Untimed steps per variant first.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -954,22 +964,31 @@ def models(names, dataset, data_dir, pattern, as_json):
 @click.option("--workers", type=int, default=0, show_default="one per core",
               help="DataLoader workers of the classic loop.")
 @click.option("--device", default="auto", help="auto, cpu, cuda[:N] or mps.")
-@click.option("--precision", default="fp32", type=click.Choice(["fp32", "bf16", "fp16"]),
-              help="Precision of the engine variants (the classic loop is fp32).")
+@click.option("--precision", default="auto",
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Precision of the engine variants, resolved as `kdbench run` does (the "
+                   "classic loop is fp32).")
 @click.option("--channels-last/--no-channels-last", default=None,
-              show_default="engine default", help="NHWC layout in the engine variants.")
+              show_default="engine default", help="NHWC layout in the default engine variant.")
+@click.option("--fuse-teacher/--no-fuse-teacher", default=None,
+              show_default="engine default", help="Teacher fusion in the default engine variant.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the engine's models.")
 @click.option("--lockstep", type=int, default=4, help="Students of the lockstep variant (0: none).")
-@click.option("--threads", type=int, default=0, show_default="all cores", help="Torch threads.")
-@click.option("--variants", default=",".join(("classic", "engine", "compute", "lockstep")),
-              help="Comma-separated subset of classic, engine, compute, lockstep.")
+@click.option("--threads", type=int, default=0, show_default="all cores",
+              help="Torch threads of the default engine variant.")
+@click.option("--peak-size", type=int, default=2048, help="n of the peak variant's n×n fp32 GEMM "
+              "(its 3×3 conv has n/8 channels).")
+@click.option("--variants", default="classic,engine,grid,compute,teacher,lockstep,peak",
+              help="Comma-separated subset of classic, engine, grid (the other threads × layout "
+                   "× fusion settings), compute, teacher, lockstep, peak.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures to this JSON file.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_train, image_size,
-          num_classes, workers, device, precision, channels_last, compile_, lockstep, threads,
-          variants, json_path, quiet):
-    """Images/s of the classic KD loop, kdbench's engine and the compute bound, side by side."""
+          num_classes, workers, device, precision, channels_last, fuse_teacher, compile_,
+          lockstep, threads, peak_size, variants, json_path, quiet):
+    """Images/s of the classic KD loop and kdbench's engine (default and best settings), the
+    compute bound, the teacher forward and the fp32 peak, side by side."""
     from .bench import BenchOptions, format_report, run_bench
     from .store import atomic_write_json
 
@@ -977,30 +996,13 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
                         rounds=rounds, warmup=warmup, data_dir=data_dir, num_train=num_train,
                         image_size=image_size, num_classes=num_classes, workers=workers,
                         device=device, precision=precision, channels_last=channels_last,
-                        compile=compile_, lockstep=lockstep, threads=threads,
+                        fuse_teacher=fuse_teacher, compile=compile_, lockstep=lockstep,
+                        threads=threads, peak_size=peak_size,
                         variants=[v.strip() for v in variants.split(",") if v.strip()])
     result = run_bench(opts, progress=None if quiet else lambda m: click.echo(m, err=True))
     click.echo(format_report(result))
     if json_path:
         atomic_write_json(json_path, result)
-
-
-def openmp_wait_policy() -> str | None:
-    """Let idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) when the machine is busy.
-
-    A thread team that spins while its peers wait for a core trained 2.5x slower at load 5 on
-    the 2-core development machine; on the idle machine spinning was 7-9% faster (README,
-    Performance). So the choice follows the 1-minute load average at start-up, unless the user
-    set the variable. It changes speed only, never results. libgomp reads it when torch loads.
-    """
-    if "OMP_WAIT_POLICY" not in os.environ:
-        try:
-            busy = os.getloadavg()[0] >= 0.5
-        except OSError:  # pragma: no cover - no load average on this platform
-            busy = False
-        if busy:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return os.environ.get("OMP_WAIT_POLICY")
 
 
 def _terminated(signum, frame) -> None:
@@ -1014,7 +1016,6 @@ def main() -> None:
     Ctrl-C or SIGTERM)."""
     import signal
 
-    openmp_wait_policy()
     signal.signal(signal.SIGTERM, _terminated)
     try:
         code = cli.main(prog_name="kdbench", standalone_mode=False)

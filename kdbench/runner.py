@@ -270,6 +270,19 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
                                                         group, job)]
         for job in jobs:
             check_stages(job.cfg, job.trainee)
+        # the frozen teacher the engine runs: its BatchNorm folded in with engine.fuse_teacher
+        engine_teacher = teacher.module if teacher is not None and not online else None
+        fusion = None
+        if engine_teacher is not None and first.engine.fuse_teacher:
+            from .models.fuse import fuse_frozen, probe_input
+
+            engine_teacher, report = fuse_frozen(engine_teacher,
+                                                 probe_input(dataset.input_shape, device))
+            fusion = report.describe()
+        for job in jobs:
+            mine = fusion if job.cfg.teacher is not None else None
+            job.record["env"].update(fuse_teacher=bool(mine and mine["folded"]),
+                                     teacher_fusion=mine)
         suite = build_suite(first.eval.evaluators, EvalContext(dataset), epochs=first.recipe.epochs,
                             precision=precision, best_metric=first.eval.best_metric,
                             channels_last=(dev.default_channels_last(device)
@@ -303,8 +316,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
         timing = engine.fit(trainees, dataset, batch_size=first.recipe.batch_size,
                             seed=first.seed, device=device, evaluators=suite,
                             precision=precision, augment=augment,
-                            teacher=teacher.module if teacher is not None and not online
-                            else None,
+                            teacher=engine_teacher,
                             state_path=None if lockstep else jobs[0].store.state_path(jobs[0].rid),
                             on_epoch_end=on_epoch_end, progress=progress,
                             desc=(f"lockstep ×{len(jobs)}" if lockstep

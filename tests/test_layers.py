@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("kdbench.errors", "kdbench.version", "kdbench.spec", "kdbench.hookspecs",
                 "kdbench.progress", "kdbench.plotting",
                 "kdbench.presets",
-                "kdbench.device", "kdbench.store", "kdbench.plugins")),
+                "kdbench.device", "kdbench.store", "kdbench.plugins", "kdbench.openmp")),
     ("blocks", ("kdbench.models", "kdbench.data", "kdbench.losses", "kdbench.evaluators",
                 "kdbench.optim", "kdbench.stages", "kdbench.loggers", "kdbench.mi")),
     ("core", ("kdbench.config", "kdbench.engine", "kdbench.checks", "kdbench.record")),

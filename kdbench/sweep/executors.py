@@ -237,7 +237,12 @@ def parse_gpus(gpus: str | Sequence[Any] | None) -> list[str]:
 class LocalExecutor(Executor):
     """Each job in its own subprocess (a crash or OOM cannot kill the sweep), ``jobs`` at a time.
 
-    The CPU threads are divided between the parallel jobs (OMP_NUM_THREADS); with ``gpus`` every
+    The CPU threads are divided between the parallel jobs (OMP_NUM_THREADS), and when several
+    jobs run at once their idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, unless this
+    process's environment sets the policy): a thread that spins while it waits takes the core
+    a neighbouring job needs — two spinning threads trained 2.5x slower at load 5 on the 2-core
+    development machine — while a job alone keeps the runtime's short spin, which idle-machine
+    training wants (docs/performance.md). With ``gpus`` every
     job takes a slot from a pool of ``runs_per_gpu`` slots per GPU and sees only that GPU
     (CUDA_VISIBLE_DEVICES). A job that fails for another reason than bad input is retried
     ``retries`` times (it resumes from its last epoch). Ctrl-C interrupts the running jobs,
@@ -319,6 +324,8 @@ class LocalExecutor(Executor):
 
     def _run_one(self, job: Job, slot: str | None, results_dir: Path, log_dir: Path) -> Outcome:
         extra = thread_env(self.threads)
+        if self.parallel > 1 and "OMP_WAIT_POLICY" not in os.environ:
+            extra["OMP_WAIT_POLICY"] = "PASSIVE"
         if slot is not None:
             extra["CUDA_VISIBLE_DEVICES"] = slot
         env = child_env(extra)
