@@ -43,9 +43,12 @@ def resolve_device(name: str) -> torch.device:
 def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
     """True when the CPU has bf16 matrix units (AMX: ``amx_bf16`` in /proc/cpuinfo's flags).
 
-    AVX-512 BF16 alone (``avx512_bf16``: AMD Zen 4, Intel Cooper Lake) is not enough: on the
-    2-core Zen 4 development machine bf16 autocast trained resnet56 → resnet20 KD (batch 64) at
-    44 images/s against 126 in fp32, side by side in one process (docs/performance.md).
+    AVX-512 BF16 alone (``avx512_bf16``: AMD Zen 4, Intel Cooper Lake) is not enough to make
+    bf16 the default: on the 2-core AMD EPYC development machine bf16 autocast trained
+    resnet56 → resnet20 KD (batch 64) 1.6x faster than fp32 while the machine was idle (368
+    against 229 images/s) but 2.5x slower while another process held one core (56 against 140),
+    side by side in one ``kdbench bench`` (README, Performance; docs/bench/). Precision changes
+    results, so ``auto`` must not follow the moment's load: fp32 there.
     """
     if cpuinfo is None:
         try:

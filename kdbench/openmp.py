@@ -14,7 +14,8 @@ whether other processes want the cores:
 So :func:`choose_wait_policy` measures, for a quarter of a second while this process sleeps, how
 many CPUs other processes keep busy (:func:`busy_cpus`, from ``/proc/stat``; time the hypervisor
 gives other guests counts as busy), and sets ``OMP_WAIT_POLICY=PASSIVE`` when that is half a CPU
-or more, ``ACTIVE`` otherwise. The figures behind it are in docs/performance.md. A user's own
+or more, ``ACTIVE`` otherwise. The figures behind it are in the README (Performance) and
+docs/bench/. A user's own
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` always stands, one thread needs no policy, and once
 torch is loaded nothing is set (it could not take effect). The load average is no guide: it
 stays above 0.5 for minutes after any job has finished.

@@ -242,7 +242,7 @@ class LocalExecutor(Executor):
     process's environment sets the policy): a thread that spins while it waits takes the core
     a neighbouring job needs — two spinning threads trained 2.5x slower at load 5 on the 2-core
     development machine — while a job alone keeps the runtime's short spin, which idle-machine
-    training wants (docs/performance.md). With ``gpus`` every
+    training wants (README, Performance). With ``gpus`` every
     job takes a slot from a pool of ``runs_per_gpu`` slots per GPU and sees only that GPU
     (CUDA_VISIBLE_DEVICES). A job that fails for another reason than bad input is retried
     ``retries`` times (it resumes from its last epoch). Ctrl-C interrupts the running jobs,
