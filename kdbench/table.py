@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -113,6 +114,15 @@ def _text(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
 
 
+def natural_key(value: Any) -> tuple:
+    """Sort key that orders the numbers inside labels as numbers: ``"9" < "10" < "10,20"``; a
+    tuple of labels (a pivot's multi-level key) sorts level by level."""
+    if isinstance(value, tuple):
+        return tuple(natural_key(v) for v in value)
+    parts = re.split(r"(\d+(?:\.\d+)?)", _text(value))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
+
+
 def aggregate(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str) -> pd.DataFrame:
     """Long table: one line per (rows, cols) cell with mean, std, n over seeds."""
     keys = list(rows) + list(cols)
@@ -184,6 +194,9 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     if cols:
         wide = long.pivot_table(index=rows, columns=cols, values="cell", aggfunc="first",
                                 sort=True)
+        # numbers in order (epoch 10, 20, ..., 100), not as text (10, 100, 20)
+        wide = wide.reindex(index=sorted(wide.index, key=natural_key),
+                            columns=sorted(wide.columns, key=natural_key))
         wide.columns = ["/".join(map(str, c)) if isinstance(c, tuple) else str(c)
                         for c in wide.columns]
         wide = wide.fillna("").reset_index()

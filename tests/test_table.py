@@ -96,3 +96,22 @@ def test_corrupt_record_is_skipped_with_a_warning(store):
     with pytest.warns(RuntimeWarning, match="zz.json"):
         df = load_records(store.root)
     assert len(df) == 8
+
+
+def test_numbers_in_labels_sort_as_numbers(tmp_path):
+    """Checkpoint epochs as columns read 10, 20, ..., 100 (not 10, 100, 20), and an ensemble's
+    '30,70,100' sits after '30'."""
+    from kdbench.table import natural_key
+
+    s = Store(tmp_path)
+    for i, epoch in enumerate([100, 20, 10, 9]):
+        cfg = build_config({"loss.name": "kd", "teacher.source": "intermediate",
+                            "teacher.epoch": epoch}).to_dict()
+        s.write_record({"schema": SCHEMA_VERSION, "run_id": f"r{i}", "status": "done",
+                        "config": cfg, "metrics": {"top1_last": 50.0 + i},
+                        "teacher": {"epochs": [epoch]}})
+    out = make_table(load_records(s.root), rows=["loss"], cols=["teacher_epoch"], fmt="github")
+    header = [c.strip() for c in out.splitlines()[2].strip("|").split("|")]
+    assert header == ["loss", "9", "10", "20", "100"]
+    assert sorted(["30,70,100", "100", "30", "5e"], key=natural_key) == ["5e", "30", "30,70,100",
+                                                                         "100"]
