@@ -28,7 +28,16 @@ import pandas as pd
 
 from .errors import ConfigError, KDBenchError, UnknownNameError
 from .plotting import save_figure
-from .table import FORMATS, NONE, check_metric, finished
+from .table import (
+    CLEAN,
+    FORMATS,
+    NONE,
+    check_metric,
+    corruptions,
+    finished,
+    teacher_data,
+    transform_list,
+)
 
 __all__ = ["ROWS", "robustness_plot", "robustness_points", "robustness_table", "severity",
            "teacher_data"]
@@ -37,33 +46,11 @@ __all__ = ["ROWS", "robustness_plot", "robustness_points", "robustness_table", "
 ROWS = ["dataset", "student", "loss", "teacher_arch", "teacher_data"]
 ROW_HEADERS = ["dataset", "student", "method", "teacher", "teacher data"]
 BASELINE = "ce"
-CLEAN = "clean"
 NOISE_ORDER = ("symmetric", "pairflip", "uniform")
 IMBALANCE_ORDER = ("exponential", "step")
 
 
 # ============================== what a run's config says =======================================
-
-
-def _transforms(value: Any) -> list[dict[str, Any]]:
-    """A record row's transforms column (JSON text, a list, or missing) as a list."""
-    if isinstance(value, str):
-        value = json.loads(value) if value.strip() else []
-    if isinstance(value, list):
-        return [t if isinstance(t, dict) else {"name": t} for t in value]
-    return []
-
-
-def _corruptions(transforms: list[dict[str, Any]]) -> list[tuple[str, str, float]]:
-    """The label-noise and imbalance transforms that change the data, as (family, kind, level):
-    ("noise", kind, rate) and ("imbalance", kind, ratio), in the order applied."""
-    out = []
-    for t in transforms:
-        if t.get("name") == "label_noise" and float(t.get("rate", 0.0)) > 0:
-            out.append(("noise", str(t.get("kind", "symmetric")), float(t["rate"])))
-        elif t.get("name") == "imbalance" and float(t.get("ratio", 1.0)) > 1:
-            out.append(("imbalance", str(t.get("kind", "exponential")), float(t["ratio"])))
-    return out
 
 
 def severity(transforms: Any) -> tuple[tuple, str]:
@@ -74,7 +61,7 @@ def severity(transforms: Any) -> tuple[tuple, str]:
     (symmetric, pairflip, uniform) by rate, then imbalance (exponential, step) by ratio, then
     combinations.
     """
-    found = _corruptions(_transforms(transforms))
+    found = corruptions(transform_list(transforms))
     if not found:
         return (0,), CLEAN
     labels, keys = [], []
@@ -89,29 +76,6 @@ def severity(transforms: Any) -> tuple[tuple, str]:
                     else len(IMBALANCE_ORDER))
             keys.append((2, rank, kind, level))
     return ((len(found),) + tuple(x for k in keys for x in k)), " + ".join(labels)
-
-
-def teacher_data(row: pd.Series | dict[str, Any]) -> str:
-    """Where a run's teacher learned: ``same``, ``clean``, ``other`` or ``-`` (see the module
-    docstring), from a record row."""
-    get = row.get
-    if get("teacher", NONE) in (NONE, None) or (isinstance(get("teacher"), float)
-                                                 and math.isnan(get("teacher"))):
-        return NONE
-    if get("teacher") == "peers":
-        return "same"
-    own = get("config.teacher.data.transforms")
-    if not isinstance(own, (str, list)):
-        return "same"  # teacher.data None: the student's data
-    student, teacher = _transforms(get("config.data.transforms")), _transforms(own)
-    if teacher == student:
-        return "same"
-    # the teacher's data lacks the student's label noise and imbalance: clean; it differs in
-    # some other way (another corruption, another subset): other
-    return CLEAN if not _corruptions(teacher) and _corruptions(student) else "other"
-
-
-# ============================== the aggregated points ==========================================
 
 
 def robustness_points(df: pd.DataFrame, *, metric: str = "top1_last",

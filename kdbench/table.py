@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import warnings
 from collections.abc import Iterable
@@ -45,14 +46,61 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
         row.setdefault(k if k.startswith("teacher_") else f"teacher_{k}", _scalar(v))
     flat = pd.json_normalize(cfg, sep=".").iloc[0].to_dict()
     row.update({f"config.{k}": _scalar(v) for k, v in flat.items()})
-    from .robustness import teacher_data
-
     # where the teacher learned: same (the student's data), clean (its own data without the
     # student's label noise or imbalance), other, or - (no teacher); as the robustness layout
     row["teacher_data"] = teacher_data(row)
     for k, v in (record.get("extra") or {}).items():
         row.setdefault(k, _scalar(v))
     return row
+
+
+#: the data condition without label noise or imbalance
+CLEAN = "clean"
+
+
+def transform_list(value: Any) -> list[dict[str, Any]]:
+    """A record row's transforms column (JSON text, a list, or missing) as a list."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    if isinstance(value, list):
+        return [t if isinstance(t, dict) else {"name": t} for t in value]
+    return []
+
+
+def corruptions(transforms: list[dict[str, Any]]) -> list[tuple[str, str, float]]:
+    """The label-noise and imbalance transforms that change the data, as (family, kind, level):
+    ("noise", kind, rate) and ("imbalance", kind, ratio), in the order applied."""
+    out = []
+    for t in transforms:
+        if t.get("name") == "label_noise" and float(t.get("rate", 0.0)) > 0:
+            out.append(("noise", str(t.get("kind", "symmetric")), float(t["rate"])))
+        elif t.get("name") == "imbalance" and float(t.get("ratio", 1.0)) > 1:
+            out.append(("imbalance", str(t.get("kind", "exponential")), float(t["ratio"])))
+    return out
+
+
+def teacher_data(row: pd.Series | dict[str, Any]) -> str:
+    """Where a run's teacher learned: ``same``, ``clean``, ``other`` or ``-`` (see the module
+    docstring), from a record row."""
+    get = row.get
+    if get("teacher", NONE) in (NONE, None) or (isinstance(get("teacher"), float)
+                                                 and math.isnan(get("teacher"))):
+        return NONE
+    if get("teacher") == "peers":
+        return "same"
+    own = get("config.teacher.data.transforms")
+    if not isinstance(own, (str, list)):
+        return "same"  # teacher.data None: the student's data
+    student, teacher = transform_list(get("config.data.transforms")), transform_list(own)
+    if teacher == student:
+        return "same"
+    # the teacher's data lacks the student's label noise and imbalance: clean; it differs in
+    # some other way (another corruption, another subset): other
+    return CLEAN if not corruptions(teacher) and corruptions(student) else "other"
+
+
+# ============================== the aggregated points ==========================================
+
 
 
 def _scalar(v: Any) -> Any:
