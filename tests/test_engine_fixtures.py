@@ -72,11 +72,17 @@ def test_record_equals_the_one_made_before_the_refactor(case, store):
         assert record["teacher"]["teacher_top1"] == old["teacher_top1"]
 
 
-def test_ids_kdbench_0_1_gave_are_the_legacy_ids_and_their_records_are_adopted(tmp_path):
+def test_ids_kdbench_0_1_gave_are_the_legacy_ids_and_their_records_are_adopted(tmp_path,
+                                                                             monkeypatch):
     """kdbench 0.1 hashed the preset's name and the resolved precision (``run_ids``: computed
     with the commit the fixtures were made on). Those ids are :func:`legacy_run_id`, and a
     record stored under one is adopted by the run, not trained again."""
+    from kdbench import config as config_module
     from kdbench.config import build_config, legacy_run_id, resolve, run_id
+
+    # the preset ids were computed on a CPU where that commit resolved precision auto to bf16
+    monkeypatch.setattr(config_module, "resolve_precision",
+                        lambda precision, device: "bf16" if precision == "auto" else precision)
     from kdbench.runner import run
     from kdbench.store import Store
 
