@@ -42,7 +42,7 @@ test-slow: install
 # A resnet8 is trained on them three ways: cross-entropy alone; KD from a resnet20 teacher
 # trained on the same noisy labels; KD from a resnet20 teacher trained on the clean labels
 # (--teacher-data-transform none). Three seeds each, then the accuracy table and the table of
-# how many wrong labels each student reproduces. About 3 minutes on a 2-core CPU.
+# how many wrong labels each student reproduces. 117 s on the idle 2-core development machine.
 KDB       := $(VENV)/bin/kdbench
 DEMO_RUN  := $(KDB) run --dataset digits --student resnet8 --results-dir $(RESULTS) \
              --data-transform label_noise:kind=symmetric,rate=0.4 --eval memorisation
