@@ -410,6 +410,8 @@ class EvaluatorSpec(PluginSpec):
     metrics: tuple[str, ...] = ()
     every: int = 1  # evaluate every N epochs; 0: only after the last epoch
     lower_is_better: tuple[str, ...] = ()
+    #: a metric's unit where it is not a percentage (tables say it), e.g. {"map_cosine": "0-1"}
+    units: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     types: dict[str, Any] = field(default_factory=dict)
 
@@ -420,6 +422,10 @@ class EvaluatorSpec(PluginSpec):
                               f"(valid: {', '.join(sorted(EVAL_NEEDS))})")
         if not self.metrics:
             raise PluginError(f"{self.source}: evaluator {self.name!r} declares no metrics")
+        stray = sorted(set(self.units) - set(self.metrics))
+        if stray:
+            raise PluginError(f"{self.source}: evaluator {self.name!r} gives a unit to "
+                              f"{stray[0]!r}, not one of its metrics ({', '.join(self.metrics)})")
         if self.every < 0:
             raise PluginError(f"{self.source}: evaluator {self.name!r} every={self.every} "
                               f"(valid: 0 = after the last epoch, N >= 1 = every N epochs)")

@@ -36,6 +36,9 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
         "teacher": teacher["source"] if teacher else NONE,
         "teacher_arch": teacher["arch"] if teacher else NONE,
         "teacher_epoch": ",".join(map(str, prov.get("epochs", []))) or NONE,
+        # the warm-up stages before the main stage, by name ("indistill", "a+b"), or "-"
+        "warmup": "+".join(w["name"] if isinstance(w, dict) else str(w)
+                           for w in cfg.get("warmup") or []) or NONE,
         "teacher_top1": prov.get("teacher_top1"),
         "seed": cfg["seed"], "preset": cfg.get("preset"), "precision": cfg.get("precision"),
         **metrics,
@@ -162,6 +165,20 @@ def _text(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
 
 
+def metric_unit(metric: str) -> str:
+    """The unit a table states for a metric column: ``%`` unless the evaluator that reports
+    the metric declares another (``units`` at registration; e.g. retrieval's mAP is 0-1)."""
+    from .plugins import get_registry
+
+    base = re.sub(r"_(last|best)$", "", metric)
+    reg = get_registry()
+    for name in reg.names("evaluator"):
+        unit = reg.get("evaluator", name).units.get(base)
+        if unit:
+            return unit
+    return "%"
+
+
 def natural_key(value: Any) -> tuple:
     """Sort key that orders the numbers inside labels as numbers: ``"9" < "10" < "10,20"``; a
     tuple of labels (a pivot's multi-level key) sorts level by level."""
@@ -237,6 +254,9 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
                       RuntimeWarning, stacklevel=2)
     if fmt == "csv":
         return long.drop(columns="configs").to_csv(index=False)
+    unit = metric_unit(metric)
+    if unit == "0-1":  # a fraction: two more digits, the resolution of a percentage's two
+        digits += 2
     long["cell"] = [format_cell(m, s, n, digits)
                     for m, s, n in zip(long["mean"], long["std"], long["n"])]
     if cols:
@@ -261,7 +281,7 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     else:
         table = tabulate(body, headers=headers, tablefmt=fmt if fmt != "plain" else "simple",
                          disable_numparse=True)
-    caption = (f"{metric} (%) — mean ± std over seeds, (n) = seeds per cell; "
+    caption = (f"{metric} ({unit}) — mean ± std over seeds, (n) = seeds per cell; "
                f"{int(long['n'].sum())} runs")
     if fmt == "html":
         return f"<p>{caption}</p>\n{table}"

@@ -354,6 +354,18 @@ def test_an_evaluator_whose_class_disagrees_fails_at_registration(local_plugin):
         plugins.get_registry()
 
 
+def test_an_evaluator_unit_for_a_metric_it_lacks_fails_at_registration(local_plugin):
+    local_plugin(textwrap.dedent('''
+        import kdbench
+
+        @kdbench.hookimpl
+        def register_evaluators(register):
+            register("e", object, needs=("test_logits",), metrics=("a",), units={"b": "0-1"})
+    '''))
+    with pytest.raises(PluginError, match="gives a unit to 'b', not one of its metrics"):
+        plugins.get_registry()
+
+
 def test_plugins_lists_every_kind(cli_runner):
     out = cli_runner("plugins").output
     kinds = {line.split()[0] for line in out.splitlines()[2:] if line.strip()}

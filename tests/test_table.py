@@ -115,3 +115,20 @@ def test_numbers_in_labels_sort_as_numbers(tmp_path):
     assert header == ["loss", "9", "10", "20", "100"]
     assert sorted(["30,70,100", "100", "30", "5e"], key=natural_key) == ["5e", "30", "30,70,100",
                                                                          "100"]
+
+
+def test_a_fraction_metric_says_its_unit_and_warmups_have_a_column(tmp_path):
+    """Retrieval's mAP is reported in [0, 1]: the caption says so (not %) and the cells keep
+    four digits; the warm-up stages get a short column of their names."""
+    s = Store(tmp_path)
+    for i, (warmup, value) in enumerate([([], 0.35), ([], 0.36), (["indistill"], 0.375)]):
+        cfg = build_config({"loss.name": "kd", "seed": i, "warmup": warmup}).to_dict()
+        s.write_record({"schema": SCHEMA_VERSION, "run_id": f"r{i}", "status": "done",
+                        "config": cfg, "metrics": {"map_cosine_last": value}})
+    out = make_table(load_records(s.root), rows=["loss"], cols=["warmup"],
+                     metric="map_cosine_last", fmt="github")
+    assert out.startswith("map_cosine_last (0-1) — mean ± std")
+    # 0.35, 0.36: mean 0.355, sample std 0.00707
+    assert "| kd     | 0.3550 ± 0.0071 (2) | 0.3750 (1)  |" in out
+    assert [c.strip() for c in out.splitlines()[2].strip("|").split("|")] == [
+        "loss", "-", "indistill"]

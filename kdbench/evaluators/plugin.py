@@ -11,9 +11,10 @@ from .robust import LongTail, Memorisation
 @hookimpl
 def register_evaluators(register):
     register("accuracy", Accuracy, needs=Accuracy.needs, metrics=Accuracy.metrics, every=1,
-             lower_is_better=("test_loss",))
+             lower_is_better=("test_loss",), units={"test_loss": "cross-entropy, nats"})
     # InDistill's retrieval evaluation: mAP and precision@100 by cosine and Euclidean distance
     register("retrieval", Retrieval, needs=Retrieval.needs, metrics=Retrieval.metrics, every=0,
+             units={m: "0-1" for m in Retrieval.metrics},
              defaults={"distances": list(DISTANCES), "interpolation": "all_ranks",
                        "reference_batch_size": 128, "chunk_size": 256},
              types={"distances": list[str]})
