@@ -83,8 +83,9 @@ def corruptions(transforms: list[dict[str, Any]]) -> list[tuple[str, str, float]
 
 
 def teacher_data(row: pd.Series | dict[str, Any]) -> str:
-    """Where a run's teacher learned: ``same``, ``clean``, ``other`` or ``-`` (see the module
-    docstring), from a record row."""
+    """Where a run's teacher learned, from a record row: ``same`` (the student's data, the
+    default, and always for an online cohort), ``clean`` (a ``teacher.data`` without the
+    student's label noise or imbalance), ``other`` (any other difference), ``-`` (no teacher)."""
     get = row.get
     if get("teacher", NONE) in (NONE, None) or (isinstance(get("teacher"), float)
                                                  and math.isnan(get("teacher"))):
@@ -100,10 +101,6 @@ def teacher_data(row: pd.Series | dict[str, Any]) -> str:
     # the teacher's data lacks the student's label noise and imbalance: clean; it differs in
     # some other way (another corruption, another subset): other
     return CLEAN if not corruptions(teacher) and corruptions(student) else "other"
-
-
-# ============================== the aggregated points ==========================================
-
 
 
 def _scalar(v: Any) -> Any:
