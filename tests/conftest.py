@@ -77,7 +77,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO)] + ([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else []))
     return subprocess.run([sys.executable, "-m", "kdbench", *map(str, args)], env=full_env,
-                          cwd=cwd, capture_output=True, text=True, timeout=600)
+                          cwd=cwd, capture_output=True, text=True, timeout=600,
+                          preexec_fn=_interruptible)
+
+
+def _interruptible() -> None:
+    """Ctrl-C as in a terminal: a test suite started in the background (``make test &``)
+    inherits an ignored SIGINT, which the Ctrl-C tests' child would keep."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture
