@@ -15,6 +15,7 @@ import pandas as pd
 
 from .config import RunConfig, canonical_json, identity
 from .errors import ConfigError, KDBenchError, StoreError, UnknownNameError
+from .plugins import get_registry
 from .store import Store
 
 FORMATS = ("github", "latex", "csv", "html", "plain")
@@ -165,8 +166,6 @@ def _text(v: Any) -> str:
 def metric_unit(metric: str) -> str:
     """The unit a table states for a metric column: ``%`` unless the evaluator that reports
     the metric declares another (``units`` at registration; e.g. retrieval's mAP is 0-1)."""
-    from .plugins import get_registry
-
     base = re.sub(r"_(last|best)$", "", metric)
     reg = get_registry()
     for name in reg.names("evaluator"):
