@@ -40,12 +40,14 @@ from .table import (
 )
 
 __all__ = ["ROWS", "robustness_plot", "robustness_points", "robustness_table", "severity",
-           "teacher_data"]
+           "teacher_data", "teacher_points"]
 
 #: The row keys of the table: a method on a teacher–student pair, and where its teacher learned.
 ROWS = ["dataset", "student", "loss", "teacher_arch", "teacher_data"]
 ROW_HEADERS = ["dataset", "student", "method", "teacher", "teacher data"]
 BASELINE = "ce"
+#: The method name of the teachers' own lines (top-1 metrics only).
+TEACHER = "teacher"
 NOISE_ORDER = ("symmetric", "pairflip", "uniform")
 IMBALANCE_ORDER = ("exponential", "step")
 
@@ -86,18 +88,7 @@ def robustness_points(df: pd.DataFrame, *, metric: str = "top1_last",
     sort key), ``family`` (clean, noise:<kind>, imbalance:<kind> or mixed) and ``level``."""
     df = finished(df, where)
     check_metric(df, metric)
-    df = df.copy()
-    sev = [severity(t) for t in df.get("config.data.transforms", pd.Series([None] * len(df),
-                                                                             index=df.index))]
-    df["order"] = [json.dumps(k) for k, _ in sev]
-    df["severity"] = [label for _, label in sev]
-    if df["severity"].nunique() < 2:
-        raise KDBenchError("the robustness layout compares severities of label noise or class "
-                           "imbalance, and these runs have at most one (data.transforms "
-                           "label_noise, imbalance)")
-    df["teacher_data"] = [teacher_data(r) for _, r in df.iterrows()]
-    df["teacher_arch"] = [a if d != NONE else NONE
-                          for a, d in zip(df["teacher_arch"], df["teacher_data"])]
+    df = _annotate(df)
     keys = ROWS + ["order", "severity"]
     grouped = df.groupby(keys, dropna=False, sort=False)
     out = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
@@ -117,6 +108,60 @@ def robustness_points(df: pd.DataFrame, *, metric: str = "top1_last",
     rank = sorted(range(len(out)), key=lambda i: (out["dataset"].iloc[i], out["student"].iloc[i],
                                                   json.loads(out["order"].iloc[i])))
     return out.iloc[rank].reset_index(drop=True)
+
+
+def _annotate(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of finished runs with their severity (``order``, ``severity``) and where their
+    teacher learned (``teacher_data``; ``teacher_arch`` is ``-`` without a teacher)."""
+    df = df.copy()
+    sev = [severity(t) for t in df.get("config.data.transforms", pd.Series([None] * len(df),
+                                                                             index=df.index))]
+    df["order"] = [json.dumps(k) for k, _ in sev]
+    df["severity"] = [label for _, label in sev]
+    if df["severity"].nunique() < 2:
+        raise KDBenchError("the robustness layout compares severities of label noise or class "
+                           "imbalance, and these runs have at most one (data.transforms "
+                           "label_noise, imbalance)")
+    df["teacher_data"] = [teacher_data(r) for _, r in df.iterrows()]
+    df["teacher_arch"] = [a if d != NONE else NONE
+                          for a, d in zip(df["teacher_arch"], df["teacher_data"])]
+    return df
+
+
+def teacher_points(df: pd.DataFrame, *, where: Iterable[str] = ()) -> pd.DataFrame:
+    """The teachers' own test top-1 beside the students: one line per (dataset, student,
+    teacher arch, teacher data, severity) with ``loss`` = ``teacher``, ``mean``/``std``/``n``
+    over the distinct teachers (trajectories) the runs of that cell distilled from (usually
+    one: the seeds vary the student, not the teacher), no gain; the columns of
+    :func:`robustness_points`. Runs without a teacher or without its recorded top-1 (an online
+    cohort) give no line."""
+    df = _annotate(finished(df, where))
+    columns = ROWS + ["order", "severity", "mean", "std", "n", "gain", "family", "level"]
+    if "teacher_top1" not in df:
+        return pd.DataFrame(columns=columns)
+    df = df[(df["teacher_data"] != NONE) & pd.to_numeric(df["teacher_top1"],
+                                                           errors="coerce").notna()]
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    df = df.assign(loss=TEACHER, teacher_top1=df["teacher_top1"].astype(float))
+    which = "teacher_trajectory" if "teacher_trajectory" in df else "teacher_top1"
+    keys = ROWS + ["order", "severity"]
+    df = df.drop_duplicates(subset=keys + [which])
+    out = (df.groupby(keys, dropna=False, sort=False)["teacher_top1"]
+           .agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index())
+    out["gain"] = math.nan
+    out["family"] = [_family(json.loads(o))[0] for o in out["order"]]
+    out["level"] = [_family(json.loads(o))[1] for o in out["order"]]
+    return out[columns]
+
+
+def _with_teachers(points: pd.DataFrame, df: pd.DataFrame, metric: str,
+                   where: Iterable[str]) -> pd.DataFrame:
+    """``points`` and, for a top-1 metric, the teachers' lines (:func:`teacher_points`)."""
+    if not metric.startswith("top1"):
+        return points
+    teachers = teacher_points(df, where=where)
+    return points if teachers.empty else pd.concat([points, teachers], ignore_index=True)
 
 
 def _family(order: list) -> tuple[str, float]:
@@ -150,10 +195,12 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
     severity (clean, noise kind and rate, imbalance kind and ratio), cells = mean ± std (n
     seeds) of ``metric`` and, in brackets, the gain over the CE-only student at the same
     severity. The CE row comes first and is always there (empty, with a warning, when no CE run
-    matches). ``--rows``/``--cols`` do not apply; ``--where`` filters first."""
+    matches); for a top-1 metric the teachers' own top-1 comes last, a row per teacher
+    architecture and teacher data (:func:`teacher_points`). ``--rows``/``--cols`` do not apply; ``--where`` filters first."""
     if fmt not in FORMATS:
         raise UnknownNameError("table format", fmt, FORMATS)
-    points = robustness_points(df, metric=metric, where=where)
+    points = _with_teachers(robustness_points(df, metric=metric, where=where), df, metric,
+                            where)
     if fmt == "csv":
         return points.drop(columns=["configs", "order"]).to_csv(index=False)
     columns = [label for _, label in sorted(
@@ -167,7 +214,8 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
                           f"(run --loss ce at the same severities)", RuntimeWarning,
                           stacklevel=2)
             rows.insert(0, (BASELINE, NONE, NONE))
-        rows.sort(key=lambda r: (r[0] != BASELINE, r[0], r[1], r[2]))
+        rows.sort(key=lambda r: (0 if r[0] == BASELINE else 2 if r[0] == TEACHER else 1,
+                                 r[0], r[1], r[2]))
         index = block.set_index(ROWS[2:] + ["severity"])
         for r in rows:
             line = [dataset, student, *r]
@@ -177,14 +225,18 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
                     p = index.loc[key]
                     p = p.iloc[0] if isinstance(p, pd.DataFrame) else p
                     line.append(_cell(p["mean"], p["std"], int(p["n"]), p["gain"], digits,
-                                      r[0] == BASELINE))
+                                      r[0] in (BASELINE, TEACHER)))
                 else:
                     line.append("")
             body.append(line)
     headers = ROW_HEADERS + columns
     caption = (f"{metric} (%) — mean ± std over seeds (n seeds), [gain over CE at the same "
                f"severity: method − CE]; teacher data: same = the student's corrupted data, "
-               f"clean = uncorrupted; {int(points['n'].sum())} runs")
+               f"clean = uncorrupted; {int(points['n'][points['loss'] != TEACHER].sum())} "
+               f"runs")
+    if (points["loss"] == TEACHER).any():
+        caption += ("; teacher rows: the teachers' own top-1 on the test split (n = distinct "
+                    "teachers)")
     from .teachers.tables import _render
 
     return _render(body, headers, fmt, caption)
@@ -199,7 +251,8 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
                     where: Iterable[str] = ()) -> tuple[Path, int]:
     """Accuracy against severity, one line per method (error bars: the std over seeds), one
     panel per dataset/student and severity family (noise kind, imbalance kind; the clean runs
-    are each panel's first point: rate 0, ratio 1). Returns the file and the number of
+    are each panel's first point: rate 0, ratio 1); for a top-1 metric the teachers' own
+    top-1 as a grey dotted line. Returns the file and the number of
     panels."""
     import matplotlib
 
@@ -209,7 +262,8 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
     out = Path(out)
     if out.suffix.lower() not in PLOT_FORMATS:
         raise ConfigError(f"plot file {str(out)!r} must end in {' or '.join(PLOT_FORMATS)}")
-    points = robustness_points(df, metric=metric, where=where)
+    points = _with_teachers(robustness_points(df, metric=metric, where=where), df, metric,
+                            where)
     families = [f for f in dict.fromkeys(points["family"]) if f not in (CLEAN, "mixed")]
     if not families:
         raise KDBenchError("no runs with label noise or class imbalance to plot")
@@ -223,17 +277,27 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
         block = points[(points["dataset"] == ds) & (points["student"] == st)
                        & points["family"].isin([fam, CLEAN])]
         imbalance = fam.startswith("imbalance:")
-        for (loss, _arch, tdata), line in block.groupby(ROWS[2:], sort=True):
+        for (loss, arch, tdata), line in block.groupby(ROWS[2:], sort=True):
+            if tdata == CLEAN:  # on clean data a clean teacher is the student's own: start there
+                start = block[(block["loss"] == loss) & (block["teacher_arch"] == arch)
+                              & (block["teacher_data"] == "same") & (block["family"] == CLEAN)]
+                line = pd.concat([start, line], ignore_index=True)
             x = [1.0 if (imbalance and f == CLEAN) else lv
                  for f, lv in zip(line["family"], line["level"])]
             order = sorted(range(len(x)), key=x.__getitem__)
             label = loss if tdata in ("same", NONE) else f"{loss} ({tdata} teacher)"
+            style = {"linewidth": 1.2, "color": None}
+            if loss == BASELINE:
+                style = {"linewidth": 2.2, "color": "black"}
+            elif loss == TEACHER:
+                label = f"teacher {arch}" + ("" if tdata == "same" else f" ({tdata} data)")
+                style = {"linewidth": 1.0, "color": "grey"}
             ax.errorbar([x[i] for i in order], [line["mean"].iloc[i] for i in order],
                         yerr=[0.0 if pd.isna(line["std"].iloc[i]) else line["std"].iloc[i]
                               for i in order],
-                        marker="o", capsize=3, linewidth=2.2 if loss == BASELINE else 1.2,
-                        color="black" if loss == BASELINE else None,
-                        linestyle="--" if tdata == CLEAN else "-", label=label)
+                        marker="s" if loss == TEACHER else "o", capsize=3,
+                        linestyle="--" if tdata == CLEAN else ":" if loss == TEACHER else "-",
+                        label=label, **style)
         kind = fam.split(":", 1)[1]
         if imbalance:
             ax.set_xscale("log")

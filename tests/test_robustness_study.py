@@ -391,15 +391,19 @@ def test_shipped_sweeps_cover_the_study(tmp_path):
 # ============================== table and plot ==================================================
 
 
-def write(store, loss, transforms, seed, top1, *, teacher_data=None, teacher="full"):
+def write(store, loss, transforms, seed, top1, *, teacher_data=None, teacher="full",
+          teacher_top1=None, trajectory=None, metrics=None):
     over = {"loss.name": loss, "seed": seed, "data.transforms": transforms,
             "teacher.source": teacher}
     if teacher_data is not None:
         over["teacher.data.transforms"] = teacher_data
     cfg = resolve(build_config(over))
+    prov = {"epochs": [30]}
+    if teacher_top1 is not None:
+        prov.update(teacher_top1=teacher_top1, trajectory=trajectory)
     store.write_record({"schema": SCHEMA_VERSION, "run_id": cfg.run_id, "status": "done",
-                        "config": cfg.to_dict(), "metrics": {"top1_last": top1},
-                        "teacher": None if cfg.teacher is None else {"epochs": [30]}})
+                        "config": cfg.to_dict(), "metrics": {"top1_last": top1, **(metrics or {})},
+                        "teacher": None if cfg.teacher is None else prov})
 
 
 NOISY = [noise("symmetric", 0.4)]
@@ -454,6 +458,37 @@ def test_robustness_table_cells_gains_and_rows(study):
     assert rows[("dml", "same")]["symmetric 0.4"] == "66.00 (1) [+4.00]"
     csv = robustness_table(load_records(study.root), fmt="csv")
     assert "gain" in csv.splitlines()[0] and "symmetric 0.4" in csv
+
+
+def test_teacher_rows_give_each_distinct_teachers_top1_per_severity(tmp_path):
+    from kdbench.robustness import robustness_table
+
+    s = Store(tmp_path)
+    for seed in (0, 1):
+        write(s, "ce", [], seed, 50.0, metrics={"acc_many_last": 1.0})
+        write(s, "ce", NOISY, seed, 40.0, metrics={"acc_many_last": 1.0})
+        # both seeds distil from the same teacher of each severity: it counts once
+        write(s, "kd", [], seed, 55.0, teacher_top1=64.0, trajectory="t-clean",
+              metrics={"acc_many_last": 1.0})
+        write(s, "at", NOISY, seed, 41.0, teacher_top1=47.0, trajectory="t-noisy",
+              metrics={"acc_many_last": 1.0})
+    # KD at the same severity from another teacher trained on the same noisy data: teachers 47
+    # and 61 → mean 54, std |61 − 47|/√2 = 9.90
+    write(s, "kd", NOISY, 0, 42.0, teacher_top1=61.0, trajectory="t-noisy-2",
+          metrics={"acc_many_last": 1.0})
+    write(s, "kd", NOISY, 1, 43.0, teacher_top1=64.0, trajectory="t-clean", teacher_data=[],
+          metrics={"acc_many_last": 1.0})
+    text = robustness_table(load_records(s.root))
+    rows = cells(text)
+    assert list(rows)[-2:] == [("teacher", "clean"), ("teacher", "same")]
+    assert rows[("teacher", "same")]["clean"] == "64.00 (1)"
+    assert rows[("teacher", "same")]["symmetric 0.4"] == "54.00 ± 9.90 (2)"
+    assert rows[("teacher", "clean")]["symmetric 0.4"] == "64.00 (1)"
+    assert rows[("teacher", "clean")]["clean"] == ""
+    assert "10 runs" in text and "teacher rows" in text  # the teachers are not runs
+    # a teacher has no per-group accuracy: no teacher rows for another metric
+    other = cells(robustness_table(load_records(s.root), metric="acc_many_last"))
+    assert not any(method == "teacher" for method, _ in other)
 
 
 def test_the_ce_row_is_there_without_ce_runs(study):
