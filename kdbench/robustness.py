@@ -196,7 +196,8 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
     seeds) of ``metric`` and, in brackets, the gain over the CE-only student at the same
     severity. The CE row comes first and is always there (empty, with a warning, when no CE run
     matches); for a top-1 metric the teachers' own top-1 comes last, a row per teacher
-    architecture and teacher data (:func:`teacher_points`). ``--rows``/``--cols`` do not apply; ``--where`` filters first."""
+    architecture and teacher data (:func:`teacher_points`). ``--rows``/``--cols`` do not
+    apply; ``--where`` filters first."""
     if fmt not in FORMATS:
         raise UnknownNameError("table format", fmt, FORMATS)
     points = _with_teachers(robustness_points(df, metric=metric, where=where), df, metric,
