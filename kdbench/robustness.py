@@ -271,6 +271,9 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
     panels = [(ds, st, fam) for (ds, st), block in points.groupby(["dataset", "student"],
                                                                    sort=True)
               for fam in families if (block["family"] == fam).any()]
+    # one colour per method in every panel (its clean-teacher line dashed in the same colour)
+    colours = {loss: f"C{i}" for i, loss in enumerate(sorted(
+        set(points["loss"]) - {BASELINE, TEACHER}))}
     cols = min(2, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.0 * rows), squeeze=False)
@@ -287,7 +290,7 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
                  for f, lv in zip(line["family"], line["level"])]
             order = sorted(range(len(x)), key=x.__getitem__)
             label = loss if tdata in ("same", NONE) else f"{loss} ({tdata} teacher)"
-            style = {"linewidth": 1.2, "color": None}
+            style = {"linewidth": 1.2, "color": colours.get(loss)}
             if loss == BASELINE:
                 style = {"linewidth": 2.2, "color": "black"}
             elif loss == TEACHER:
@@ -308,11 +311,21 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title(f"{st} on {ds}: {kind}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
+    # one legend for all panels, below them, so that no line is hidden behind it
+    legend: dict[str, Any] = {}
+    for ax in axes.flat[:len(panels)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    ncol = min(4, len(legend))
+    legend_rows = math.ceil(len(legend) / ncol)
+    height = 4.0 * rows + 0.25 * legend_rows
+    fig.set_size_inches(5.6 * cols, height)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=ncol, fontsize=8,
+               frameon=False)
     fig.suptitle("Accuracy against severity (mean ± std over seeds)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.05) / height, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, out, dpi=150)
     return out, len(panels)
