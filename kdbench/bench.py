@@ -24,6 +24,10 @@ resnet20, batch 64, KD ``0.9·T²·KL + 0.1·CE`` at T = 4, SGD momentum 0.9, lr
     fused, on one pre-made batch: its share of a step and the fusion gain on the forward itself.
 (d) ``lockstep`` — the default step for N students of one teacher (one teacher forward per
     batch), reported as student-images/s and as a speed-up over N separate runs of (b).
+(k) ``compiled`` (opt-in: ``--variants ...,compiled``; it compiles for about a minute on a
+    CPU) — the default step with its own student and teacher copy under ``torch.compile``
+    (``kdbench run --compile``), beside the eager one: the compile gain on a whole step. Not a
+    default because compiled kernels round differently, so records would change.
 (p) ``peak`` — the fastest fp32 kernels torch has here, on all cores: an n×n matrix product
     (MKL's GEMM) and a large 3×3 convolution in channels_last (oneDNN: n/8 channels in and out,
     a 32×32 map, batch 16), in the same turns as the rest so they see the same load; the
@@ -104,10 +108,12 @@ class BenchOptions:
     lockstep: int = 4  # students in the lockstep variant; 0 leaves it out
     peak_size: int = 2048  # n of the peak's n×n GEMM; its convolution has n/8 channels
     seed: int = 0
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
 
 
-VARIANTS = ("classic", "engine", "grid", "compute", "teacher", "lockstep", "peak")
+VARIANTS = ("classic", "engine", "grid", "compute", "teacher", "lockstep", "peak", "compiled")
+#: What ``kdbench bench`` runs unless told (``compiled`` costs a minute of compilation).
+DEFAULT_VARIANTS = VARIANTS[:-1]
 
 
 @dataclass(frozen=True)
@@ -606,6 +612,13 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
         variants.append(engine_variant(
             default, "lockstep", f"(d) lockstep: {opts.lockstep} students, one teacher forward",
             n=opts.lockstep))
+    compiled: list[torch.nn.Module] = []
+    if "compiled" in opts.variants:
+        v = engine_variant(default, "compiled", "(k) engine, default settings, torch.compile")
+        v.teacher = copy.deepcopy(v.teacher)  # compiled apart from the eager variants' teacher
+        v.settings += ", compiled"
+        compiled = [t.model for t in v.trainees] + [v.teacher]
+        variants.append(v)
     if "peak" in opts.variants:
         variants.append(Gemm(opts.peak_size, device, threads, opts.seed))
         variants.append(Conv(opts.peak_size // 8, device, threads, opts.seed))
@@ -615,10 +628,11 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
     added: dict[str, int] = {}
     warmup_s: dict[str, float] = {}
     round_load: list[float] = []
-    models = [m for v in variants if isinstance(v, Engine) for m in
+    models = [m for v in variants if isinstance(v, Engine) and v.name != "compiled" for m in
               [t.model for t in v.trainees]] + list(teachers.values())
     try:
-        with engine.prepared(models, compile=opts.compile):
+        with engine.prepared(models, compile=opts.compile), \
+                engine.prepared(compiled, compile=True):
             for v in variants:
                 say(f"warm-up {v.name}")
                 torch.set_num_threads(v.threads)
@@ -705,6 +719,10 @@ def _ratios(results: dict[str, Any], default: Setting, peak: dict[str, Any]
         out["compute_over_classic"] = ips["compute"] / ips["classic"]
     if "engine" in ips and "compute" in ips:
         out["engine_over_compute"] = ips["engine"] / ips["compute"]
+    if "engine" in ips and "compiled" in ips:
+        out["compile_gain"] = ips["compiled"] / ips["engine"]
+    if "classic" in ips and "compiled" in ips:
+        out["compiled_over_classic"] = ips["compiled"] / ips["classic"]
     if "engine" in ips and "lockstep" in ips:
         # N separate runs take N times one run's time per batch
         out["lockstep_speedup"] = ips["lockstep"] / ips["engine"]
@@ -727,6 +745,8 @@ RATIO_NAMES = {
     "compute_over_classic": "compute bound / classic",
     "engine_over_compute": "engine / compute bound (data-path efficiency)",
     "lockstep_speedup": "lockstep of N / N separate runs",
+    "compile_gain": "torch.compile: step speed-up over the eager default",
+    "compiled_over_classic": "engine compiled / classic",
     "engine_of_measured_peak": "engine GFLOP/s / measured fp32 peak",
     "engine_of_nominal_peak": "engine GFLOP/s / nominal fp32 peak",
 }

@@ -980,7 +980,9 @@ def models(names, dataset, data_dir, pattern, as_json):
               "(its 3×3 conv has n/8 channels).")
 @click.option("--variants", default="classic,engine,grid,compute,teacher,lockstep,peak",
               help="Comma-separated subset of classic, engine, grid (the other threads × layout "
-                   "× fusion settings), compute, teacher, lockstep, peak.")
+                   "× fusion settings), compute, teacher, lockstep, peak; and compiled (not a "
+                   "default: the default step under torch.compile beside the eager one, after "
+                   "about a minute of compilation on a CPU).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures to this JSON file.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")

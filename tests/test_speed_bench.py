@@ -279,3 +279,19 @@ def test_bf16_counts_as_fast_only_with_amx():
     assert not cpu_has_fast_bf16(info("avx512f avx512_bf16"))
     assert cpu_has_fast_bf16(info("avx512f avx512_bf16 amx_tile amx_bf16"))
     assert not cpu_has_fast_bf16("")
+
+
+@pytest.mark.slow
+def test_compiled_variant_runs_beside_the_eager_engine(cli_runner, tmp_path):
+    out = tmp_path / "bench.json"
+    result = cli_runner(*TINY, "--variants", "engine,compiled", "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "(k) engine, default settings, torch.compile" in result.output
+    assert "torch.compile: step speed-up over the eager default" in result.output
+    report = json.loads(out.read_text())
+    variants = report["variants"]
+    assert list(variants) == ["engine", "compiled"]
+    assert variants["compiled"]["settings"].endswith(", compiled")
+    assert "compiled" not in variants["engine"]["settings"]
+    ips = {k: v["images_per_s"] for k, v in variants.items()}
+    assert report["ratios"]["compile_gain"] == pytest.approx(ips["compiled"] / ips["engine"])
