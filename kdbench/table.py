@@ -201,10 +201,20 @@ def aggregate(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str) -
     return out.reset_index()
 
 
+#: Characters the tables use that pdfLaTeX does not take as text, and what it takes instead.
+LATEX_SYMBOLS = {"±": r"$\pm$", "ρ": r"$\rho$", "Δ": r"$\Delta$", "−": "-", "→": r"$\to$",
+                 "×": r"$\times$", "—": "---", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$"}
+
+
 def _latex_escape(value: Any) -> str:
+    """A cell or header as pdfLaTeX text: its special characters escaped and the tables' Greek
+    letters and symbols (:data:`LATEX_SYMBOLS`) in math mode, so the file compiles without
+    unicode packages."""
     out = str(value)
     for ch, rep in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
                     ("#", r"\#"), ("$", r"\$")):
+        out = out.replace(ch, rep)
+    for ch, rep in LATEX_SYMBOLS.items():
         out = out.replace(ch, rep)
     return out
 
@@ -272,7 +282,7 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
 
     if fmt == "latex":
         headers = [_latex_escape(h) for h in headers]
-        body = [[_latex_escape(c).replace("±", r"$\pm$") for c in row] for row in body]
+        body = [[_latex_escape(c) for c in row] for row in body]
         table = tabulate(body, headers=headers, tablefmt="latex_raw", disable_numparse=True)
     else:
         table = tabulate(body, headers=headers, tablefmt=fmt if fmt != "plain" else "simple",

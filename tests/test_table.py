@@ -71,6 +71,14 @@ def test_formats(store):
     assert "<table>" in html and "72.00 ± 2.00 (3)" in html
 
 
+def test_latex_cells_are_pdflatex_text():
+    from kdbench.table import _latex_escape
+
+    # special characters escaped, the tables' Greek letters and symbols in math mode
+    assert (_latex_escape("Δ snap−ind: 5% of a_b ± 1 & ρ=10 — x×y")
+            == r"$\Delta$ snap-ind: 5\% of a\_b $\pm$ 1 \& $\rho$=10 --- x$\times$y")
+
+
 def test_cells_mixing_configurations_are_flagged(tmp_path):
     s = Store(tmp_path)
     write(s, "a", "kd", "full", 0, 70.0, lr=0.05)

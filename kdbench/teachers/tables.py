@@ -49,7 +49,7 @@ def _render(body: list[list[Any]], headers: list[str], fmt: str, caption: str) -
         return pd.DataFrame(body, columns=headers).to_csv(index=False)
     if fmt == "latex":
         headers = [_latex_escape(h) for h in headers]
-        body = [[_latex_escape(c).replace("±", r"$\pm$") for c in row] for row in body]
+        body = [[_latex_escape(c) for c in row] for row in body]
         return f"% {caption}\n" + tabulate(body, headers=headers, tablefmt="latex_raw",
                                            disable_numparse=True)
     table = tabulate(body, headers=headers, tablefmt=fmt if fmt != "plain" else "simple",
