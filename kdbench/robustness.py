@@ -133,14 +133,15 @@ def teacher_points(df: pd.DataFrame, *, where: Iterable[str] = ()) -> pd.DataFra
     teacher arch, teacher data, severity) with ``loss`` = ``teacher``, ``mean``/``std``/``n``
     over the distinct teachers (trajectories) the runs of that cell distilled from (usually
     one: the seeds vary the student, not the teacher), no gain; the columns of
-    :func:`robustness_points`. Runs without a teacher or without its recorded top-1 (an online
-    cohort) give no line."""
+    :func:`robustness_points`. Runs without a teacher or without its recorded top-1 give no
+    line, and neither does an online cohort (``--teacher peers``, DML): its peers train with
+    the student instead of before it (their top-1 is the record's ``peer_top1``)."""
     df = _annotate(finished(df, where))
     columns = ROWS + ["order", "severity", "mean", "std", "n", "gain", "family", "level"]
     if "teacher_top1" not in df:
         return pd.DataFrame(columns=columns)
-    df = df[(df["teacher_data"] != NONE) & pd.to_numeric(df["teacher_top1"],
-                                                           errors="coerce").notna()]
+    df = df[(df["teacher_data"] != NONE) & (df["teacher"] != "peers")
+            & pd.to_numeric(df["teacher_top1"], errors="coerce").notna()]
     if df.empty:
         return pd.DataFrame(columns=columns)
     df = df.assign(loss=TEACHER, teacher_top1=df["teacher_top1"].astype(float))

@@ -483,6 +483,9 @@ def test_teacher_rows_give_each_distinct_teachers_top1_per_severity(tmp_path):
           metrics={"acc_many_last": 1.0})
     write(s, "kd", NOISY, 1, 43.0, teacher_top1=64.0, trajectory="t-clean", teacher_data=[],
           metrics={"acc_many_last": 1.0})
+    # an online cohort's peer trains with the student: not a teacher row
+    write(s, "dml", NOISY, 0, 44.0, teacher="peers", teacher_top1=30.0,
+          metrics={"acc_many_last": 1.0})
     text = robustness_table(load_records(s.root))
     rows = cells(text)
     assert list(rows)[-2:] == [("teacher", "clean"), ("teacher", "same")]
@@ -490,7 +493,7 @@ def test_teacher_rows_give_each_distinct_teachers_top1_per_severity(tmp_path):
     assert rows[("teacher", "same")]["symmetric 0.4"] == "54.00 ± 9.90 (2)"
     assert rows[("teacher", "clean")]["symmetric 0.4"] == "64.00 (1)"
     assert rows[("teacher", "clean")]["clean"] == ""
-    assert "10 runs" in text and "teacher rows" in text  # the teachers are not runs
+    assert "11 runs" in text and "teacher rows" in text  # the teachers are not runs
     # a teacher has no per-group accuracy: no teacher rows for another metric
     other = cells(robustness_table(load_records(s.root), metric="acc_many_last"))
     assert not any(method == "teacher" for method, _ in other)
