@@ -35,6 +35,7 @@ from .table import (
     check_metric,
     corruptions,
     finished,
+    format_cell,
     teacher_data,
     transform_list,
 )
@@ -179,13 +180,10 @@ def _family(order: list) -> tuple[str, float]:
 
 
 def _cell(mean: float, std: float, n: int, gain: float, digits: int, baseline: bool) -> str:
-    if pd.isna(mean):
-        return ""
-    s = f"{mean:.{digits}f}"
-    if n > 1 and not pd.isna(std):
-        s += f" ± {std:.{digits}f}"
-    s += f" ({n})"
-    if not baseline and not pd.isna(gain):
+    """The pivot table's cell (:func:`~kdbench.table.format_cell`) and, unless it is a
+    baseline or teacher row, the gain over CE in brackets."""
+    s = format_cell(mean, std, n, digits)
+    if s and not baseline and not pd.isna(gain):
         s += f" [{gain:+.{digits}f}]"
     return s
 
