@@ -15,8 +15,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import compat
 from .hookspecs import hookimpl
 from .version import __version__
+
+compat.install()
+
+#: modules of the top level that moved in 0.3 (old path -> new home; see :mod:`kdbench.compat`)
+MOVED: dict[str, str | tuple[str, ...]] = {}
 
 __all__ = ["__version__", "hookimpl", "create_model", "run", "load_records", "build_config",
            "RunConfig"]
