@@ -1,8 +1,14 @@
-"""KD losses: a pure functional core (:mod:`.functional`) and a loss plugin per method.
+"""KD losses: one module per method, named as it is registered (``kd``, ``dkd``, ``crd``, ...).
+
+Each method module holds the method's pure formula (tensors in, the unweighted term out), its
+:class:`Distiller` and its registration beside the code (:func:`~.base.register_loss`); the
+shared pieces are :mod:`.base` (the contract and the helpers), :mod:`.compose` (composites),
+:mod:`.modifiers` (``ls``, ``ctkd``) and :mod:`.connectors`; :mod:`.catalogue` registers every
+built-in method through the ``register_losses`` hook. Fidelity notes: ``docs/fidelity/``.
 
 A loss name is a registered name (``crd``), a composite of several (``crd+kd``, see
-:mod:`.combine`), and either may carry *modifiers* (``kd+ls``, ``dkd+ls+ctkd``, ``kd+crd+ctkd``;
-:data:`~.modern_plugin.MODIFIERS`): a name part that is a modifier rather than a loss changes the
+:mod:`.compose`), and either may carry *modifiers* (``kd+ls``, ``dkd+ls+ctkd``, ``kd+crd+ctkd``;
+:data:`~.modifiers.MODIFIERS`): a name part that is a modifier rather than a loss changes the
 loss parts it applies to, setting its options (``standardize``, ``ctkd``) and the official
 weights of the method it names, per pair where the official runs had per-pair values.
 :func:`entry`, :func:`resolve` and :func:`build` accept all three forms; the record keeps the
@@ -16,36 +22,64 @@ from typing import Any
 
 from ..errors import ConfigError, UnknownNameError
 from ..spec import LossSpec
+from . import compose
 from .base import TAPS, DistillContext, Distiller, LossStage
+from .modifiers import MODIFIERS, modifier_keys, modifiers_settings, split_modifiers
 
 __all__ = ["TAPS", "DistillContext", "Distiller", "LossStage", "build", "describe", "entry",
            "format_table", "preset_values", "resolve"]
 
 
+def _homes(*leaves: str) -> tuple[str, ...]:
+    return tuple(f"{__name__}.{leaf}" for leaf in leaves)
+
+
+#: the modules of 0.2 (old leaf -> the module(s) that now hold its names, searched in order; see
+#: :mod:`kdbench.compat`): ``from kdbench.losses.functional import kd`` keeps working, warning
+MOVED: dict[str, str | tuple[str, ...]] = {
+    "functional": _homes("kd", "dml", "dkd", "fitnet", "at", "sp", "nst", "vid", "ab", "ft",
+                         "fsp", "cc", "rkd", "pkt", "crd", "base"),
+    "functional_modern": _homes("modifiers", "dist", "mlkd", "nkd", "ttm", "rld", "base"),
+    "functional_modern_feature": _homes("reviewkd", "ofd", "kdsvd"),
+    "logit": _homes("ce", "kd", "dkd", "dml", "modifiers", "base"),
+    "feature": _homes("fitnet", "at", "sp", "nst", "vid", "ab", "ft", "fsp", "base"),
+    "relation": _homes("rkd", "pkt", "cc"),
+    "contrastive": f"{__name__}.crd",
+    "modern_logit": _homes("dist", "mlkd", "nkd", "ttm", "rld", "modifiers", "base"),
+    "modern_feature": _homes("reviewkd", "ofd", "kdsvd", "base"),
+    # names only: the one register_losses hook is the catalogue's (registered once)
+    "modern_plugin": _homes("modifiers", "dist", "mlkd", "nkd", "ttm", "rld", "compose", "base"),
+    "modern_feature_plugin": _homes("reviewkd", "ofd", "kdsvd", "base"),
+    "indistill_plugin": f"{__name__}.pkt_indistill",
+    # a plain rename: the module that kdbench.plugins lists must hold the hook itself
+    "plugin": f"{__name__}.catalogue",
+    "indistill": f"{__name__}.pkt_indistill",
+    "combine": f"{__name__}.compose",
+    "connectors_modern": f"{__name__}.connectors",
+}
+
+
 def _plain_entry(name: str) -> LossSpec:
     """The registry spec of a loss, or a synthetic one for a composite ``a+b`` (no modifiers)."""
     from ..plugins import get
-    from . import combine
 
-    if combine.SEPARATOR not in name:
+    if compose.SEPARATOR not in name:
         return get("loss", name)
     try:
-        specs = [get("loss", part) for part in combine.split(name)]
+        specs = [get("loss", part) for part in compose.split(name)]
     except UnknownNameError as exc:
-        from .modern_plugin import MODIFIERS
-
         raise UnknownNameError(exc.kind, exc.name, exc.choices,
                                hint=f"or a modifier of a loss: {', '.join(MODIFIERS)} "
                                     f"(e.g. kd+ls)") from None
     factories = [(e.name, e.factory) for e in specs]
 
     def factory(ctx: DistillContext) -> Distiller:
-        return combine.Combined(ctx, factories)
+        return compose.Combined(ctx, factories)
 
     return LossSpec(name=name, factory=factory,
                     source=", ".join(sorted({e.source for e in specs})),
                     description=" + ".join(e.name for e in specs),
-                    **combine.merge_fields(specs))
+                    **compose.merge_fields(specs))
 
 
 def entry(name: str) -> LossSpec:
@@ -53,9 +87,6 @@ def entry(name: str) -> LossSpec:
     modifiers (``kd+ls``: the loss's spec, its defaults overlaid with what the modifiers set for
     an unknown pair, its paper, year and repository the newest modifier's). A modifier on a loss
     it does not apply to is a one-line ConfigError naming both and what it applies to."""
-    from . import combine
-    from .modern_plugin import MODIFIERS, modifier_keys, modifiers_settings, split_modifiers
-
     base, mods = split_modifiers(name)
     spec = _plain_entry(base)
     if not mods:
@@ -68,7 +99,7 @@ def entry(name: str) -> LossSpec:
         description=" + ".join([spec.description or base, *(MODIFIERS[m].description
                                                              for m in mods)]),
         paper="; ".join([spec.paper, *(MODIFIERS[m].paper for m in mods)]),
-        year=newest.year, repo=newest.repo, parts=spec.parts or tuple(combine.split(base)),
+        year=newest.year, repo=newest.repo, parts=spec.parts or tuple(compose.split(base)),
         # what a modifier sets is part of the run's identity even where it is a later option
         later=tuple(k for k in spec.later if k not in owned))
 
@@ -83,7 +114,6 @@ def resolve(name: str, weights: dict[str, float] | None = None,
     per-pair β table, FT's init lr) fills them in from ``student`` and ``teacher`` (names), so
     the record holds the values actually used."""
     from ..spec import coerce_options
-    from .modern_plugin import modifiers_settings, split_modifiers
 
     e = entry(name)
     base, mods = split_modifiers(name)
@@ -111,15 +141,12 @@ def preset_values(name: str, table: dict[str, dict[str, Any]]
     ``kd+at``), ``w_ce`` only from the first part (it belongs to the base loss) and an option
     two parts share from the first that sets it, without the keys a modifier sets on that part
     (``kd+ls`` is LS's KD: its temperature and weights are LS's, not the preset's)."""
-    from . import combine
-    from .modern_plugin import modifier_keys, split_modifiers
-
     if name in table:
         chosen = dict(table[name])
     else:
         base, mods = split_modifiers(name)
         owned = modifier_keys(base, mods)
-        parts = combine.split(base)
+        parts = compose.split(base)
         chosen = {}
         for i, part in enumerate(parts):
             for key, value in table.get(part, {}).items():
@@ -162,8 +189,6 @@ def format_table(rows: list[dict[str, Any]], detail: bool = False) -> str:
         return "-" if value in (None, "") else str(value)
 
     if not detail:
-        from .modern_plugin import MODIFIERS
-
         table = tabulate([(r["name"], dash(r["family"]), dash(r["year"]), ", ".join(r["taps"]),
                            kv(r["weights"]), r["paper"], dash(r["repo"])) for r in rows],
                          headers=["loss", "family", "year", "taps", "weights", "paper", "repo"],

@@ -10,22 +10,37 @@ stages: AB, FT's paraphraser, FSP, FitNet's hint stage): :meth:`Distiller.stages
 :class:`LossStage` (epochs, the terms to minimise, the parameters, whether the student trains);
 the engine runs each with its own optimiser at a constant learning rate (see
 :mod:`kdbench.stages`).
+
+A built-in method registers itself beside its code with :func:`register_loss` (the fields
+``register`` takes: paper, year, official repository, taps, default weights and options);
+:mod:`kdbench.losses.catalogue` hands the whole :data:`CATALOGUE` to the ``register_losses`` hook,
+the one third-party plugins implement. The helpers below (probing, option checks, the init-stage
+and every-stage mixins) are shared by the method modules.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
 from ..models.base import Features, KDModel
 from ..spec import TAPS
 
-__all__ = ["STEP_ARGUMENTS", "TAPS", "DistillContext", "Distiller", "LossStage"]
+__all__ = ["CATALOGUE", "INIT_DEFAULTS", "REPDISTILLER", "STEP_ARGUMENTS", "TAPS", "Checked",
+           "DistillContext", "Distiller", "EveryStage", "InitStage", "LossStage", "Temperature",
+           "arch_key", "check_weights", "choice", "linear_warmup", "need_maps", "option",
+           "paired", "pool_to_common", "probe", "probe_pair", "register_loss", "require_teacher",
+           "shape_of"]
+
+#: a temperature: a float or a 0-dim tensor (CTKD's learnable one)
+Temperature = float | torch.Tensor
 
 #: The forward arguments newer than the first loss plugins, passed when a forward takes them.
 STEP_ARGUMENTS = frozenset({"stage", "batch", "views"})
@@ -118,6 +133,40 @@ class Distiller(nn.Module):
         return frozenset(k for k in STEP_ARGUMENTS if k in params)
 
 
+# ============================== registration beside the code ==================================
+
+#: where the defaults of RepDistiller's thirteen methods come from (the CRD authors' benchmark
+#: code, ``scripts/run_cifar_distill.sh`` and ``train_student.py``: ``-r`` is ``w_ce``, ``-b`` the
+#: method's weight; several methods have older official code of their own, with other recipes)
+REPDISTILLER = "https://github.com/HobbitLong/RepDistiller"
+
+#: every built-in loss: name -> (factory, the fields ``register`` takes), filled by
+#: :func:`register_loss` as the method modules are imported (:mod:`kdbench.losses.catalogue`
+#: imports them all and registers the catalogue through the ``register_losses`` hook)
+CATALOGUE: dict[str, tuple[Callable[..., Distiller], dict[str, Any]]] = {}
+
+
+def register_loss(name: str, **fields: Any) -> Callable[[Any], Any]:
+    """Class decorator: record a built-in loss under ``name`` in :data:`CATALOGUE`, with the
+    fields the ``register`` callable takes (``description``, ``paper``, ``year``, ``repo``,
+    ``family``, ``defaults``, ``taps``, ``finalize``, ...). A :class:`Checked` distiller
+    registered without ``finalize`` gets its own (its checks then also run when a run is
+    resolved). Third-party plugins call ``register`` in their own ``register_losses`` hook."""
+
+    def decorate(factory: Any) -> Any:
+        previous = CATALOGUE.get(name)
+        if previous is not None and previous[0].__module__ != factory.__module__:
+            raise ValueError(f"loss {name!r} is registered by {previous[0].__module__} and by "
+                             f"{factory.__module__}")
+        meta = dict(fields)
+        if "finalize" not in meta and isinstance(factory, type) and issubclass(factory, Checked):
+            meta["finalize"] = factory.finalize
+        CATALOGUE[name] = (factory, meta)
+        return factory
+
+    return decorate
+
+
 # ============================== helpers for plugins =============================================
 
 
@@ -162,3 +211,132 @@ def option(options: dict[str, Any], name: str, loss: str, *, positive: bool = Fa
     if nonneg and not value >= 0:
         raise ConfigError(f"loss {loss!r} option {name} must be >= 0, got {value!r}")
     return int(value) if integer else value
+
+
+def choice(options: dict[str, Any], name: str, loss: str, choices: tuple[str, ...]) -> str:
+    value = options[name]
+    if value not in choices:
+        raise ConfigError(f"loss {loss!r} option {name}={value!r} is not one of "
+                          f"{', '.join(choices)}")
+    return value
+
+
+def check_weights(weights: dict[str, float], loss: str) -> None:
+    """Every weight must be a number >= 0 (a negative weight would reward the term)."""
+    for name, value in weights.items():
+        if not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigError(f"loss {loss!r} weight {name} must be >= 0, got {value!r}")
+
+
+def arch_key(name: str | None) -> str:
+    """An architecture name compared across projects: lower case, letters and digits only (the
+    key of the per-pair tables: DKD's β, LS's values, ReviewKD's weights, FT's low-lr students)."""
+    return re.sub(r"[^a-z0-9]", "", (name or "").lower())
+
+
+def linear_warmup(epoch: int, warmup: int) -> float:
+    """mdistiller's ``min(epoch / warmup, 1)`` with its 1-based epochs, for a 0-based ``epoch``:
+    the first epoch gets 1/warmup of the term; ``warmup`` 0 means no warm-up."""
+    return min((epoch + 1) / warmup, 1.0) if warmup > 0 else 1.0
+
+
+def probe_pair(ctx: DistillContext, loss: str) -> tuple[Features, Features]:
+    """The student's and the teacher's features on a probe batch (:func:`probe`)."""
+    teacher = require_teacher(ctx, loss)
+    return probe(ctx.student, ctx.input_shape), probe(teacher, ctx.input_shape)
+
+
+def shape_of(t: torch.Tensor) -> tuple[int, ...]:
+    """A feature map's shape without the batch dimension."""
+    return tuple(t.shape[1:])
+
+
+def need_maps(maps: list[torch.Tensor], role: str, what: str, loss: str) -> None:
+    """A loss that needs feature maps the model does not give fails with a one-line error."""
+    if not maps:
+        raise ConfigError(f"loss {loss!r} needs the {role}'s {what}, but the model gives none "
+                          f"(use a CIFAR-zoo model)")
+
+
+def pool_to_common(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool the spatially larger of two feature maps to the other's size.
+
+    RepDistiller's rule for AT, NST, FT, VID and FSP when the student's and the teacher's maps
+    differ in resolution (it compares heights and pools to a square of the smaller height).
+    """
+    ha, hb = a.shape[2], b.shape[2]
+    if ha > hb:
+        a = F.adaptive_avg_pool2d(a, (hb, hb))
+    elif ha < hb:
+        b = F.adaptive_avg_pool2d(b, (ha, ha))
+    return a, b
+
+
+# ============================== shared distiller shapes =========================================
+
+
+class Checked(Distiller):
+    """A distiller whose weights and options are checked by :meth:`check`, both when it is built
+    and, through :meth:`finalize`, when a run's configuration is resolved (before training)."""
+
+    name = "?"
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> None:
+        """Raise a one-line ConfigError for a bad option value."""
+
+    @classmethod
+    def finalize(cls, weights: dict[str, float], options: dict[str, Any], *,
+                 student: str | None = None, teacher: str | None = None) -> None:
+        check_weights(weights, cls.name)
+        cls.check(options)
+
+    def __init__(self, ctx: DistillContext):
+        super().__init__(ctx)
+        self.finalize(self.weights, self.options)
+
+
+class InitStage:
+    """Options shared by the methods with an init stage (``init_epochs``, ``init_lr``)."""
+
+    def _setup_init(self, loss: str, enabled: bool = True) -> None:
+        o = self.options  # type: ignore[attr-defined]
+        epochs = option(o, "init_epochs", loss, nonneg=True, integer=True)
+        self.init_epochs = epochs if enabled else 0
+        lr = o.get("init_lr")
+        try:
+            ok = lr is None or float(lr) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"loss {loss!r} option init_lr must be a number > 0, got {lr!r}")
+        self.init_lr = None if lr is None else float(lr)
+
+    def init_stage(self, name: str, loss, parameters, trains_student: bool = True
+                   ) -> list[LossStage]:
+        if self.init_epochs <= 0:
+            return []
+        return [LossStage(name, self.init_epochs, loss, list(parameters), trains_student,
+                          self.init_lr)]
+
+
+#: the init-stage options' defaults (RepDistiller's 30 epochs at the base lr)
+INIT_DEFAULTS: dict[str, Any] = {"init_epochs": 30, "init_lr": None}
+
+
+class EveryStage(Distiller):
+    """A term computed on each (student, teacher) stage pair, summed over the stages."""
+
+    taps = frozenset({"logits", "stages"})
+    name = ""
+
+    def __init__(self, ctx: DistillContext):
+        super().__init__(ctx)
+        fs, ft = probe_pair(ctx, self.name)
+        paired(fs.stages, ft.stages, self.name)
+
+    def pair(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    def forward(self, student, teacher, target, index=None, epoch=0):
+        return {self.name: sum(self.pair(s, t) for s, t in zip(student.stages, teacher.stages))}

@@ -1,51 +1,35 @@
-"""BSS: KD with adversarial samples supporting the decision boundary (Heo et al., AAAI 2019).
+"""``bss``: KD with adversarial samples supporting the decision boundary.
 
 Heo, Lee, Yun & Choi, "Knowledge Distillation with Adversarial Samples Supporting Decision
-Boundary", AAAI 2019 (arXiv 1805.05532); official code bhheo/BSS_distillation (commit 586b141),
-read in ``train_BSS_distillation.py`` and ``attacks/attack_BSS.py``. The method adds to CE and
-Hinton KD a KD term on *boundary supporting samples*: training images pushed by an iterative
-attack on the teacher from their class towards another class's decision boundary, so that the
-student learns where the teacher's boundary lies, not only its outputs on the data.
+Boundary", AAAI 2019 (arXiv 1805.05532); official code bhheo/BSS_distillation
+(``train_BSS_distillation.py``, ``attacks/attack_BSS.py``). The method adds to CE and Hinton KD
+a KD term on *boundary supporting samples*: training images pushed by an iterative attack on the
+teacher from their class towards another class's decision boundary, so that the student learns
+where the teacher's boundary lies, not only its outputs on the data.
 
-Per batch (official ``train_attack_KD``, lines 77-141):
+Per batch:
 
-1. *Base samples*: those both the teacher and the student classify correctly (lines 106-109);
-   if there are more than ``attack_size`` (64 of a batch of 256), the ones with the largest
-   ``Σ_{c≠y} (p_t,c − p_s,c)²`` (softmax at T = 1) are kept (lines 114-117).
+1. *Base samples*: those both the teacher and the student classify correctly; if there are more
+   than ``sample_ratio``·B, the ones with the largest ``Σ_{c≠y} (p_t,c − p_s,c)²`` (softmax at
+   T = 1) are kept (:func:`bss_select`).
 2. *Target class*: drawn for each base sample among the teacher's non-top-1 classes with
-   probability ∝ the teacher's softmax (lines 120-131).
-3. *Attack* (``AttackBSS.run`` with ``norm=2, step_alpha=0.3, num_steps=10``, lines 33-76):
-   from the teacher's top-1 class b towards the target k, ``steps`` times:
+   probability ∝ the teacher's softmax (:func:`bss_target_classes`).
+3. *Attack* (:func:`bss_attack`): from the teacher's top-1 class b towards the target k,
+   ``steps`` times:
    ``x ← clamp(x + η · (z_b − z_k + 1e-4) · ∇_x(z_k − z_b) / ‖∇_x(z_k − z_b)‖₂, −2.5, 2.5)``
    — a step proportional to the remaining logit margin; a sample whose teacher top-1 is no
-   longer b stops moving (its step is 0) but stays in the loss; the loop ends early when every
-   sample has crossed. (``max_epsilon`` plays no part with ``norm=2``: there is no ε-ball.)
-4. *Loss*: ``CE + α(e)·KD(clean) + β(e)·KD(x_adv)`` with KD the soft-target cross-entropy
-   ``−Σ softmax(t/T) log softmax(s/T)`` averaged over the samples, T = 3, *no T² factor*
-   (lines 98-102, 137-141), and the schedules over epochs e = 1..E (lines 197-198)
-   ``α(e) = 1 + 3·max(1 − e/E, 0)`` (4 → 1) and ``β(e) = 2·max(1 − (4/3)·e/E, 0)``
-   (2 → 0, zero from 3/4 of training on). Official run: 80 epochs, batch 256, SGD lr 0.1
-   (÷10 at epochs 40 and 60), wd 1e-4, ResNet-26 → ResNet-8 on CIFAR-10.
+   longer b stops moving but stays in the loss.
+4. *Loss*: ``CE + α(e)·KL_T(clean) + β(e)·KL_T(x_adv)`` with T = 3 and *no T² factor*
+   (:func:`bss_kd`), and the schedules over epochs e = 1..E ``α(e) = 1 + 3·max(1 − e/E, 0)``
+   (4 → 1, :func:`kd_schedule`) and ``β(e) = 2·max(1 − (4/3)·e/E, 0)`` (2 → 0, zero from 3/4
+   of training on, :func:`bss_schedule`).
 
-Where kdbench differs from the official code, on purpose:
-
-* the terms are ``KL(p_t ‖ p_s)`` instead of the soft-target cross-entropy: they differ by the
-  teacher's entropy, a constant for the student, so the gradients are identical and only the
-  logged value changes (0 when the student matches);
-* the number of attacked samples is a fraction ``sample_ratio`` of the batch (0.25 = the
-  official 64 of 256), so the cost stays in proportion at kdbench's batch sizes;
-* the target class is drawn with ``torch.multinomial`` from the loss's own generator instead
-  of a cumulative-sum loop on the global one: the same distribution, other draws;
-* a zero input gradient (a saturated teacher) gives a zero step instead of NaN;
-* no step is taken once β(e) = 0 (the official code also skips it, line 104);
-* the schedules take the run's epoch count (``DistillContext.epochs``, which the runner fills
-  with ``recipe.epochs``; the option ``schedule_epochs`` overrides it) instead of a fixed 80.
-  With a warm-up stage that takes epochs from the run's budget the main stage is shorter than
-  the run and the schedules would not reach their end values: set ``schedule_epochs`` to the
-  main stage's length there (the distiller is built before the warm-ups).
-
-As in the official code, the student's forward on the adversarial samples runs in training
-mode (its BatchNorm statistics see them) and the teacher runs in eval mode.
+The schedules take the run's epoch count (``DistillContext.epochs``; the option
+``schedule_epochs`` overrides it: set it to the main stage's length when a warm-up takes epochs
+from the run's budget). As in the official code, the student's forward on the adversarial
+samples runs in training mode and the teacher runs in eval mode. The official run, the
+line-by-line reading of the official code and every deliberate difference from it:
+``docs/fidelity/bss.md``.
 """
 
 from __future__ import annotations
@@ -59,9 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .base import DistillContext, Distiller, option, require_teacher
+from .base import DistillContext, Distiller, option, register_loss, require_teacher
 
-__all__ = ["BSS", "REGISTRATION", "bss_attack", "bss_kd", "bss_schedule", "bss_select",
+__all__ = ["BSS", "bss_attack", "bss_kd", "bss_schedule", "bss_select",
            "bss_target_classes", "kd_schedule"]
 
 
@@ -179,17 +163,33 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-# ============================== the loss plugin =================================================
+# ============================== the distiller ===================================================
 
 
+@register_loss(
+    "bss", family="decision boundary", year=2019,
+    repo="https://github.com/bhheo/BSS_distillation",
+    description="KD plus KD on adversarial samples pushed to the teacher's decision "
+                "boundary (phased out at 3/4 of training)",
+    paper="Heo et al., Knowledge Distillation with Adversarial Samples Supporting Decision "
+          "Boundary, AAAI 2019",
+    defaults={"w_ce": 1.0, "w_kd": 1.0, "w_bss": 1.0, "T": 3.0, "steps": 10, "eta": 0.3,
+              "sample_ratio": 0.25, "kd_start": 4.0, "kd_end": 1.0, "bss_start": 2.0,
+              "bss_stop": 0.75, "clamp": 2.5, "schedule_epochs": None},
+    types={"clamp": float | None, "schedule_epochs": int | None},
+    taps=("logits",),
+    cost="while the BSS weight is > 0 (the first 3/4 of training), per batch on the "
+         "<= sample_ratio·B attacked samples: `steps` (10) teacher forward+backward passes "
+         "to the input, 1 teacher forward, 1 student forward+backward; measured: an epoch "
+         "costs 2.3x KD's (CIFAR-10, resnet20 -> resnet8, batch 128, 1 CPU thread)")
 class BSS(Distiller):
     """BSS distillation: ``w_ce·CE + w_kd·α(e)·KL_T(clean) + w_bss·β(e)·KL_T(x_adv)``.
 
     Terms (unweighted by ``w_*``, the schedules included): ``kd`` = α(e)·KL on the batch,
     ``bss`` = β(e)·KL on the boundary supporting samples (0 once β(e) = 0 or when no sample
     qualifies). ``e = epoch + 1`` (the engine counts from 0, the official code from 1).
-    Formulas, official defaults and the differences from the official code: the module
-    docstring.
+    Formulas and official defaults: the module docstring; the differences from the official
+    code: ``docs/fidelity/bss.md``.
 
     Seams: ``forward`` takes the engine's ``batch=`` (:class:`kdbench.stages.Batch`) and
     attacks ``batch.x`` (the normalised images the student and teacher saw). The teacher and
@@ -281,24 +281,3 @@ class BSS(Distiller):
         s_adv = s_model(x_adv)
         terms["bss"] = beta * bss_kd(s_adv, t_adv, self.T)
         return terms
-
-
-#: ``register(*REGISTRATION[:2], **REGISTRATION[2])``: registered by :mod:`kdbench.losses.plugin`
-REGISTRATION = ("bss", BSS, {
-    "description": "KD plus KD on adversarial samples pushed to the teacher's decision "
-                   "boundary (phased out at 3/4 of training)",
-    "paper": "Heo et al., Knowledge Distillation with Adversarial Samples Supporting Decision "
-             "Boundary, AAAI 2019",
-    "year": 2019,
-    "repo": "https://github.com/bhheo/BSS_distillation",
-    "family": "decision boundary",
-    "defaults": {"w_ce": 1.0, "w_kd": 1.0, "w_bss": 1.0, "T": 3.0, "steps": 10, "eta": 0.3,
-                 "sample_ratio": 0.25, "kd_start": 4.0, "kd_end": 1.0, "bss_start": 2.0,
-                 "bss_stop": 0.75, "clamp": 2.5, "schedule_epochs": None},
-    "types": {"clamp": float | None, "schedule_epochs": int | None},
-    "taps": ("logits",),
-    "cost": "while the BSS weight is > 0 (the first 3/4 of training), per batch on the "
-            "<= sample_ratio·B attacked samples: `steps` (10) teacher forward+backward passes "
-            "to the input, 1 teacher forward, 1 student forward+backward; measured: an epoch "
-            "costs 2.3x KD's (CIFAR-10, resnet20 -> resnet8, batch 128, 1 CPU thread)",
-})

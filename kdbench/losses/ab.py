@@ -1,0 +1,94 @@
+"""``ab``: Heo et al., "Knowledge Transfer via Distillation of Activation Boundaries Formed by
+Hidden Neurons" (AAAI 2019).
+
+The teacher's activation pattern transferred to the student's pre-activations of every stage, in
+a 30-epoch init stage before CE training (RepDistiller's CIFAR-100 benchmark).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.base import Features
+from .base import (
+    INIT_DEFAULTS,
+    REPDISTILLER,
+    DistillContext,
+    Distiller,
+    InitStage,
+    option,
+    paired,
+    probe_pair,
+    register_loss,
+    shape_of,
+)
+from .connectors import ConvReg
+
+__all__ = ["AB", "ab"]
+
+
+def ab(student_preacts: list[torch.Tensor], teacher_preacts: list[torch.Tensor],
+       margin: float = 1.0) -> torch.Tensor:
+    """Heo et al., "Knowledge Transfer via Distillation of Activation Boundaries Formed by Hidden
+    Neurons" (AAAI 2019).
+
+    The alternative (hinge-squared) loss that transfers the teacher's activation pattern
+    ``1[t > 0]`` to the student's pre-activations s (already through the connector):
+    ``Σ (s + m)² · 1[s > −m ∧ t ≤ 0] + (s − m)² · 1[s ≤ m ∧ t > 0]`` summed over elements and
+    divided by B, per stage; stages are weighted ``2^(i − n + 1)`` (deepest 1, halving towards the
+    input) and the total is scaled by 3/1000 (the authors' and RepDistiller's constants).
+    """
+    n = len(student_preacts)
+    total = student_preacts[0].new_zeros((), dtype=torch.float32)
+    for i, (s, t) in enumerate(zip(student_preacts, teacher_preacts)):
+        s, t = s.float(), t.float()
+        loss = ((s + margin).pow(2) * ((s > -margin) & (t <= 0)).float()
+                + (s - margin).pow(2) * ((s <= margin) & (t > 0)).float()).sum()
+        total = total + 2.0 ** (i - n + 1) * loss / s.shape[0]
+    return total * 3.0 / 1000.0
+
+
+@register_loss(
+    "ab", family="feature", year=2019, repo=REPDISTILLER,
+    description="activation boundaries of pre-activations, in a 30-epoch init stage",
+    paper="Heo et al., Knowledge Transfer via Distillation of Activation Boundaries Formed "
+          "by Hidden Neurons, AAAI 2019",
+    defaults={"w_ce": 1.0, "w_ab": 1.0, "margin": 1.0, "main_term": False, **INIT_DEFAULTS},
+    taps=("logits", "preact"))
+class AB(InitStage, Distiller):
+    """Activation-boundary transfer on pre-activations, in an init stage before CE training.
+
+    Connectors (identity where shapes agree, else a regressor without ReLU) map the student's
+    pre-activations to the teacher's. As in RepDistiller the main stage has no AB term unless
+    ``main_term`` is set (then weighted by ``w_ab``, connectors trained too).
+    """
+
+    taps = frozenset({"logits", "preact"})
+
+    def __init__(self, ctx: DistillContext):
+        super().__init__(ctx)
+        fs, ft = probe_pair(ctx, "ab")
+        paired(fs.preact, ft.preact, "ab", "pre-activation stages")
+        self.connectors = nn.ModuleList(
+            nn.Identity() if shape_of(s) == shape_of(t)
+            else ConvReg(shape_of(s), shape_of(t), relu=False)
+            for s, t in zip(fs.preact, ft.preact))
+        self.margin = option(self.options, "margin", "ab", nonneg=True)
+        self.main_term = bool(self.options["main_term"])
+        self._setup_init("ab")
+
+    def term(self, student: Features, teacher: Features) -> dict[str, torch.Tensor]:
+        s = [c(x) for c, x in zip(self.connectors, student.preact)]
+        return {"ab": ab(s, teacher.preact, self.margin)}
+
+    def forward(self, student, teacher, target, index=None, epoch=0):
+        return self.term(student, teacher) if self.main_term else {}
+
+    def stages(self):
+        def init(student, teacher, target, index=None):
+            return self.term(student, teacher)
+        return self.init_stage("ab:init", init, self.connectors.parameters())
+
+    def main_parameters(self):
+        return super().main_parameters() if self.main_term else []
