@@ -1,11 +1,12 @@
 """Training curves of runs: a metric (top-1 by default) and every loss term per epoch, with the
 epochs where a stage starts. :func:`run_curves` reads them from a record; :func:`plot_curves`
-draws several runs side by side (``kdbench plot curves``); the report draws the same data as
-SVG (:mod:`kdbench.report.figures`).
+draws several runs side by side (``kdbench plot curves``); the report page draws the same data
+as SVG (:func:`training_curve_figures`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -13,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
-from ..plotting import save_figure
 from ..store import Store
+from .figures import Figure, check_plot_file, pyplot, save_figure
+from .study import Study
+from .svg import Mark, Series, chart
 
-FORMATS = (".png", ".pdf")
 ACCURACY = ("train_top1",)  # the engine's training accuracy: a train_* value, not a loss term
+#: runs whose curves are drawn when the user chose none: one per (dataset and its transforms,
+#: student, teacher source, teacher epochs, loss), the lowest seed, at most this many
+DEFAULT_CURVES = 6
 
 
 @dataclass
@@ -113,14 +118,9 @@ def plot_curves(records: Sequence[dict[str, Any]], out: str | Path, *,
     """Runs side by side, one column each: ``metric`` and ``train_top1`` per epoch on top, every
     loss term per epoch below (log scale when all are positive: terms differ by orders of
     magnitude), dotted lines where a stage starts. Written as PNG or PDF by the suffix."""
-    out = Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise ConfigError(f"plot file {str(out)!r} must end in {' or '.join(FORMATS)}")
+    out = check_plot_file(out)
     curves = [run_curves(r, metric) for r in records]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     n = len(curves)
@@ -159,3 +159,71 @@ def plot_curves(records: Sequence[dict[str, Any]], out: str | Path, *,
 
 def _nan(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else v for v in values]
+
+
+# ============================== the report page ================================================
+
+
+def chosen_runs(study: Study) -> tuple[list[dict[str, Any]], str]:
+    """The records whose curves are drawn and how they were chosen."""
+    done = [r for r in study.records if r["status"] == "done"
+            and (r.get("metrics") or {}).get("curve")]
+    if study.chosen:
+        by_id = {r["run_id"]: r for r in done}
+        return [by_id[c] for c in study.chosen if c in by_id], "the runs chosen with --curves"
+    cells: dict[tuple, dict[str, Any]] = {}
+    for r in sorted(done, key=lambda r: (r["config"]["seed"], r["run_id"])):
+        cfg, t = r["config"], r.get("teacher") or {}
+        cell = (cfg["data"]["name"], json.dumps(cfg["data"].get("transforms"), sort_keys=True),
+                cfg["student"], (cfg.get("teacher") or {}).get("source"),
+                tuple(t.get("epochs", [])), cfg["loss"]["name"])
+        cells.setdefault(cell, r)
+    picked = list(cells.values())[:DEFAULT_CURVES]
+    how = (f"one run per dataset (and transforms), student, teacher and loss (the lowest "
+           f"seed), at most {DEFAULT_CURVES}; choose others with `kdbench report --curves "
+           f"RUN_ID`")
+    return picked, how
+
+
+def training_curve_figures(study: Study) -> list[Figure]:
+    """Training curves: the best metric of the chosen runs per epoch in one chart, then each
+    run's loss terms (``train_*``: the total and every weighted term) per epoch, with the epochs
+    where a stage starts marked."""
+    records, how = chosen_runs(study)
+    curves = []
+    for record in records:
+        try:
+            curves.append(run_curves(record))
+        except Exception:  # noqa: BLE001 - a run without a usable curve is left out
+            continue
+    if not curves:
+        return []
+    out = []
+    metric = curves[0].metric
+    same = [c for c in curves if c.metric == metric]
+    series = [Series(f"{c.run_id[:8]} {c.label}", c.epochs, c.values,
+                     tips=[f"{c.run_id[:8]} {c.label}, epoch {e}: {metric} {_v(v)}"
+                           for e, v in zip(c.epochs, c.values)]) for c in same]
+    out.append(Figure(f"Training curves: test {metric}",
+                      chart(series, title=f"test {metric} per epoch", xlabel="epoch",
+                            ylabel=metric, integer_x=True, width=620,
+                            height=300 + 16 * math.ceil(len(series) / 2)),
+                      f"Per-epoch {metric} of {how}."))
+    for c in curves:
+        terms = [Series(name, c.epochs, values, dashed=name == "train_loss",
+                        tips=[f"epoch {e}: {name} {_v(v)}" for e, v in zip(c.epochs, values)])
+                 for name, values in c.terms.items()]
+        if not terms:
+            continue
+        marks = [Mark(first - 0.5, name) for first, name in c.stages] if len(c.stages) > 1 \
+            else []
+        out.append(Figure(f"Loss terms: {c.run_id[:8]} {c.label}",
+                          chart(terms, title=f"{c.run_id[:8]} {c.label}", xlabel="epoch",
+                                ylabel="loss term (batch mean)", marks=marks, integer_x=True),
+                          "Every loss term per epoch (train_loss: the weighted total, dashed)"
+                          + ("; dotted lines: a stage starts." if marks else ".")))
+    return out
+
+
+def _v(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"

@@ -280,7 +280,7 @@ def _figures(study: Study, summary: Summary) -> str:
 
 
 def _runs(study: Study, summary: Summary) -> str:
-    from ..record import summary_line
+    from ..runner.record import summary_line
 
     rows, details = [], []
     for r in sorted(study.records, key=lambda r: r["run_id"]):

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import KDBenchError, StoreError
 from ..store import Store, read_json
+from .records import load_records
 
 MAX_DEPTH = 3
 NOT_STUDIES = frozenset({"runs", "teachers", "logs", "mlruns", "wandb"})
@@ -26,8 +27,9 @@ NOT_STUDIES = frozenset({"runs", "teachers", "logs", "mlruns", "wandb"})
 @dataclass
 class Study:
     """One study: its records (readable ones), the files it could not read, its records as a
-    table (:func:`kdbench.table.load_records`), its teacher trajectories' manifests, and the
-    runs whose training curves the report should draw (``chosen``; empty: the figure picks)."""
+    table (:func:`kdbench.report.records.load_records`), its teacher trajectories' manifests,
+    and the runs whose training curves the report should draw (``chosen``; empty: the figure
+    picks)."""
 
     name: str
     path: Path
@@ -59,8 +61,6 @@ def study_folders(root: Path) -> list[Path]:
 def load_studies(results_dir: str | Path, chosen: list[str] | None = None) -> list[Study]:
     """Every study of the store with at least one readable record. An empty or unreadable store
     is a KDBenchError naming it."""
-    from ..table import load_records
-
     root = Path(results_dir)
     if not root.exists():
         raise StoreError(f"results dir {str(root)!r} does not exist")

@@ -1,4 +1,10 @@
-"""Records → one pandas DataFrame → aggregated comparison tables (mean ± std over seeds)."""
+"""Records → one pandas DataFrame: a row per run, and the filters every table starts with.
+
+:func:`load_records` reads every record of a store as one row (:func:`record_row`: short
+columns for the usual axes, ``config.*`` for the rest, the metrics and the cost);
+:func:`finished` and :func:`apply_where` keep the runs a table shows; :func:`metric_columns`,
+:func:`check_metric` and :func:`metric_unit` say which metrics the records hold and in what unit.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +19,15 @@ from typing import Any
 
 import pandas as pd
 
-from .config import RunConfig, canonical_json, identity
-from .errors import ConfigError, KDBenchError, StoreError, UnknownNameError
-from .plugins import get_registry
-from .store import Store
+from ..config import RunConfig, canonical_json, identity
+from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
+from ..plugins import get_registry
+from ..store import Store
 
-FORMATS = ("github", "latex", "csv", "html", "plain")
-DEFAULT_ROWS = ("dataset", "student")
-DEFAULT_COLS = ("loss", "teacher")
+#: a value a record does not have (no teacher, no warm-up, ...)
 NONE = "-"
+#: the data condition without label noise or imbalance
+CLEAN = "clean"
 
 
 def record_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -56,10 +62,6 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
     for k, v in (record.get("extra") or {}).items():
         row.setdefault(k, _scalar(v))
     return row
-
-
-#: the data condition without label noise or imbalance
-CLEAN = "clean"
 
 
 def transform_list(value: Any) -> list[dict[str, Any]]:
@@ -141,7 +143,7 @@ def apply_where(df: pd.DataFrame, where: Iterable[str]) -> pd.DataFrame:
             raise ConfigError(f"malformed --where {clause!r}: expected KEY=VALUE, e.g. loss=kd")
         if key not in df.columns:
             raise UnknownNameError("column", key, [c for c in df.columns if c != "cell_config"])
-        df = df[df[key].map(_text) == value.strip()]
+        df = df[df[key].map(as_text) == value.strip()]
     return df
 
 
@@ -157,75 +159,12 @@ def finished(df: pd.DataFrame, where: Iterable[str] = ()) -> pd.DataFrame:
     return df
 
 
-def _text(v: Any) -> str:
+def as_text(v: Any) -> str:
+    """A cell value as the text ``--where`` compares and labels sort by (``3.0`` → ``3``,
+    missing → empty)."""
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
-
-
-def metric_unit(metric: str) -> str:
-    """The unit a table states for a metric column: ``%`` unless the evaluator that reports
-    the metric declares another (``units`` at registration; e.g. retrieval's mAP is 0-1)."""
-    base = re.sub(r"_(last|best)$", "", metric)
-    reg = get_registry()
-    for name in reg.names("evaluator"):
-        unit = reg.get("evaluator", name).units.get(base)
-        if unit:
-            return unit
-    return "%"
-
-
-def natural_key(value: Any) -> tuple:
-    """Sort key that orders the numbers inside labels as numbers: ``"9" < "10" < "10,20"``; a
-    tuple of labels (a pivot's multi-level key) sorts level by level."""
-    if isinstance(value, tuple):
-        return tuple(natural_key(v) for v in value)
-    parts = re.split(r"(\d+(?:\.\d+)?)", _text(value))
-    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
-
-
-def aggregate(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str) -> pd.DataFrame:
-    """Long table: one line per (rows, cols) cell with mean, std, n over seeds."""
-    keys = list(rows) + list(cols)
-    for key in keys + [metric]:
-        if key not in df.columns:
-            raise UnknownNameError("column", key, [c for c in df.columns if c != "cell_config"])
-    df = df.copy()
-    for key in keys:  # a key a record lacks is "-", so its cell is not dropped from the pivot
-        df[key] = df[key].map(lambda v: NONE if v is None or (isinstance(v, float) and pd.isna(v))
-                              else v)
-    grouped = df.groupby(keys, dropna=False, sort=True)
-    out = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
-    mixed = grouped["cell_config"].nunique()
-    out["configs"] = mixed
-    return out.reset_index()
-
-
-#: Characters the tables use that pdfLaTeX does not take as text, and what it takes instead.
-LATEX_SYMBOLS = {"±": r"$\pm$", "ρ": r"$\rho$", "Δ": r"$\Delta$", "−": "-", "→": r"$\to$",
-                 "×": r"$\times$", "—": "---", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$"}
-
-
-def _latex_escape(value: Any) -> str:
-    """A cell or header as pdfLaTeX text: its special characters escaped and the tables' Greek
-    letters and symbols (:data:`LATEX_SYMBOLS`) in math mode, so the file compiles without
-    unicode packages."""
-    out = str(value)
-    for ch, rep in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                    ("#", r"\#"), ("$", r"\$")):
-        out = out.replace(ch, rep)
-    for ch, rep in LATEX_SYMBOLS.items():
-        out = out.replace(ch, rep)
-    return out
-
-
-def format_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
-    if pd.isna(mean):
-        return ""
-    s = f"{mean:.{digits}f}"
-    if n > 1 and not pd.isna(std):
-        s += f" ± {std:.{digits}f}"
-    return f"{s} ({n})"
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
@@ -241,56 +180,13 @@ def check_metric(df: pd.DataFrame, metric: str) -> None:
                                hint="a metric the records hold (an evaluator's, + _last/_best)")
 
 
-def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[str] | None = None,
-               metric: str = "top1_last", where: Iterable[str] = (), fmt: str = "github",
-               digits: int = 2) -> str:
-    """The comparison table as text: a pivot of mean ± std (n seeds) of ``metric``."""
-    if fmt not in FORMATS:
-        raise UnknownNameError("table format", fmt, FORMATS)
-    rows = list(rows or DEFAULT_ROWS)
-    cols = list(cols if cols is not None else DEFAULT_COLS)
-    df = finished(df, where)
-    check_metric(df, metric)
-    long = aggregate(df, rows, cols, metric)
-    mixed = long[long["configs"] > 1]
-    for _, r in mixed.iterrows():
-        cell = ", ".join(f"{k}={r[k]}" for k in rows + cols)
-        warnings.warn(f"cell ({cell}) averages {r['configs']} different configurations, not just "
-                      f"seeds; add a --rows/--cols key or --where to separate them",
-                      RuntimeWarning, stacklevel=2)
-    if fmt == "csv":
-        return long.drop(columns="configs").to_csv(index=False)
-    unit = metric_unit(metric)
-    if unit == "0-1":  # a fraction: two more digits, the resolution of a percentage's two
-        digits += 2
-    long["cell"] = [format_cell(m, s, n, digits)
-                    for m, s, n in zip(long["mean"], long["std"], long["n"])]
-    if cols:
-        wide = long.pivot_table(index=rows, columns=cols, values="cell", aggfunc="first",
-                                sort=True)
-        # numbers in order (epoch 10, 20, ..., 100), not as text (10, 100, 20)
-        wide = wide.reindex(index=sorted(wide.index, key=natural_key),
-                            columns=sorted(wide.columns, key=natural_key))
-        wide.columns = ["/".join(map(str, c)) if isinstance(c, tuple) else str(c)
-                        for c in wide.columns]
-        wide = wide.fillna("").reset_index()
-    else:
-        wide = long[rows + ["cell"]].rename(columns={"cell": metric})
-    headers = list(wide.columns)
-    body = wide.values.tolist()
-    from tabulate import tabulate
-
-    if fmt == "latex":
-        headers = [_latex_escape(h) for h in headers]
-        body = [[_latex_escape(c) for c in row] for row in body]
-        table = tabulate(body, headers=headers, tablefmt="latex_raw", disable_numparse=True)
-    else:
-        table = tabulate(body, headers=headers, tablefmt=fmt if fmt != "plain" else "simple",
-                         disable_numparse=True)
-    caption = (f"{metric} ({unit}) — mean ± std over seeds, (n) = seeds per cell; "
-               f"{int(long['n'].sum())} runs")
-    if fmt == "html":
-        return f"<p>{caption}</p>\n{table}"
-    if fmt == "latex":
-        return f"% {caption}\n{table}"
-    return f"{caption}\n\n{table}"
+def metric_unit(metric: str) -> str:
+    """The unit a table states for a metric column: ``%`` unless the evaluator that reports
+    the metric declares another (``units`` at registration; e.g. retrieval's mAP is 0-1)."""
+    base = re.sub(r"_(last|best)$", "", metric)
+    reg = get_registry()
+    for name in reg.names("evaluator"):
+        unit = reg.get("evaluator", name).units.get(base)
+        if unit:
+            return unit
+    return "%"

@@ -12,8 +12,8 @@ import pytest
 from kdbench.config import build_config
 from kdbench.errors import ConfigError, KDBenchError
 from kdbench.plugins import get
+from kdbench.report.records import load_records
 from kdbench.store import SCHEMA_VERSION, Store
-from kdbench.table import load_records
 
 _ids = itertools.count()
 
@@ -110,7 +110,7 @@ def test_layouts_refuse_records_of_other_sources(results):
 
 
 def test_checkpoint_curve_plot(checkpoint_records, tmp_path):
-    from kdbench.teachers.plots import checkpoint_curve
+    from kdbench.report.checkpoint import checkpoint_curve
 
     path, panels = checkpoint_curve(load_records(checkpoint_records), tmp_path / "c.pdf")
     assert panels == 2 and path.read_bytes()[:4] == b"%PDF"

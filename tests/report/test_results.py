@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from conftest import REPO, tiny_overrides
-from kdbench.reproduce import find_study, render, run_study
+from kdbench.report.reproduce import find_study, render, run_study
 
 ALL = sorted(p.parent for p in (REPO / "results").glob("*/study.yaml"))
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import KDBenchError, UnknownNameError
-from .table import FORMATS, NONE, finished, format_cell, metric_columns
+from ..errors import KDBenchError, UnknownNameError
+from .records import NONE, finished, metric_columns
+from .render import check_format, format_cell, render
 
 __all__ = ["method_info", "methods_points", "methods_table"]
 
@@ -31,7 +32,7 @@ WHEN = ("last", "best")
 def method_info(name: str) -> tuple[str, int | None]:
     """(family, year) of a loss name from the registry; ``("-", None)`` for a name no loaded
     plugin registers (records from a plugin that is not installed here)."""
-    from .losses import entry
+    from ..losses import entry
 
     try:
         spec = entry(name)
@@ -114,8 +115,7 @@ def methods_table(df: pd.DataFrame, *, metric: str = "top1", where: Iterable[str
     with or without ``_last``/``_best`` (top1, top5, ...); ``--rows``/``--cols`` do not apply;
     ``--where`` filters first. The dataset is named in the pair's header when the records hold
     more than one."""
-    if fmt not in FORMATS:
-        raise UnknownNameError("table format", fmt, FORMATS)
+    check_format(fmt)
     points = methods_points(df, metric=metric, where=where)
     base = _base_metric(metric, df)
     if fmt == "csv":
@@ -149,6 +149,4 @@ def methods_table(df: pd.DataFrame, *, metric: str = "top1", where: Iterable[str
     caption = (f"{base} (%) at the last and at the best epoch — mean ± std over seeds, (n) = "
                f"seeds per cell; {len(methods)} methods, {len(pairs)} pairs, {runs} runs "
                f"(a run without a teacher counts once in each pair of its student)")
-    from .teachers.tables import _render
-
-    return _render(body, headers, fmt, caption)
+    return render(body, headers, fmt, caption)

@@ -1,14 +1,14 @@
-"""The robustness study's table and figure: methods against the severity of label noise and
+"""The robustness study's table and figures: methods against the severity of label noise and
 class imbalance, each beside the CE-only student at the same severity.
 
-``kdbench table --layout robustness`` (:func:`robustness_table`) and ``kdbench plot robustness``
-(:func:`robustness_plot`) read the run records: the severity of a run comes from its
-``data.transforms`` (``label_noise`` kind and rate, ``imbalance`` kind and ratio; a ``subset``
-or any other transform does not count, a rate of 0 or a ratio of 1 is ``clean``), and where its
-teacher learned from its config (``same``: the student's corrupted data, the default;
-``clean``: a ``teacher.data`` without the student's label noise or imbalance; ``other``: any
-other difference; ``-``: no teacher). An online cohort (``--teacher peers``, DML) always
-learns on the student's data: ``same``.
+``kdbench table --layout robustness`` (:func:`robustness_table`), ``kdbench plot robustness``
+(:func:`robustness_plot`) and the report page's curves (:func:`robustness_figures`) read the
+run records: the severity of a run comes from its ``data.transforms`` (``label_noise`` kind and
+rate, ``imbalance`` kind and ratio; a ``subset`` or any other transform does not count, a rate
+of 0 or a ratio of 1 is ``clean``), and where its teacher learned from its config (``same``:
+the student's corrupted data, the default; ``clean``: a ``teacher.data`` without the student's
+label noise or imbalance; ``other``: any other difference; ``-``: no teacher). An online
+cohort (``--teacher peers``, DML) always learns on the student's data: ``same``.
 
 They serve the settings of Sarfraz, Arani & Zonooz, "Knowledge Distillation Beyond Model
 Compression" (ICPR 2020) as kdbench's shipped sweep ``kd-beyond-compression`` runs them (the
@@ -26,22 +26,15 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError, KDBenchError, UnknownNameError
-from .plotting import save_figure
-from .table import (
-    CLEAN,
-    FORMATS,
-    NONE,
-    check_metric,
-    corruptions,
-    finished,
-    format_cell,
-    teacher_data,
-    transform_list,
-)
+from ..errors import KDBenchError
+from .figures import METRIC, Figure, check_plot_file, pyplot, save_figure
+from .records import CLEAN, NONE, check_metric, corruptions, finished, teacher_data, transform_list
+from .render import check_format, format_cell, render
+from .study import Study
+from .svg import Series, chart
 
-__all__ = ["ROWS", "robustness_plot", "robustness_points", "robustness_table", "severity",
-           "teacher_data", "teacher_points"]
+__all__ = ["ROWS", "robustness_figures", "robustness_plot", "robustness_points",
+           "robustness_table", "severity", "teacher_data", "teacher_points"]
 
 #: The row keys of the table: a method on a teacher–student pair, and where its teacher learned.
 ROWS = ["dataset", "student", "loss", "teacher_arch", "teacher_data"]
@@ -179,15 +172,6 @@ def _family(order: list) -> tuple[str, float]:
 # ============================== the table ======================================================
 
 
-def _cell(mean: float, std: float, n: int, gain: float, digits: int, baseline: bool) -> str:
-    """The pivot table's cell (:func:`~kdbench.table.format_cell`) and, unless it is a
-    baseline or teacher row, the gain over CE in brackets."""
-    s = format_cell(mean, std, n, digits)
-    if s and not baseline and not pd.isna(gain):
-        s += f" [{gain:+.{digits}f}]"
-    return s
-
-
 def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterable[str] = (),
                      fmt: str = "github", digits: int = 2, **_: Any) -> str:
     """Rows = methods (on their teacher–student pair, with where the teacher learned), columns =
@@ -197,8 +181,7 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
     matches); for a top-1 metric the teachers' own top-1 comes last, a row per teacher
     architecture and teacher data (:func:`teacher_points`). ``--rows``/``--cols`` do not
     apply; ``--where`` filters first."""
-    if fmt not in FORMATS:
-        raise UnknownNameError("table format", fmt, FORMATS)
+    check_format(fmt)
     points = _with_teachers(robustness_points(df, metric=metric, where=where), df, metric,
                             where)
     if fmt == "csv":
@@ -224,8 +207,10 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
                 if key in index.index:
                     p = index.loc[key]
                     p = p.iloc[0] if isinstance(p, pd.DataFrame) else p
-                    line.append(_cell(p["mean"], p["std"], int(p["n"]), p["gain"], digits,
-                                      r[0] in (BASELINE, TEACHER)))
+                    # the gain over CE in brackets, but not on the CE and teacher rows
+                    gain = None if r[0] in (BASELINE, TEACHER) else p["gain"]
+                    line.append(format_cell(p["mean"], p["std"], int(p["n"]), digits,
+                                            diff=gain, brackets="[]"))
                 else:
                     line.append("")
             body.append(line)
@@ -237,14 +222,10 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
     if (points["loss"] == TEACHER).any():
         caption += ("; teacher rows: the teachers' own top-1 on the test split (n = distinct "
                     "teachers)")
-    from .teachers.tables import _render
-
-    return _render(body, headers, fmt, caption)
+    return render(body, headers, fmt, caption)
 
 
-# ============================== the figure =====================================================
-
-PLOT_FORMATS = (".png", ".pdf")
+# ============================== the figures ====================================================
 
 
 def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_last",
@@ -252,16 +233,9 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
     """Accuracy against severity, one line per method (error bars: the std over seeds), one
     panel per dataset/student and severity family (noise kind, imbalance kind; the clean runs
     are each panel's first point: rate 0, ratio 1); for a top-1 metric the teachers' own
-    top-1 as a grey dotted line. Returns the file and the number of
-    panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    if out.suffix.lower() not in PLOT_FORMATS:
-        raise ConfigError(f"plot file {str(out)!r} must end in {' or '.join(PLOT_FORMATS)}")
+    top-1 as a grey dotted line. Returns the file and the number of panels."""
+    plt = pyplot()
+    out = check_plot_file(out)
     points = _with_teachers(robustness_points(df, metric=metric, where=where), df, metric,
                             where)
     families = [f for f in dict.fromkeys(points["family"]) if f not in (CLEAN, "mixed")]
@@ -328,3 +302,56 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
     out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, out, dpi=150)
     return out, len(panels)
+
+
+def robustness_figures(study: Study) -> list[Figure]:
+    """Knowledge Distillation Beyond Model Compression (Sarfraz, Arani & Zonooz, ICPR 2020):
+    accuracy against the severity of label noise or class imbalance, one line per method (the
+    CE-only student in black), one panel per dataset, student and kind of corruption; the clean
+    runs are each panel's first point (rate 0, ratio 1). The data are those of ``kdbench table
+    --layout robustness`` (:func:`robustness_points`: mean ± std over seeds of ``top1_last``,
+    severity from each run's data transforms); a study with no corrupted runs has no such
+    figure.
+
+    Differs from ``kdbench plot robustness``: the std over seeds is in each point's hover text
+    rather than drawn as error bars (lines of several methods overlap at the clean point).
+    """
+    try:
+        points = robustness_points(study.df)
+    except KDBenchError:
+        return []
+    families = [f for f in dict.fromkeys(points["family"]) if f not in (CLEAN, "mixed")]
+    out = []
+    for (dataset, student), block in points.groupby(["dataset", "student"], sort=True):
+        for family in families:
+            if not (block["family"] == family).any():
+                continue
+            imbalance = family.startswith("imbalance:")
+            kind = family.split(":", 1)[1]
+            part = block[block["family"].isin([family, CLEAN])]
+            series = []
+            for (loss, arch, tdata), line in part.groupby(["loss", "teacher_arch",
+                                                          "teacher_data"], sort=True):
+                xs = [1.0 if (imbalance and f == CLEAN) else float(lv)
+                      for f, lv in zip(line["family"], line["level"])]
+                order = sorted(range(len(xs)), key=xs.__getitem__)
+                label = loss if arch in ("-", None) else f"{loss} ← {arch}"
+                label += "" if tdata in ("same", "-") else f" ({tdata} teacher)"
+                rows = [line.iloc[i] for i in order]
+                series.append(Series(
+                    label, [xs[i] for i in order], [float(r["mean"]) for r in rows],
+                    tips=[f"{label}, {r['severity']}: {r['mean']:.2f} ± "
+                          f"{0.0 if math.isnan(r['std']) else r['std']:.2f} (n={int(r['n'])})"
+                          + ("" if loss == BASELINE or math.isnan(r["gain"])
+                             else f", {r['gain']:+.2f} over CE") for r in rows],
+                    dashed=tdata == CLEAN, color="#000000" if loss == BASELINE else None))
+            what = f"{kind} imbalance ratio ρ" if imbalance else f"{kind} label-noise rate"
+            title = f"{student} on {dataset}: {kind}"
+            out.append(Figure(f"Robustness: {title}",
+                              chart(series, title=title, xlabel=what, ylabel=f"{METRIC} (%)",
+                                    log_x=imbalance, width=520,
+                                    height=300 + 16 * math.ceil(len(series) / 2)),
+                              f"Student {METRIC} (mean over seeds; hover: ± std, n, gain over "
+                              f"CE) against the severity; black: the CE-only student, dashed: "
+                              f"a teacher trained on clean data."))
+    return out

@@ -1,4 +1,5 @@
-"""Built-in table-layout plugin: the general pivot and the paper layouts.
+"""Built-in table-layout plugin: the general pivot and the paper layouts, one module of
+:mod:`kdbench.report` per study kind.
 
 Each factory imports its module when the layout is asked for, so listing the plugins does not
 load pandas and the figure code.
@@ -8,33 +9,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from .hookspecs import hookimpl
+from ..hookspecs import hookimpl
 
 
 def pivot(df: Any, **options: Any) -> str:
     """rows × cols of one metric: mean ± std (n seeds)."""
-    from .table import make_table
+    from .pivot import make_table
 
     return make_table(df, **options)
 
 
 def checkpoint(df: Any, **options: Any) -> str:
     """Checkpoint KD's Table 1: full teacher vs half-way vs best intermediate checkpoint."""
-    from .teachers.tables import checkpoint_table
+    from .checkpoint import checkpoint_table
 
     return checkpoint_table(df, **options)
 
 
 def ensemble(df: Any, **options: Any) -> str:
     """Checkpoint KD's Table 2: snapshot vs independent ensembles, with training cost."""
-    from .teachers.tables import ensemble_table
+    from .checkpoint import ensemble_table
 
     return ensemble_table(df, **options)
 
 
 def selection(df: Any, **options: Any) -> str:
     """Algorithm 1: the chosen checkpoint vs the brute-force best, gap, Spearman, cost."""
-    from .mi.report import selection_table
+    from .selection import selection_table
 
     return selection_table(df, **options)
 
@@ -55,9 +56,14 @@ def methods(df: Any, **options: Any) -> str:
     return methods_table(df, **options)
 
 
+def indistill(df: Any, **options: Any) -> str:
+    """InDistill's comparison: each loss alone vs after the indistill warm-up, top-1 and mAP."""
+    from .indistill import indistill_table
+
+    return indistill_table(df, **options)
+
+
 @hookimpl
 def register_table_layouts(register):
-    for fn in (pivot, checkpoint, ensemble, selection):
+    for fn in (pivot, checkpoint, ensemble, selection, robustness, methods, indistill):
         register(fn.__name__, fn)
-    register("robustness", robustness)
-    register("methods", methods)

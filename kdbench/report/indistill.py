@@ -1,6 +1,6 @@
-"""InDistill's comparison as a ``kdbench table`` layout (``--layout indistill``): each main loss
-alone and after the ``indistill`` warm-up, side by side, with the vanilla student, for top-1 and
-retrieval mAP by cosine and Euclidean distance."""
+"""InDistill (Sarridis et al.): its comparison as a ``kdbench table`` layout (``--layout
+indistill``): each main loss alone and after the ``indistill`` warm-up, side by side, with the
+vanilla student, for top-1 and retrieval mAP by cosine and Euclidean distance."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import KDBenchError
-from ..table import finished
-from .tables import _cell, _render
+from .records import finished
+from .render import format_cell, render
 
 #: (column of the records, header, scale to percent)
 METRICS = (("top1", "top-1 (%)", 1.0), ("map_cosine", "mAP cos (%)", 100.0),
@@ -59,10 +59,11 @@ def indistill_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
                 stats.append((values.mean(), values.std(), len(values)))
                 seeds.append(len(values))
             diff = stats[1][0] - stats[0][0]
-            row += [_cell(*stats[0], digits), _cell(*stats[1], digits),
+            row += [format_cell(*stats[0], digits, seeds=False),
+                    format_cell(*stats[1], digits, seeds=False),
                     "" if pd.isna(diff) else f"{diff:+.{digits}f}"]
         row.append("/".join(map(str, seeds[:2])))
         body.append(row)
     caption = (f"InDistill: each loss alone and after the indistill warm-up ({suffix} epoch); "
                f"mean ± std over seeds; Δ = difference of the means; seeds = alone/+InDistill")
-    return _render(body, headers, fmt, caption)
+    return render(body, headers, fmt, caption)

@@ -276,10 +276,10 @@ def test_run_curves_split_metrics_loss_terms_and_stages(tmp_path):
         run_curves(record, "top5")
     # the PNG of a run of two stages, and the report's chart marks where each starts
     assert plot_curves([record], tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from kdbench.report.figures import training_curves
+    from kdbench.report.curves import training_curve_figures
     from kdbench.report.study import Study
 
-    figures = training_curves(Study("s", tmp_path, [record], [], None))
+    figures = training_curve_figures(Study("s", tmp_path, [record], [], None))
     assert [f.title for f in figures] == ["Training curves: test top1",
                                           "Loss terms: abc s kd s0"]
     marks = re.findall(r'<g class="kd-mark"><line x1="([\d.]+)".*?<text[^>]*>(\w+)</text>',

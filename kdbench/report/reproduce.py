@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, KDBenchError
+from ..errors import ConfigError, KDBenchError, UnknownNameError
+from ..plugins import get
+from .figures import find_plot
+from .records import load_records
 
 STUDY_FILE = "study.yaml"
 
@@ -57,8 +60,6 @@ def find_study(name: str | Path, root: str | Path = "results") -> Study:
     path = folder / STUDY_FILE
     if not path.is_file():
         known = sorted(p.parent.name for p in Path(root).glob(f"*/{STUDY_FILE}"))
-        from .errors import UnknownNameError
-
         raise UnknownNameError("study", str(name), known, hint=f"a folder with a {STUDY_FILE}")
     try:
         doc = yaml.safe_load(path.read_text()) or {}
@@ -86,7 +87,7 @@ def run_study(study: Study, *, data: str | None = None, executor: str = "local",
               jobs: int | None = None, progress: bool = True,
               say: Any = print) -> None:
     """Run the study's sweeps and selections (what is done already is reused)."""
-    from .sweep import expand, load_sweep, make_executor, run_sweep, summary_report
+    from ..sweep import expand, load_sweep, make_executor, run_sweep, summary_report
 
     for sweep_file in study.sweeps:
         plan = expand(load_sweep(str(study.folder / sweep_file)), results_dir=study.folder,
@@ -99,7 +100,7 @@ def run_study(study: Study, *, data: str | None = None, executor: str = "local",
             raise KDBenchError(f"study {study.name}: sweep {sweep_file} did not finish "
                                f"({summary.line()})")
     for item in study.select:
-        from .mi.commands import select_command
+        from ..mi.commands import select_command
 
         request = {"estimator": "recon", "layer": "embedding", "samples": 1000, "seed": 0,
                    "repeats": 3, "options": {}, **item}
@@ -112,9 +113,6 @@ def run_study(study: Study, *, data: str | None = None, executor: str = "local",
 def render(study: Study, out: Path | None = None) -> list[Path]:
     """Every table and figure of the study, from its records, into ``out`` (default: the
     study folder itself); returns the files written."""
-    from .plugins import get
-    from .table import load_records
-
     out = Path(out) if out is not None else study.folder
     df = load_records(study.folder)
     if df.empty:
@@ -144,25 +142,10 @@ def _format_of(file: str) -> str:
     return {".md": "github", ".tex": "latex", ".csv": "csv", ".html": "html"}.get(suffix, "plain")
 
 
-#: figure name -> what draws it from the records' DataFrame
 def _figure(df: Any, item: dict[str, Any], out: Path, study: Study) -> Path:
+    """Draw one of the study's ``figures:``, found by its ``plot`` name in the figure registry
+    (:func:`kdbench.report.figures.find_plot`)."""
     options = {k: v for k, v in item.items() if k not in ("file", "plot")}
     path = out / item["file"]
-    plot = item.get("plot")
-    if plot == "checkpoint-curve":
-        from .teachers.plots import checkpoint_curve
-
-        checkpoint_curve(df, path, **options)
-    elif plot == "robustness":
-        from .robustness import robustness_plot
-
-        robustness_plot(df, path, **options)
-    elif plot == "curves":
-        from .report.curves import find_records, plot_curves
-
-        runs = options.pop("runs")
-        plot_curves(find_records(study.folder, runs), path, **options)
-    else:
-        raise ConfigError(f"study {study.name}: unknown plot {plot!r} (valid: checkpoint-curve, "
-                          f"robustness, curves)")
+    find_plot(item.get("plot"), f"study {study.name}: ").save(df, path, **options)
     return path

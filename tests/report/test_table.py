@@ -6,8 +6,9 @@ import pytest
 
 from kdbench.config import build_config
 from kdbench.errors import ConfigError, KDBenchError, UnknownNameError
+from kdbench.report.pivot import make_table
+from kdbench.report.records import load_records
 from kdbench.store import SCHEMA_VERSION, Store
-from kdbench.table import load_records, make_table
 
 
 def write(store, run_id, loss, teacher, seed, top1, student="resnet20", status="done", lr=None):
@@ -72,10 +73,10 @@ def test_formats(store):
 
 
 def test_latex_cells_are_pdflatex_text():
-    from kdbench.table import _latex_escape
+    from kdbench.report.render import latex_escape
 
     # special characters escaped, the tables' Greek letters and symbols in math mode
-    assert (_latex_escape("Δ snap−ind: 5% of a_b ± 1 & ρ=10 — x×y")
+    assert (latex_escape("Δ snap−ind: 5% of a_b ± 1 & ρ=10 — x×y")
             == r"$\Delta$ snap-ind: 5\% of a\_b $\pm$ 1 \& $\rho$=10 --- x$\times$y")
 
 
@@ -109,7 +110,7 @@ def test_corrupt_record_is_skipped_with_a_warning(store):
 def test_numbers_in_labels_sort_as_numbers(tmp_path):
     """Checkpoint epochs as columns read 10, 20, ..., 100 (not 10, 100, 20), and an ensemble's
     '30,70,100' sits after '30'."""
-    from kdbench.table import natural_key
+    from kdbench.report.pivot import natural_key
 
     s = Store(tmp_path)
     for i, epoch in enumerate([100, 20, 10, 9]):

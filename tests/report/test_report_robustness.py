@@ -1,6 +1,6 @@
 """The report's robustness curves from real runs under label noise: one panel per kind of
 corruption, one line per method, each point the mean over seeds of the records at that rate.
-Needs the robustness study's module and transforms (``kdbench.robustness``, ``label_noise``)."""
+Tests :mod:`kdbench.report.robustness` on runs with the ``label_noise`` transform."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ from conftest import tiny_overrides
 from kdbench.config import build_config
 from kdbench.runner import run
 
-pytest.importorskip("kdbench.robustness",
-                    reason="kdbench.robustness (the robustness study's table and transforms) "
-                           "is not in this tree")
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_robustness_curves_of_noisy_runs(results, tmp_path):
-    from kdbench.report.figures import robustness_curves
     from kdbench.report.page import write_report
+    from kdbench.report.robustness import robustness_figures
     from kdbench.report.study import load_studies
 
     records = {}
@@ -31,7 +27,7 @@ def test_robustness_curves_of_noisy_runs(results, tmp_path):
                 "loss.name": loss, "data.transforms": [{"name": "label_noise",
                                                          "rate": rate}]})), progress=False)
     [study] = load_studies(results)
-    [figure] = robustness_curves(study)
+    [figure] = robustness_figures(study)
     assert figure.title == "Robustness: resnet8 on synthetic: symmetric"
     # one line per method, CE in black; a point per rate whose hover text is that run's top-1
     assert re.findall(r'data-label="([^"]+)" style="color:([^"]+)"', figure.body) == \
