@@ -1,8 +1,8 @@
 """Batch augmentations as plugins: functions of a whole device-resident uint8 batch.
 
 ``crop_flip`` (the default: the dataset's zero-padded random crop and horizontal flip, the CIFAR
-recipe) and ``none`` are built in; a plugin adds others (e.g. a loss's strong view) through
-``register_augmentations``.
+recipe), ``strong`` (RandAugment after it) and ``none`` are built in, each registered beside its
+definition (``@register_augmentation``); a plugin adds others through ``register_augmentations``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Augment, Dataset, crop_flip_augment
+from .registry import register_augmentation
 
 DEFAULT = "crop_flip"
 
 
+@register_augmentation(defaults={"padding": None, "hflip": None},
+                       types={"padding": int | None, "hflip": bool | None})
 def crop_flip(dataset: Dataset, padding: int | None = None, hflip: bool | None = None
               ) -> Augment:
     """Random crop of the original size from a zero-padded image (``padding``, default the
@@ -25,6 +28,8 @@ def crop_flip(dataset: Dataset, padding: int | None = None, hflip: bool | None =
     return crop_flip_augment(padding, dataset.hflip if hflip is None else hflip)
 
 
+@register_augmentation(defaults={"n": 2, "m": 10, "padding": None, "hflip": None},
+                       types={"padding": int | None, "hflip": bool | None})
 def strong(dataset: Dataset, n: int = 2, m: int = 10, padding: int | None = None,
            hflip: bool | None = None) -> Augment:
     """A strong view: the dataset's crop and flip, then RandAugment(n ops, magnitude m) on each
@@ -56,6 +61,7 @@ def strong(dataset: Dataset, n: int = 2, m: int = 10, padding: int | None = None
     return run
 
 
+@register_augmentation
 def none(dataset: Dataset) -> Augment:
     """No augmentation: the images as stored."""
     return lambda images, generator: images

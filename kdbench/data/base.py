@@ -1,12 +1,16 @@
-"""Datasets as device-resident uint8 tensors, and the batched, seeded loader over them."""
+"""Datasets as device-resident uint8 tensors, the batched, seeded loader over them, and the
+checks and seeding the data transforms share."""
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+
+from ..errors import ConfigError
 
 
 @dataclass
@@ -254,3 +258,45 @@ class BatchLoader:
             yield batch
 
     __iter__ = epoch
+
+
+# ============================== what the data transforms share ==================================
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> torch.Tensor:
+    """The labels as a CPU int64 vector, after checking C ≥ 2 and every label in 0..C−1."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
+            or num_classes < 2:
+        raise ConfigError(f"{what}: num_classes must be an integer >= 2, got {num_classes!r}")
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 \
+            or labels.dtype.is_floating_point or labels.dtype.is_complex \
+            or labels.dtype == torch.bool:
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ConfigError(f"{what}: labels must be a 1-D integer tensor, got {shape}")
+    y = labels.detach().to("cpu", torch.int64)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise ConfigError(f"{what}: label {bad} is outside the valid range 0..{num_classes - 1}")
+    return y
+
+
+def check_seed(seed: int, what: str) -> int:
+    """A pure function's ``seed`` argument: a non-negative integer."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"{what}: seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def transform_seed(value: object, name: str) -> int:
+    """The ``seed`` option of the data transform ``name``: an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ConfigError(f"data transform {name!r} seed must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def salted_generator(seed: int, salt: int) -> torch.Generator:
+    """A CPU generator of its own for one transform; the global generators are never touched."""
+    # a salt per transform, so noise and imbalance with the same run seed draw independent streams
+    g = torch.Generator()
+    g.manual_seed((int(seed) * 1_000_003 + salt) % (2**63 - 1))
+    return g

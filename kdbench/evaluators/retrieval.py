@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .base import register_evaluator
 
 DISTANCES = ("cosine", "euclidean")
 INTERPOLATIONS = ("all_ranks", "first_batch_ranks")
@@ -244,6 +245,15 @@ def retrieval_metrics(database: torch.Tensor | np.ndarray, database_labels, quer
     return out
 
 
+#: what the ``retrieval`` evaluator returns (fractions in [0, 1])
+METRICS = ("map_cosine", "map_euclidean", "p100_cosine", "p100_euclidean")
+
+
+# InDistill's retrieval evaluation: mAP and precision@100 by cosine and Euclidean distance
+@register_evaluator("retrieval", every=0, units={m: "0-1" for m in METRICS},
+                    defaults={"distances": list(DISTANCES), "interpolation": "all_ranks",
+                              "reference_batch_size": 128, "chunk_size": 256},
+                    types={"distances": list[str]})
 class Retrieval:
     """Retrieval mAP and precision@100 of the penultimate embedding, after the last epoch.
 
@@ -262,7 +272,7 @@ class Retrieval:
     """
 
     needs = ("test_embedding", "train_embedding")
-    metrics = ("map_cosine", "map_euclidean", "p100_cosine", "p100_euclidean")
+    metrics = METRICS
 
     def __init__(self, ctx, distances: Sequence[str] = DISTANCES,
                  interpolation: str = "all_ranks", reference_batch_size: int = 128,

@@ -1,7 +1,15 @@
-"""Architectures: the CIFAR zoo and adapters, all behind :class:`KDModel`'s feature view."""
+"""Architectures: the CIFAR zoo and adapters, all behind :class:`KDModel`'s feature view.
+
+One file per family (``resnet``, ``wrn``, ``vgg``, ``mobilenetv2``, ``shufflenet``, ``cnn32``),
+each registering its models beside their definitions (:mod:`.registry`); importing this package
+imports every family, as timm's ``timm.models`` does, so the zoo (:data:`.registry.ZOO`) is
+complete wherever it is read. :mod:`.timm_adapter` brings any timm model behind the same view.
+"""
 
 from __future__ import annotations
 
+# each family module registers its models in .registry.ZOO when imported
+from . import cnn32, mobilenetv2, resnet, shufflenet, vgg, wrn  # noqa: F401
 from .base import Features, KDModel, StageInfo, count_parameters
 
 __all__ = [
@@ -13,6 +21,11 @@ __all__ = [
     "create_model",
     "load_weights",
 ]
+
+#: old module paths (kdbench < 0.3) -> where their names live now (see kdbench.compat)
+MOVED: dict[str, str | tuple[str, ...]] = {
+    "zoo": "kdbench.models.registry",
+}
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) -> KDModel:

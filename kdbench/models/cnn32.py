@@ -43,6 +43,7 @@ from torch import nn
 from ..errors import ConfigError
 from .base import Features, StageInfo
 from .layers import ZooModel, zoo_factory
+from .registry import register_model
 
 #: the spatial size every conv block leaves at the end for a 32×32 input: fc1 is sized for it
 FINAL_MAP = 2
@@ -111,3 +112,5 @@ cnn32 = zoo_factory("cnn32", "InDistill's auxiliary teacher Cnn32: unpadded conv
 cnn32_small = zoo_factory("cnn32_small", "InDistill's student Cnn32_Small: unpadded convs "
                           "8/16/32 (BN, ReLU, max-pool), fc 128→64→classes; 32×32 inputs",
                           Cnn32, (8, 16, 32), 64)
+register_model(cnn32, family="cnn")
+register_model(cnn32_small, family="cnn")

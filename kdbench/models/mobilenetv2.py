@@ -19,6 +19,7 @@ from torch import nn
 
 from .base import Features, StageInfo
 from .layers import ZooModel, init_weights
+from .registry import register_model
 
 #: (expansion t, channels c, repeats n, stride s); an expansion of None means T.
 SETTING: tuple[tuple[int | None, int, int, int], ...] = (
@@ -88,17 +89,20 @@ class MobileNetV2(ZooModel):
         return self._finish(self.conv2(out), self.classifier, stem, stages, list(stages))
 
 
+@register_model(family="mobilenetv2")
 def mobilenetv2(num_classes: int, in_chans: int = 3, width: float = 0.5,
                 expand: int = 6) -> MobileNetV2:
     """MobileNetV2, width 0.5 (RepDistiller's mobile_half student); other widths via width=."""
     return MobileNetV2(num_classes, in_chans, width, expand)
 
 
+@register_model(family="mobilenetv2")
 def mobilenetv2_075(num_classes: int, in_chans: int = 3) -> MobileNetV2:
     """MobileNetV2, width 0.75 (the Checkpoint KD student)."""
     return MobileNetV2(num_classes, in_chans, 0.75)
 
 
+@register_model(family="mobilenetv2")
 def mobilenetv2_100(num_classes: int, in_chans: int = 3) -> MobileNetV2:
     """MobileNetV2, width 1.0."""
     return MobileNetV2(num_classes, in_chans, 1.0)

@@ -1,10 +1,14 @@
-"""Built-in model plugin: registers the CIFAR zoo and the ``timm/*`` namespace."""
+"""Built-in model plugin: registers the CIFAR zoo and the ``timm/*`` namespace.
+
+The zoo is what the family modules registered beside their definitions
+(:data:`kdbench.models.registry.ZOO`, complete once ``kdbench.models`` is imported).
+"""
 
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
 from . import timm_adapter
-from .zoo import ZOO
+from .registry import ZOO
 
 
 @hookimpl

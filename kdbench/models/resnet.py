@@ -20,6 +20,7 @@ from torch import nn
 
 from .base import Features, StageInfo
 from .layers import ZooModel, init_weights, zoo_factory
+from .registry import register_model
 
 
 def _projection(inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
@@ -114,9 +115,11 @@ class CifarResNet(ResNet):
 
 
 def _resnet(depth: int, widths: tuple[int, int, int, int] = (16, 16, 32, 64), name: str = ""):
-    return zoo_factory(name or f"resnet{depth}",
-                       f"CIFAR ResNet-{depth} (RepDistiller): basic blocks, widths "
-                       f"{'/'.join(map(str, widths))}", CifarResNet, depth, widths)
+    """The registered factory of one ResNet-(6n+2) variant."""
+    factory = zoo_factory(name or f"resnet{depth}",
+                          f"CIFAR ResNet-{depth} (RepDistiller): basic blocks, widths "
+                          f"{'/'.join(map(str, widths))}", CifarResNet, depth, widths)
+    return register_model(factory, family="resnet")
 
 
 resnet8 = _resnet(8)
@@ -131,3 +134,4 @@ resnet32x4 = _resnet(32, (32, 64, 128, 256), "resnet32x4")
 resnet50 = zoo_factory("resnet50", "CIFAR ResNet-50 (RepDistiller resnetv2): 3×3 stem, "
                        "bottlenecks [3, 4, 6, 3], 2048-d", ResNet, Bottleneck, 64,
                        (64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 2))
+register_model(resnet50, family="resnet")

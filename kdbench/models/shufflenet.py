@@ -29,6 +29,7 @@ from torch import nn
 
 from .base import Features, StageInfo
 from .layers import ZooModel, channel_shuffle
+from .registry import register_model
 
 
 def _conv_bn(inp: int, oup: int, kernel: int = 1, stride: int = 1,
@@ -153,11 +154,13 @@ class ShuffleNetV2(_ShuffleNet):
         return self._finish(F.relu(self.bn2(self.conv2(out))), self.linear, stem, stages, preact)
 
 
+@register_model(family="shufflenet")
 def shufflev1(num_classes: int, in_chans: int = 3) -> ShuffleNetV1:
     """ShuffleNet V1, g = 3 (RepDistiller ShuffleV1)."""
     return ShuffleNetV1(num_classes, in_chans)
 
 
+@register_model(family="shufflenet")
 def shufflev2(num_classes: int, in_chans: int = 3) -> ShuffleNetV2:
     """ShuffleNet V2, 1× (RepDistiller ShuffleV2)."""
     return ShuffleNetV2(num_classes, in_chans)

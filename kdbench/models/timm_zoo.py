@@ -19,7 +19,7 @@ from timm.models import register_model
 
 from ..errors import ConfigError
 from .base import KDModel
-from .zoo import ZOO
+from .registry import ZOO
 
 PREFIX = "kdbench_"
 

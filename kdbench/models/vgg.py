@@ -21,6 +21,7 @@ from torch import nn
 
 from .base import Features, StageInfo
 from .layers import ZooModel, init_weights, zoo_factory
+from .registry import register_model
 
 CONFIGS: dict[int, list[list[int]]] = {
     8: [[64], [128], [256], [512], [512]],
@@ -75,8 +76,10 @@ class VGG(ZooModel):
 
 
 def _vgg(depth: int):
-    return zoo_factory(f"vgg{depth}", f"VGG-{depth} with batch norm (RepDistiller "
-                       f"vgg{depth}_bn)", VGG, depth)
+    """The registered factory of one VGG variant."""
+    factory = zoo_factory(f"vgg{depth}", f"VGG-{depth} with batch norm (RepDistiller "
+                          f"vgg{depth}_bn)", VGG, depth)
+    return register_model(factory, family="vgg")
 
 
 vgg8 = _vgg(8)

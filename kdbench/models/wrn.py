@@ -19,6 +19,7 @@ from torch import nn
 
 from .base import Features, StageInfo
 from .layers import ZooModel, init_weights, zoo_factory
+from .registry import register_model
 
 
 class WideBlock(nn.Module):
@@ -82,8 +83,11 @@ class WideResNet(ZooModel):
 
 
 def _wrn(depth: int, widen: int):
-    return zoo_factory(f"wrn_{depth}_{widen}", f"Wide ResNet WRN-{depth}-{widen} (RepDistiller), "
-                       f"widths {16 * widen}/{32 * widen}/{64 * widen}", WideResNet, depth, widen)
+    """The registered factory of one Wide ResNet variant."""
+    factory = zoo_factory(f"wrn_{depth}_{widen}", f"Wide ResNet WRN-{depth}-{widen} "
+                          f"(RepDistiller), widths {16 * widen}/{32 * widen}/{64 * widen}",
+                          WideResNet, depth, widen)
+    return register_model(factory, family="wrn")
 
 
 wrn_16_1 = _wrn(16, 1)

@@ -1,11 +1,11 @@
-"""The built-in evaluator: top-1/top-5 accuracy and mean cross-entropy on the test split."""
+"""The ``accuracy`` evaluator: top-1/top-5 accuracy and mean cross-entropy on the test split."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from . import EvalContext, Outputs
+from .base import EvalContext, Outputs, register_evaluator
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -16,6 +16,8 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[
     return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]
 
 
+@register_evaluator("accuracy", every=1, lower_is_better=("test_loss",),
+                    units={"test_loss": "cross-entropy, nats"})
 class Accuracy:
     """Test-split top-1 and top-5 accuracy (%) and mean cross-entropy, every epoch."""
 

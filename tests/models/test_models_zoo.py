@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from kdbench.config import build_config
 from kdbench.models import count_parameters, create_meta_model, create_model
-from kdbench.models.zoo import ZOO
+from kdbench.models.registry import ZOO
 
 # ---- reference parameter counts ---------------------------------------------------------------
 # Counted from RepDistiller's architecture definitions (models/*.py) with the formulas below,

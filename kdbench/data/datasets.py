@@ -1,4 +1,8 @@
-"""Built-in datasets: embedded digits, synthetic, CIFAR-10/100 and Fashion-MNIST from a data dir."""
+"""Built-in datasets: embedded digits, synthetic, CIFAR-10/100 and Fashion-MNIST from a data dir.
+
+Each factory is registered beside its definition (``@register_dataset``: the registry name is the
+function's name, the description its docstring's first line).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 
 from ..errors import DataError
 from .base import Dataset, Split
+from .registry import register_dataset
 
 CIFAR_STATS = {
     # per-channel mean/std of the official training sets, as the field normalises
@@ -23,6 +28,7 @@ def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(x.mean(1).tolist()), tuple(x.std(1).clamp_min(1e-3).tolist())
 
 
+@register_dataset
 def digits(data_dir: str | None = None, test_fraction: float = 0.25) -> Dataset:
     """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), the default.
 
@@ -44,6 +50,7 @@ def digits(data_dir: str | None = None, test_fraction: float = 0.25) -> Dataset:
                    classes=[str(i) for i in range(10)])
 
 
+@register_dataset
 def synthetic(data_dir: str | None = None, num_classes: int = 4, size: int = 8, channels: int = 3,
               train_size: int = 256, test_size: int = 128, seed: int = 0) -> Dataset:
     """Tiny random images for unit tests: one smooth prototype per class plus noise (learnable)."""
@@ -131,11 +138,13 @@ def _cifar(name: str, num_classes: int, data_dir: str | None, download: bool) ->
                    classes=classes, info={"source": source})
 
 
+@register_dataset
 def cifar10(data_dir: str | None = None, download: bool = False) -> Dataset:
     """CIFAR-10 (50k/10k, 32×32 RGB) from --data-dir: train.npz/test.npz or torchvision's files."""
     return _cifar("cifar10", 10, data_dir, download)
 
 
+@register_dataset
 def cifar100(data_dir: str | None = None, download: bool = False) -> Dataset:
     """CIFAR-100 (50k/10k, 32×32 RGB) from --data-dir: train.npz/test.npz or torchvision's files."""
     return _cifar("cifar100", 100, data_dir, download)
@@ -187,6 +196,7 @@ def fit_size(images: torch.Tensor, size: int, fit: str) -> torch.Tensor:
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
+@register_dataset
 def fashion_mnist(data_dir: str | None = None, size: int = 28, fit: str = "pad") -> Dataset:
     """Fashion-MNIST (60k/10k, 28×28 grey) from the official IDX files in --data-dir.
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kdbench.models.zoo import ZOO
+from kdbench.models.registry import ZOO
 
 
 def test_models_lists_the_zoo_with_params_and_macs(cli_runner):

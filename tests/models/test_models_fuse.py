@@ -15,8 +15,8 @@ from torch import nn
 from kdbench.errors import ConfigError
 from kdbench.models import create_model
 from kdbench.models.fuse import conv_bn_pairs, fold_conv_bn, fuse_frozen, probe_input
+from kdbench.models.registry import ZOO
 from kdbench.models.wrn import WideBlock, WideResNet
-from kdbench.models.zoo import ZOO
 
 
 def randomise_batchnorms(model: nn.Module, seed: int) -> None:

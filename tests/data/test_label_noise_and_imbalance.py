@@ -1,4 +1,5 @@
-"""Label noise and class imbalance (kdbench.data.corrupt) against counts computed independently."""
+"""Label noise and class imbalance (kdbench.data.label_noise, kdbench.data.imbalance) against
+counts computed independently."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdbench.data.corrupt import corrupt_labels, imbalance_indices, imbalance_targets
+from kdbench.data.imbalance import imbalance_indices, imbalance_targets
+from kdbench.data.label_noise import corrupt_labels
 from kdbench.errors import ConfigError
 
 

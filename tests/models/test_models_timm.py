@@ -129,8 +129,8 @@ def test_too_small_input_names_the_minimum(tiny, results):
 
 
 def test_fixed_size_vit_needs_its_size():
-    from kdbench.checks import check_input_size
     from kdbench.data import load_dataset
+    from kdbench.runner.checks import check_input_size
 
     model = create_model("timm/vit_tiny_patch16_224", 4, img_size=32)  # a strict 32×32 ViT
     assert model.min_input_size == 32
