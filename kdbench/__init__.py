@@ -22,7 +22,18 @@ from .version import __version__
 compat.install()
 
 #: modules of the top level that moved in 0.3 (old path -> new home; see :mod:`kdbench.compat`)
-MOVED: dict[str, str | tuple[str, ...]] = {}
+MOVED: dict[str, str | tuple[str, ...]] = {
+    "table": ("kdbench.report.records", "kdbench.report.render", "kdbench.report.pivot"),
+    "layouts": "kdbench.report.layouts",
+    "methods": "kdbench.report.methods",
+    "robustness": "kdbench.report.robustness",
+    "plotting": "kdbench.report.figures",
+    "reproduce": "kdbench.report.reproduce",
+    "presets": "kdbench.config.presets",
+    "record": "kdbench.runner.record",
+    "checks": "kdbench.runner.checks",
+    "optim": "kdbench.stages.optim",
+}
 
 __all__ = ["__version__", "hookimpl", "create_model", "run", "load_records", "build_config",
            "RunConfig"]
@@ -51,7 +62,7 @@ def run(config: RunConfig | dict[str, Any], *, force: bool = False,
 
 def load_records(results_dir: str = "results") -> pd.DataFrame:
     """Every run record under ``<results_dir>/runs`` as one pandas DataFrame row."""
-    from .table import load_records as _load
+    from .report.records import load_records as _load
 
     return _load(results_dir)
 

@@ -290,10 +290,10 @@ class Variant:
 
 
 def _kd_loss(w_ce: float, w_kd: float, T: float):
-    from .losses import functional as KF
+    from .losses.kd import kd
 
     def loss(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return w_ce * F.cross_entropy(s_logits, y) + w_kd * KF.kd(s_logits, t_logits, T)
+        return w_ce * F.cross_entropy(s_logits, y) + w_kd * kd(s_logits, t_logits, T)
     return loss
 
 

@@ -19,7 +19,7 @@ choose_wait_policy()
 from .config import PRESETS, preset_default  # noqa: E402
 from .errors import ConfigError, KDBenchError  # noqa: E402
 from .plugins import ENV_DIR  # noqa: E402
-from .record import summary_line  # noqa: E402
+from .runner.record import summary_line  # noqa: E402
 from .version import __version__  # noqa: E402
 
 # ============================== the group ======================================================
@@ -422,7 +422,7 @@ def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: 
 def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
     """Comparison table from all run records: mean ± std over seeds, seeds per cell."""
     from .plugins import get
-    from .table import load_records
+    from .report.records import load_records
 
     layout = get("table_layout", layout_name)
     df = load_records(results_dir)
@@ -585,8 +585,8 @@ def plot():
               help="Keep only runs with this column value (repeatable).")
 def plot_checkpoint_curve(results_dir, out, metric, where):
     """Student accuracy against teacher checkpoint epoch, teacher accuracy on a second axis."""
-    from .table import load_records
-    from .teachers.plots import checkpoint_curve
+    from .report.checkpoint import checkpoint_curve
+    from .report.records import load_records
 
     path, panels = checkpoint_curve(load_records(results_dir), out, metric=metric, where=where)
     click.echo(f"wrote {path} ({panels} teacher–student pair(s))")
@@ -603,8 +603,8 @@ def plot_checkpoint_curve(results_dir, out, metric, where):
 def plot_robustness(results_dir, out, metric, where):
     """Accuracy against label-noise rate and imbalance ratio, one line per method (error bars:
     std over seeds), one panel per noise or imbalance kind."""
-    from .robustness import robustness_plot
-    from .table import load_records
+    from .report.records import load_records
+    from .report.robustness import robustness_plot
 
     path, panels = robustness_plot(load_records(results_dir), out, metric=metric, where=where)
     click.echo(f"wrote {path} ({panels} panel(s))")
@@ -645,7 +645,7 @@ def plot_curves(run_ids, results_dir, out, metric):
 def reproduce(study, render_only, data_dir, executor, jobs, root, quiet):
     """Remake a study of results/ from nothing: its sweeps (finished runs reused), its teacher
     selections, then every table and figure from the records (study.yaml says which)."""
-    from .reproduce import find_study, render, run_study
+    from .report.reproduce import find_study, render, run_study
 
     found = find_study(study, root)
     if not render_only:

@@ -72,14 +72,19 @@ def moved_targets(fullname: str) -> tuple[str, ...] | None:
 class _Loader(importlib.abc.Loader):
     def __init__(self, targets: tuple[str, ...]):
         self.targets = targets
+        self.own_spec: importlib.machinery.ModuleSpec | None = None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         if len(self.targets) == 1:  # a plain rename: the new module itself
-            return importlib.import_module(self.targets[0])
+            module = importlib.import_module(self.targets[0])
+            self.own_spec = module.__spec__
+            return module
         return MovedModule(spec.name, self.targets)
 
     def exec_module(self, module: types.ModuleType) -> None:
-        pass
+        # the import system set the old name's spec on the new module: give it back its own
+        if self.own_spec is not None:
+            module.__spec__ = self.own_spec
 
 
 class MovedFinder(importlib.abc.MetaPathFinder):

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import ALIASES, RunConfig, build_config, deep_merge, resolve
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
-from ..record import existing_record
+from ..runner.record import existing_record
 from ..store import Store
 
 SWEEP_KEYS = ("description", "extends", "base", "grid", "runs", "parts")

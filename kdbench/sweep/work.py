@@ -61,7 +61,7 @@ def execute(argv: Sequence[str]) -> tuple[int, str]:
     code 1 with their message. Ctrl-C stays a KeyboardInterrupt and a ``SystemExit`` (e.g.
     submitit's requeue on preemption) passes through.
     """
-    from ..record import summary_line
+    from ..runner.record import summary_line
 
     args = list(argv)
     results_dir = None

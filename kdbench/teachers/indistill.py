@@ -20,9 +20,9 @@ from typing import Any
 
 from ..errors import ConfigError, UnknownNameError
 from ..hookspecs import hookimpl
-from ..losses.indistill import curriculum_epochs, curriculum_layer, layer_mse
+from ..losses.pkt_indistill import curriculum_epochs, curriculum_layer, layer_mse
 from ..models import Features
-from ..stages import Batch, Stage, StageContext, stage_from_options
+from ..stages.base import Batch, Stage, StageContext, stage_from_options
 from . import options as opt
 from . import trajectory as traj
 from .base import Teacher, TeacherContext
@@ -144,7 +144,7 @@ def _check_auxiliary(config: Any) -> None:
     """The auxiliary source's options, completed (every value the auxiliary depends on is in the
     record and the run id) and checked before any training."""
     from ..config import Recipe
-    from ..config import _check_recipe as check_recipe  # the recipe checks every recipe gets
+    from ..config.resolve import check_recipe  # the recipe checks every recipe gets
     from ..losses import resolve as resolve_loss
     from ..plugins import get
     from ..spec import coerce_options, from_dict
@@ -194,7 +194,8 @@ def auxiliary_spec(config: Any) -> dict[str, Any]:
     spec = traj.trajectory_spec(config)
     large = traj.trajectory_key(traj.trajectory_spec(_large_config(config)))
     init = traj.trajectory_key(spec) if o["init"] == "baseline" else None
-    spec["recipe"] = drop_later_defaults(dict(o["distill_recipe"]), "teacher.recipe.")
+    spec["recipe"] = drop_later_defaults(dict(o["distill_recipe"]), "teacher.recipe.",
+                                         config=config)
     spec["distill"] = {"loss": o["loss"], "weights": o["loss_weights"],
                        "options": o["loss_options"], "teacher": large, "init": init}
     return spec
@@ -291,15 +292,3 @@ def register_teacher_sources(register):
     register("auxiliary", auxiliary, resolve=resolve_auxiliary, seeds=_seeds,
              description="an auxiliary teacher (teacher.arch) distilled from a large one "
                          "(teacher.options.large_arch), trained once and reused")
-
-
-def indistill_layout(df: Any, **options: Any) -> str:
-    """InDistill's comparison: each loss alone vs after the indistill warm-up, top-1 and mAP."""
-    from .indistill_table import indistill_table  # pandas only when the layout is asked for
-
-    return indistill_table(df, **options)
-
-
-@hookimpl
-def register_table_layouts(register):
-    register("indistill", indistill_layout)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from . import online, sources
 from . import options as opt
+from . import peers, sources
 
 _ENSEMBLE = {"ensemble_mode": "logit"}
 
@@ -29,4 +29,4 @@ def register_teacher_sources(register):
              resolve=opt.settings({"members_count": opt.ENSEMBLE_SIZE, **_ENSEMBLE},
                                   check=opt.check_independent))
     # the peers train with the student: no trajectory to train first (kdbench sweep asks)
-    register("peers", online.peers, resolve=online.resolve, seeds=lambda config: [])
+    register("peers", peers.peers, resolve=peers.resolve, seeds=lambda config: [])

@@ -5,6 +5,9 @@ options, recipe, seed, precision — and lives in ``<results>/teachers/<key>/``:
 ``manifest.json`` (spec, per-epoch test accuracy, saved checkpoints with SHA-256) and one
 ``epoch_NNNN.pt`` per saved epoch. It is trained once and reused; an interrupted training resumes
 from ``state.pt``; a file lock keeps two processes from training the same trajectory at once.
+
+This is the store side (key, manifest, verified checkpoints, lock); how the model of a
+trajectory is trained is :mod:`kdbench.teachers.train`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..store import (
     remove_resume,
     sha256_file,
 )
+from .train import train
 
 MANIFEST = "manifest.json"
 
@@ -42,12 +46,13 @@ def trajectory_spec(config: RunConfig, seed: int | None = None) -> dict[str, Any
     data = t.data or config.data
     spec = {"arch": t.arch, "dataset": data.name, "data_options": data.options,
             "augment": data.augment,
-            "recipe": drop_later_defaults(dataclasses.asdict(t.recipe), "teacher.recipe."),
+            "recipe": drop_later_defaults(dataclasses.asdict(t.recipe), "teacher.recipe.",
+                                          config=config),
             "seed": t.seed if seed is None else seed,
             # the weights depend on the precision they were trained in, as resolved here
             "precision": config.resolved_precision}
     # data settings newer than the first trajectories join the key only when they are used
-    later = drop_later_defaults({"data": dataclasses.asdict(data)})["data"]
+    later = drop_later_defaults({"data": dataclasses.asdict(data)}, config=config)["data"]
     spec.update({key: later[key] for key in ("transforms", "augmentation",
                                              "augmentation_options") if key in later})
     return spec
@@ -183,29 +188,14 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
            evaluate: str = "epochs") -> Trajectory:
     """The finished trajectory for ``spec``, training (or resuming) it first if needed.
 
-    The model trains on the labels (CE), unless ``spec["distill"]`` names a loss
-    (``{"loss", "weights", "options", ...}``): then it is distilled with that loss from
-    ``teacher`` (a frozen module; the spec says which, e.g. by its trajectory key), as an
-    auxiliary teacher is. ``init`` is a state dict to start from instead of the seeded random
-    initialisation (the spec says which, so it is part of the key).
-
-    ``evaluate="checkpoints"`` tests the model at the saved epochs only (the running training
-    accuracy is in every epoch's row either way).
+    The training itself is :func:`kdbench.teachers.train.train` (``teacher``, ``init`` and
+    ``evaluate`` are its); this side keeps the folder: the lock, the manifest, a checkpoint
+    with its SHA-256 at each epoch of the save schedule, the resume state.
 
     A damaged trajectory (a checkpoint missing or not matching its SHA-256) is an error that
     names the damage and the command that repairs it; with ``repair`` (``kdbench teacher
     train``, a sweep's teacher jobs) its files are set aside and it is trained again.
     """
-    from .. import engine
-    from ..config import Recipe
-    from ..data.augment import DEFAULT, make_augment
-    from ..device import seed_everything
-    from ..evaluators import EvalContext, build_suite
-    from ..losses import DistillContext, build
-    from ..losses.logit import CE
-    from ..models import create_model
-    from ..plugins import notify
-
     key = trajectory_key(spec)
     folder = store.teachers / key
     with locked(folder):
@@ -230,51 +220,21 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                         "save_epochs": sorted(save_epochs), "checkpoints": {}, "curve": []}
             atomic_write_json(folder / MANIFEST, manifest)
         save = set(manifest["save_epochs"])
-        recipe = Recipe(**spec["recipe"])
-        seed_everything(spec["seed"])
-        model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans)
-        if init is not None:
-            model.load_state_dict(init)
-        model = model.to(device)
-        distill = spec.get("distill")
-        if distill is None:
-            distiller = CE(DistillContext(model, None, dataset.num_classes, dataset.input_shape,
-                                          len(dataset.train), {"w_ce": 1.0}, {}))
-        else:
-            if teacher is None:
-                raise ConfigError(f"trajectory {key!r} is distilled ({distill['loss']}) and "
-                                  f"needs its teacher module")
-            distiller = build(distill["loss"], DistillContext(
-                model, teacher, dataset.num_classes, dataset.input_shape, len(dataset.train),
-                distill["weights"], distill["options"], dataset.train.labels)).to(device)
-        trainee = engine.Trainee("teacher", model, distiller, recipe)
 
-        def keep(epoch: int, trainees) -> None:
+        def keep(epoch: int, trainee: Any) -> None:
             if epoch in save:
                 name = f"epoch_{epoch:04d}.pt"
-                sha = atomic_torch_save(model.state_dict(), folder / name)
+                sha = atomic_torch_save(trainee.model.state_dict(), folder / name)
                 manifest["checkpoints"][str(epoch)] = {"file": name, "sha256": sha}
             manifest["curve"] = trainee.history
             # every attempt's training time, a killed one included (the state carries it)
             manifest["train_seconds"] = trainee.spent["train_seconds"]
             atomic_write_json(folder / MANIFEST, manifest)
 
-        def on_epoch_end(epoch: int, trainees) -> None:
-            notify("kdbench_epoch_end", run_id=key, epoch=epoch,
-                   metrics={k: v for k, v in trainee.history[-1].items()
-                            if isinstance(v, (int, float))})
-
         state_path = folder / "state.pt"
-        suite = build_suite([{"name": "accuracy"}], EvalContext(dataset), epochs=recipe.epochs,
-                            precision=spec["precision"],
-                            only_at=save if evaluate == "checkpoints" else None)
-        augment = spec["augment"] and make_augment(dataset, spec.get("augmentation", DEFAULT),
-                                                   spec.get("augmentation_options"))
-        engine.fit([trainee], dataset, batch_size=recipe.batch_size, seed=spec["seed"],
-                   device=device, evaluators=suite, precision=spec["precision"], augment=augment,
-                   teacher=teacher if distill is not None else None, state_path=state_path,
-                   before_save=keep, on_epoch_end=on_epoch_end, progress=progress,
-                   desc=f"teacher {spec['arch']} s{spec['seed']}")
+        trainee = train(key, spec, dataset, device, save_epochs=save, state_path=state_path,
+                        keep=keep, progress=progress, teacher=teacher, init=init,
+                        evaluate=evaluate)
         manifest.update(status="done", train_seconds=trainee.spent["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)
         remove_resume(state_path)

@@ -1,0 +1,106 @@
+"""Checks of a run against its models and data, made before any training (exit 2, nothing
+written): input sizes, the features and sample indices a loss taps, the loss built once on fresh
+models, and what the evaluators need."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from ..config import RunConfig
+from ..errors import ConfigError
+
+
+def check_input_size(model: Any, name: str, dataset: Any) -> None:
+    h, w = dataset.image_size
+    need = getattr(model, "min_input_size", 1)
+    if min(h, w) < need:
+        raise ConfigError(f"model {name!r} needs inputs of at least {need}×{need}, but dataset "
+                          f"{dataset.name!r} has {h}×{w}")
+
+
+def check_features(cfg: RunConfig, student: Any, teacher: Any) -> None:
+    """A loss that taps features needs models that expose them (before any training)."""
+    from ..losses import entry
+
+    taps = entry(cfg.loss.name).feature_taps
+    if not taps:
+        return
+    for role, name, model in (("student", cfg.student, student),
+                              ("teacher", cfg.teacher.arch if cfg.teacher else None,
+                               teacher.module if teacher is not None else None)):
+        if model is not None and not getattr(model, "has_features", True):
+            raise ConfigError(f"loss {cfg.loss.name!r} taps {', '.join(sorted(taps))} "
+                              f"features, but the {role} {name!r} gives logits only; use a "
+                              f"logit loss (e.g. kd)")
+        if model is not None and "preact" in taps and not getattr(model, "has_preact", True):
+            raise ConfigError(f"loss {cfg.loss.name!r} taps pre-activation features, but the "
+                              f"{role} {name!r} has none (timm models expose post-activation "
+                              f"stages only); use a zoo model or a loss tapping stages")
+
+
+def check_index(cfg: RunConfig, dataset: Any) -> None:
+    """A loss that taps sample indices (CRD's memory bank) needs a dataset that gives them."""
+    from ..losses import entry
+
+    if "index" in entry(cfg.loss.name).taps and not dataset.info.get("sample_index", True):
+        raise ConfigError(f"loss {cfg.loss.name!r} needs sample indices (a memory bank over the "
+                          f"training set), but dataset {cfg.data.name!r} cannot give them")
+
+
+def check_loss(cfg: RunConfig, dataset: Any) -> None:
+    """Build the loss, and the warm-up stages, once on fresh, untrained models of the run's
+    architectures (on the CPU), so that a loss or a warm-up that does not fit them (FSP's unequal
+    channels, a regressor that cannot map the shapes, a logits-only model, a dataset without
+    sample indices, a layer the teacher cannot be pruned to, warm-ups that leave no epoch for
+    the main stage) fails before any training, a teacher's included."""
+    from ..losses import DistillContext, build
+    from ..models import create_model
+
+    check_index(cfg, dataset)
+    student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
+    teacher = (create_model(cfg.teacher.arch, dataset.num_classes, dataset.in_chans)
+               if cfg.teacher is not None else None)
+    check_features(cfg, student, SimpleNamespace(module=teacher) if teacher is not None else None)
+    for name, model in ((cfg.student, student), (getattr(cfg.teacher, "arch", None), teacher)):
+        if model is not None:
+            check_input_size(model, name, dataset)
+    distiller = build(cfg.loss.name, DistillContext(student, teacher, dataset.num_classes,
+                                                    dataset.input_shape, len(dataset.train),
+                                                    cfg.loss.weights, cfg.loss.options,
+                                                    dataset.train.labels.cpu(),
+                                                    epochs=cfg.recipe.epochs))
+    if cfg.warmup:
+        from ..stages.base import StageContext, arrange, build_warmups, loss_stages, main_stage
+
+        if teacher is not None:
+            teacher.eval()  # as a frozen teacher is
+        ctx = StageContext(student, teacher, distiller, cfg.recipe, dataset.num_classes,
+                           dataset.input_shape)
+        arrange(build_warmups(cfg.warmup, ctx), loss_stages(student, distiller, cfg.recipe),
+                main_stage(student, distiller, cfg.recipe))
+
+
+def check_stages(cfg: RunConfig, trainee: Any) -> None:
+    """The evaluators' needs against the student (an embedding evaluator needs a model that
+    gives one)."""
+    from ..plugins import get
+
+    model = trainee.model
+    for item in cfg.eval.evaluators:
+        needs = get("evaluator", item["name"]).needs
+        if any(n.endswith("_embedding") for n in needs) and (
+                not getattr(model, "has_features", True)
+                or getattr(model, "embedding_dim", None) in (None, 0)):
+            raise ConfigError(f"evaluator {item['name']!r} needs the penultimate embedding, but "
+                              f"the student {cfg.student!r} gives none (valid: a model with "
+                              f"features(), e.g. the CIFAR zoo)")
+
+
+def check_batch(recipe: Any, dataset: Any, where: str = "recipe") -> None:
+    """A batch larger than the training split cannot be honoured (every epoch would be one
+    smaller batch)."""
+    if recipe.batch_size > len(dataset.train):
+        raise ConfigError(f"{where}.batch_size {recipe.batch_size} is larger than the "
+                          f"{len(dataset.train)} training images of {dataset.name!r} (valid: "
+                          f"2..{len(dataset.train)})")
