@@ -1,8 +1,9 @@
 # kdbench — every target does its own set-up on a fresh machine.
 #   make demo    train a teacher on the embedded digits data, distil, print the table
-#   make test    install (if needed) and run the test suite
+#   make test    install (if needed) and run the test suite (the fast tier)
+#   make test-slow  the slow tier: engine fixture records, kill -9 fault injection
 #   make bench   throughput benchmark (classic loop vs kdbench engine vs compute bound)
-#   make lint    static checks
+#   make lint    static checks: ruff and the import-layer contract (CI runs it first)
 
 PYTHON    ?= python3
 VENV      ?= .venv
@@ -66,9 +67,9 @@ reference: install
 bench: install
 	$(VENV)/bin/kdbench bench
 
-# style, and the import-layer contract (no cycles, nothing imports the CLI, layers point down)
+# style (ruff, pinned in the dev extra of pyproject.toml, so a ruff release never changes the
+# verdict), and the import-layer contract (no cycles, nothing imports the CLI, layers point down)
 lint: install
-	@$(PY) -c "import ruff" 2>/dev/null || $(PIP) install -q ruff
 	$(PY) -m ruff check kdbench tests plugins
 	$(PY) -m pytest -q tests/test_layers.py
 
