@@ -6,6 +6,10 @@ checkpoint's SHA-256, so retrained weights are re-estimated; entries are written
 checkpoint, so an interrupted run resumes. With ``repeats`` > 1 a trained estimator runs with
 seeds seed … seed+repeats−1 and the mean is reported; a repeat whose training diverged is listed
 with its error and left out of the mean, and a checkpoint with no finite repeat has no estimate.
+A deterministic estimator runs once on the whole probe set and, to measure its sampling noise
+(which checkpoint selection needs), ``resamples`` more times on seeded halves of it — the same
+halves at every checkpoint (:func:`half_samples`; :mod:`kdbench.mi.selection` explains the
+noise model).
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ from torch import nn
 from ..config import canonical_json
 from ..data import Dataset
 from ..errors import ConfigError, StoreError, UnknownNameError
-from ..plotting import save_figure
 from ..progress import Progress
 from ..store import Store, atomic_write_json, read_json
 from ..teachers.trajectory import MANIFEST, Trajectory
 from .base import EstimatorDiverged
 from .features import check_layer, extract, probe_set
-from .selection import REMEDY, SELECT_DEFAULTS, Selection, algorithm1
+from .selection import REMEDY, RESAMPLES, SELECT_DEFAULTS, Selection, algorithm1, complete_blocks
 
 #: 2: features dead on the training split are zeroed (recon, infonce); 3: details carry the
 #: estimators' ceilings and saturation flags, which checkpoint selection reads
@@ -46,6 +49,9 @@ class MIRequest:
     seed: int = 0
     repeats: int = 1
     settings: dict[str, Any] = field(default_factory=dict)
+    #: half-sample resamples of a deterministic estimator (its sampling noise); unused by seeded
+    #: estimators, whose repeats measure theirs
+    resamples: int = 10
 
 
 def prepare(request: MIRequest, arch: str, dataset: Dataset) -> Any:
@@ -57,6 +63,8 @@ def prepare(request: MIRequest, arch: str, dataset: Dataset) -> Any:
     check_layer(create_model(arch, dataset.num_classes, dataset.in_chans), request.layer, arch)
     if request.repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {request.repeats}")
+    if request.resamples < 0:
+        raise ConfigError(f"--resamples must be at least 0, got {request.resamples}")
     need = getattr(estimator, "min_samples", 2)
     if request.samples < need:
         raise ConfigError(f"MI estimator {request.estimator!r} needs at least {need} samples, "
@@ -79,6 +87,9 @@ class CheckpointMI:
     seconds: float
     checkpoint_sha256: str
     details: dict[str, Any] = field(default_factory=dict)
+    #: the seeds of ``values`` (repeat blocks), and a deterministic estimator's half-sample values
+    seeds: list[int] = field(default_factory=list)
+    resamples: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -105,18 +116,26 @@ class TrajectoryMI:
         ok = [r for r in self.rows if r.i_xt is not None and r.i_ty is not None]
         excluded = {r.epoch: "; ".join(r.diverged) or "no estimate" for r in self.rows
                     if r not in ok}
+        # repeat r of every checkpoint shares its seed: the blocks every checkpoint has
+        repeats = complete_blocks([r.seeds or list(range(len(r.values))) for r in ok],
+                                  [r.values for r in ok]) if ok else []
         return algorithm1(
             [r.epoch for r in ok], [r.i_xt for r in ok], [r.i_ty for r in ok], excluded,
-            repeats=[r.values for r in ok], stochastic=self.stochastic,
+            repeats=repeats if self.stochastic else [r.values for r in ok],
+            stochastic=self.stochastic,
+            resamples=None if self.stochastic else [r.resamples for r in ok],
             ceilings=[(r.details.get("ceiling_xt"), r.details.get("ceiling_ty")) for r in ok],
             saturated=[(bool(r.details.get("saturated_xt")), bool(r.details.get("saturated_ty")))
                        for r in ok])
 
 
-def cache_path(trajectory: Trajectory, request: MIRequest, settings: dict[str, Any]) -> Path:
+def cache_path(trajectory: Trajectory, request: MIRequest, settings: dict[str, Any],
+               stochastic: bool = True) -> Path:
     ident = {"version": CACHE_VERSION, "estimator": request.estimator, "layer": request.layer,
              "samples": request.samples, "seed": request.seed, "repeats": request.repeats,
              "settings": settings, "split": "train"}
+    if not stochastic:  # a deterministic estimate's noise is measured on half-samples
+        ident["resamples"] = request.resamples
     digest = hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:10]
     return (trajectory.folder / "mi" /
             f"{request.estimator}-{request.layer}-n{request.samples}-{digest}.json")
@@ -145,7 +164,7 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
     epochs = trajectory.epochs
     if not epochs:
         raise StoreError(f"teacher trajectory {trajectory.key!r} has no saved checkpoints")
-    path = cache_path(trajectory, request, settings)
+    path = cache_path(trajectory, request, settings, stochastic)
     cached = {} if force else _load_cache(path)
     unit = getattr(estimator, "unit", "nats")
     kind = getattr(estimator, "kind", "estimate")
@@ -170,7 +189,9 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
         bar.update(f"epoch {epoch}")
         rows.append(CheckpointMI(epoch, entry["i_xt"], entry["i_ty"], entry["values"],
                                  entry["diverged"], entry["seconds"], sha,
-                                 entry.get("details", {})))
+                                 entry.get("details", {}),
+                                 entry.get("seeds") or repeat_seeds(entry, request, repeats),
+                                 entry.get("resamples", [])))
     bar.close()
     for r in rows:
         if r.diverged:
@@ -193,31 +214,78 @@ def estimate_trajectory(trajectory: Trajectory, dataset: Dataset, request: MIReq
                         stochastic)
 
 
+def half_samples(n: int, count: int, seed: int) -> list[torch.Tensor]:
+    """``count`` seeded halves of ``range(n)`` (sorted indices, drawn without replacement), the
+    same for every checkpoint of a trajectory."""
+    out = []
+    for b in range(count):
+        g = torch.Generator().manual_seed(int(seed) * 7919 + 104729 + b)
+        out.append(torch.randperm(n, generator=g)[:n // 2].sort().values)
+    return out
+
+
+def repeat_seeds(entry: dict[str, Any], request: MIRequest, repeats: int) -> list[int]:
+    """The seeds of a cache entry's values (entries older than the ``seeds`` field: the
+    repeats' seeds without the diverged ones, whose messages start with ``seed N:``)."""
+    gone = {int(d.split(":", 1)[0].split()[1]) for d in entry.get("diverged", [])
+            if d.startswith("seed ")}
+    return [request.seed + r for r in range(repeats) if request.seed + r not in gone]
+
+
+def estimate_blocks(estimator: Any, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                    request: MIRequest, repeats: int, device: torch.device
+                    ) -> dict[str, Any]:
+    """The estimates of one checkpoint's features ``t`` on the probe (``x``, ``y``): a seeded
+    estimator's repeats (seeds seed … seed+repeats−1), or a deterministic estimator's value on
+    the whole probe set and on its :func:`half_samples`."""
+    stochastic = bool(getattr(estimator, "stochastic", True))
+
+    def one(tt, xx, yy, seed):
+        with warnings.catch_warnings():  # regime warnings: one summary per trajectory
+            warnings.filterwarnings("ignore", message="kdbench: MI estimator ",
+                                    category=RuntimeWarning)
+            return estimator.estimate(tt, xx, yy, seed=seed, device=device)
+
+    values, seeds, diverged, details, resamples = [], [], [], {}, []
+    for r in range(repeats):
+        seed = request.seed + r
+        try:
+            est = one(t, x, y, seed)
+        except EstimatorDiverged as exc:
+            diverged.append(f"seed {seed}: {exc}")
+            continue
+        values.append([est.i_xt, est.i_ty])
+        seeds.append(seed)
+        if not details:
+            details = dict(est.details)  # the first repeat's, with its ceilings
+        for flag in ("saturated_xt", "saturated_ty"):  # flagged if any repeat is
+            details[flag] = bool(details.get(flag)) or bool(est.details.get(flag))
+    if not stochastic and values:
+        for idx in half_samples(t.shape[0], request.resamples, request.seed):
+            idx = idx.to(t.device)
+            try:
+                est = one(t[idx], x[idx], y[idx], request.seed)
+            except EstimatorDiverged:
+                resamples = []
+                break
+            resamples.append([est.i_xt, est.i_ty])
+    mean = [sum(v[i] for v in values) / len(values) for i in (0, 1)] if values else [None, None]
+    out = {"i_xt": mean[0], "i_ty": mean[1], "values": values, "seeds": seeds,
+           "diverged": diverged, "details": details}
+    if not stochastic:
+        out["resamples"] = resamples
+    return out
+
+
 def _estimate_checkpoint(estimator: Any, trajectory: Trajectory, epoch: int, dataset: Dataset,
                          probe: Any, request: MIRequest, repeats: int,
                          device: torch.device) -> dict[str, Any]:
     t0 = time.perf_counter()
     model = load_checkpoint(trajectory, epoch, dataset, device)
     t = extract(model, probe.x, request.layer)
-    values, diverged, details = [], [], {}
-    for r in range(repeats):
-        seed = request.seed + r
-        try:
-            with warnings.catch_warnings():  # regime warnings: one summary per trajectory
-                warnings.filterwarnings("ignore", message="kdbench: MI estimator ",
-                                        category=RuntimeWarning)
-                est = estimator.estimate(t, probe.x, probe.y, seed=seed, device=device)
-        except EstimatorDiverged as exc:
-            diverged.append(f"seed {seed}: {exc}")
-            continue
-        values.append([est.i_xt, est.i_ty])
-        if not details:
-            details = dict(est.details)  # the first repeat's, with its ceilings
-        for flag in ("saturated_xt", "saturated_ty"):  # flagged if any repeat is
-            details[flag] = bool(details.get(flag)) or bool(est.details.get(flag))
-    mean = [sum(v[i] for v in values) / len(values) for i in (0, 1)] if values else [None, None]
-    return {"i_xt": mean[0], "i_ty": mean[1], "values": values, "diverged": diverged,
-            "seconds": time.perf_counter() - t0, "details": details}
+    out = estimate_blocks(estimator, t, probe.x, probe.y, request, repeats, device)
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
 # -- finding a trajectory from the command line ----------------------------------------------
@@ -244,78 +312,6 @@ def trajectory_dataset(trajectory: Trajectory, data_dir: str | None) -> Dataset:
     return load_dataset(spec["dataset"], data_dir, **spec.get("data_options", {}))
 
 
-# -- output -----------------------------------------------------------------------------------
-
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "diverged" if v is None else f"{v:.{digits}f}"
-
-
-def _mark(epoch: int, selection: Selection) -> str:
-    if epoch == selection.chosen:
-        return "← chosen"
-    if selection.chosen is None and epoch == selection.argmax:
-        return "← argmax (no choice)"
-    return ""
-
-
-def format_result(result: TrajectoryMI, selection: Selection | None = None) -> str:
-    """The per-checkpoint table (and Algorithm 1's columns when ``selection`` is given)."""
-    from tabulate import tabulate
-
-    unit = "score" if result.unit == "score" else "nats"
-    headers = ["epoch", "teacher top-1", f"I(X;T) [{unit}]", f"I(T;Y) [{unit}]"]
-    if selection is not None:
-        headers += ["norm I(X;T)", "norm I(T;Y)", "score", ""]
-    headers += ["repeats ok", "seconds"]
-    index = {e: i for i, e in enumerate(selection.epochs)} if selection else {}
-    body = []
-    for r in result.rows:
-        top1 = result.teacher_top1.get(r.epoch)
-        row = [r.epoch, "" if top1 is None else f"{top1:.2f}", _fmt(r.i_xt), _fmt(r.i_ty)]
-        if selection is not None:
-            i = index.get(r.epoch)
-            row += (["", "", "", ""] if i is None else
-                    [f"{selection.norm_xt[i]:.3f}", f"{selection.norm_ty[i]:.3f}",
-                     f"{selection.scores[i]:.3f}", _mark(r.epoch, selection)])
-        row += [f"{len(r.values)}/{len(r.values) + len(r.diverged)}", f"{r.seconds:.1f}"]
-        body.append(row)
-    req = result.request
-    title = (f"{req.estimator} ({result.kind}) on {req.layer} of {result.trajectory}, "
-             f"{req.samples} training samples, seed {req.seed}")
-    settings = ", ".join(f"{k}={v}" for k, v in sorted(result.settings.items())) or "none"
-    return (f"{title}\nsettings: {settings}\n\n"
-            + tabulate(body, headers=headers, disable_numparse=True))
-
-
-def plot_information_plane(result: TrajectoryMI, path: str | Path) -> Path:
-    """I(X;T) against I(T;Y), one point per checkpoint coloured by epoch, joined in order."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in result.rows if r.i_xt is not None and r.i_ty is not None]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
-    if rows:
-        xs, ys = [r.i_xt for r in rows], [r.i_ty for r in rows]
-        ax.plot(xs, ys, color="0.7", lw=1, zorder=1)
-        points = ax.scatter(xs, ys, c=[r.epoch for r in rows], cmap="viridis", s=40, zorder=2)
-        fig.colorbar(points, ax=ax, label="epoch")
-        for r in rows:
-            ax.annotate(str(r.epoch), (r.i_xt, r.i_ty), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
-    unit = "score" if result.unit == "score" else "nats"
-    ax.set_xlabel(f"I(X;T) [{unit}]")
-    ax.set_ylabel(f"I(T;Y) [{unit}]")
-    ax.set_title(f"information plane: {result.request.estimator}, {result.request.layer}\n"
-                 f"{result.trajectory}", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return path
-
-
 def load_checkpoint(trajectory: Trajectory, epoch: int, dataset: Dataset,
                     device: torch.device) -> nn.Module:
     """The trajectory's architecture with the (SHA-256 verified) weights of ``epoch``, eval mode."""
@@ -338,7 +334,8 @@ def select_teacher_epoch(ctx: Any) -> tuple[int, dict[str, Any]]:
     t = ctx.config.teacher
     opts = {**SELECT_DEFAULTS, **(t.options.get("select_options") or {})}
     request = MIRequest(str(t.options["select"]), str(opts["layer"]), int(opts["samples"]),
-                        int(opts["seed"]), int(opts["repeats"]), dict(opts["settings"]))
+                        int(opts["seed"]), int(opts["repeats"]), dict(opts["settings"]),
+                        int(opts.get("resamples", RESAMPLES)))
     prepare(request, t.arch, ctx.dataset)  # fail before any teacher training
     trajectory = ctx.trajectory()
     t0 = time.perf_counter()

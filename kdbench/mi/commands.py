@@ -8,12 +8,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..report.selection import format_result, plot_information_plane
 from .analysis import (
     MIRequest,
     TrajectoryMI,
     estimate_trajectory,
-    format_result,
-    plot_information_plane,
     resolve_trajectory,
     trajectory_dataset,
 )
@@ -80,8 +79,11 @@ def format_decision(selection: Selection) -> str:
     for key, label in (("i_xt", "I(X;T)"), ("i_ty", "I(T;Y)")):
         censored = d["censored"][key]
         at = f"; at its ceiling: epochs {', '.join(map(str, censored))}" if censored else ""
-        noise = (f", repeat sd {d['noise_sd'][key]:.3g} over {d['repeats']} repeats"
-                 if d["stochastic"] else " (deterministic: numerical tolerance)")
+        blocks = d.get("blocks", d["repeats"])
+        what = "repeats" if d["stochastic"] else "half-sample resamples"
+        noise = (f", residual sd {d['noise_sd'][key]:.3g} over {blocks} {what} per checkpoint "
+                 f"({d.get('noise_model', 'repeat seeds as blocks')})" if blocks >= 2 else
+                 f" (noise unmeasured: {blocks} {what})")
         lines.append(f"  {label}: range {d['range'][key]:.3g}, resolution {res[key]:.3g}"
                      f"{noise}{at}")
     score_res = d["score_resolution"]

@@ -12,12 +12,23 @@ normalisation makes any additive constant of an estimator (such as the Gaussian 
 0..1 range. So kdbench chooses only when the estimates support the choice (kdbench's rule; the
 paper does not say):
 
-1. Resolution of each series v ∈ {I(X;T), I(T;Y)}. For an estimator whose value depends on its
-   seed (``stochastic``: ``recon``, ``infonce``, random projections) with R ≥ 2 finite repeats at
-   every checkpoint, s_v is the pooled repeat-to-repeat standard deviation (within checkpoints)
-   and δ_v = max(τ_v, z·s_v·√(2/R)): z = 2 standard errors of the difference of two checkpoints'
-   means (R the fewest repeats). With R < 2 the spread is unmeasured and there is no choice. For
-   a deterministic estimator δ_v = τ_v, the numerical tolerance τ_v = 10⁻⁶·max(1, max_e |v_e|).
+1. Resolution of each series v ∈ {I(X;T), I(T;Y)}: how far apart two checkpoints' estimates
+   must be before the difference is more than the estimator's own noise. The noise is modelled
+   as it is made. The estimates come in *blocks* shared by every checkpoint: for an estimator
+   whose value depends on its seed (``stochastic``: ``recon``, ``infonce``, random projections)
+   repeat r uses the same held-out split and seed r at every checkpoint; for a deterministic
+   estimator (``cka``, ``kde``, ``binning``, ``nhsic``) resample b is the same seeded half of
+   the probe samples at every checkpoint. So a block shifts all checkpoints alike, and only
+   what is left after the checkpoint and block effects — the residual of the two-way
+   (checkpoint × block) model, s_v with (K−1)(B−1) degrees of freedom — separates two
+   checkpoints. A repeated estimate is the mean of its R repeats, so the standard error of a
+   difference of two checkpoints is s_v·√(2/R); a deterministic estimate is the full-sample
+   value, whose variance the half-samples' residual estimates (the delete-n/2 jackknife:
+   Var(full) ≈ Var(half)), so its difference has standard error s_v·√2. The resolution is
+   δ_v = max(τ_v, z·SE) with z = 2, τ_v = 10⁻⁶·max(1, max_e |v_e|) a floor for round-off.
+   Fewer than two complete blocks leave the noise unmeasured and there is no choice (a
+   numerical tolerance alone never resolves a deterministic estimate: ten checkpoints of equal
+   quality differ by their sampling noise, not by round-off).
 2. Saturation. A value is censored to its ceiling (``details["ceiling_xt"/"ceiling_ty"]``: log N
    for ``kde``/``binning``, log B for ``infonce``, H(Y) for I(T;Y)) when the estimator flags it
    (``saturated_xt``/``saturated_ty``, its own regime rule) or when it lies within
@@ -84,16 +95,26 @@ class Selection:
         return d
 
 
-def pooled_sd(repeats: Sequence[Sequence[float]]) -> tuple[float, int]:
-    """Pooled within-group standard deviation of groups of repeats, and its degrees of freedom."""
-    ss, dof = 0.0, 0
-    for group in repeats:
-        if len(group) < 2:
-            continue
-        mean = sum(group) / len(group)
-        ss += sum((v - mean) ** 2 for v in group)
-        dof += len(group) - 1
-    return (math.sqrt(ss / dof), dof) if dof else (0.0, 0)
+def blocked_residual_sd(blocks: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """Residual standard deviation of the two-way model v[e][b] = μ_e + β_b + ε_eb (checkpoint
+    e, block b; every checkpoint has every block), and its (K−1)(B−1) degrees of freedom."""
+    k, nb = len(blocks), len(blocks[0]) if blocks else 0
+    if k < 2 or nb < 2 or any(len(row) != nb for row in blocks):
+        return 0.0, 0
+    row = [sum(r) / nb for r in blocks]
+    col = [sum(blocks[e][b] for e in range(k)) / k for b in range(nb)]
+    grand = sum(row) / k
+    ss = sum((blocks[e][b] - row[e] - col[b] + grand) ** 2 for e in range(k) for b in range(nb))
+    dof = (k - 1) * (nb - 1)
+    return math.sqrt(ss / dof), dof
+
+
+def complete_blocks(ids: Sequence[Sequence[int]], values: Sequence[Sequence[Sequence[float]]]
+                    ) -> list[list[list[float]]]:
+    """Each checkpoint's values restricted to the blocks (repeat seeds, resamples) that every
+    checkpoint has, in block order: ``ids[e][i]`` names the block of ``values[e][i]``."""
+    common = sorted(set.intersection(*(set(i) for i in ids))) if ids else []
+    return [[dict(zip(i, v))[b] for b in common] for i, v in zip(ids, values)]
 
 
 def _first_best(scores: Sequence[float], epochs: Sequence[int], skip: int | None = None
@@ -106,13 +127,17 @@ def algorithm1(epochs: Sequence[int], i_xt: Sequence[float], i_ty: Sequence[floa
                excluded: dict[int, str] | None = None, *,
                repeats: Sequence[Sequence[Sequence[float]]] | None = None,
                stochastic: bool = False,
+               resamples: Sequence[Sequence[Sequence[float]]] | None = None,
                ceilings: Sequence[Sequence[float | None]] | None = None,
                saturated: Sequence[Sequence[bool]] | None = None,
                z: float = Z, tolerance: float = TOLERANCE) -> Selection:
     """Algorithm 1 with kdbench's decision rule (module docstring).
 
-    ``repeats[e]`` holds the finite repeats [[I(X;T), I(T;Y)], ...] at checkpoint e (default: the
-    means, one repeat each), ``ceilings[e]`` = (ceiling of I(X;T), of I(T;Y)) or None each, and
+    ``repeats[e]`` holds the finite repeats [[I(X;T), I(T;Y)], ...] at checkpoint e, block by
+    block (repeat r of every checkpoint shares its seed and split; default: the means, one
+    repeat each) — the noise model of a ``stochastic`` estimator. A deterministic estimator's
+    noise comes from ``resamples[e]``: its values on the same half-samples of the probe set at
+    every checkpoint. ``ceilings[e]`` = (ceiling of I(X;T), of I(T;Y)) or None each, and
     ``saturated[e]`` the estimator's own flags.
     """
     if not len(epochs) == len(i_xt) == len(i_ty):
@@ -129,16 +154,25 @@ def algorithm1(epochs: Sequence[int], i_xt: Sequence[float], i_ty: Sequence[floa
     saturated = saturated if saturated is not None else [(False, False)] * k
     fewest = min(len(r) for r in repeats)
     reasons: list[str] = []
-    if stochastic and fewest < 2:
-        reasons.append(f"the estimator depends on its seed and its repeat-to-repeat spread is "
-                       f"unmeasured with {fewest} repeat(s); give repeats >= 2")
+    if stochastic:
+        blocks, per_estimate, model = repeats, 2.0 / max(fewest, 1), "repeat seeds as blocks"
+    else:
+        blocks, per_estimate, model = (resamples or []), 2.0, "the same halves at every checkpoint"
+    nblocks = min((len(r) for r in blocks), default=0) if len(blocks) == k else 0
+    if nblocks < 2:
+        reasons.append(
+            f"the estimator depends on its seed and its repeat-to-repeat spread is unmeasured "
+            f"with {fewest} repeat(s); give repeats >= 2" if stochastic else
+            "the estimator is deterministic and its sampling noise is unmeasured without "
+            "resamples of its probe set; give resamples >= 2")
 
-    sd, resolution, used, censored, spread = {}, {}, {}, {}, {}
+    sd, dof, resolution, used, censored, spread = {}, {}, {}, {}, {}, {}
     for j, key in enumerate(SERIES):
         values = means[key]
         tau = tolerance * max(1.0, max(abs(v) for v in values))
-        sd[key] = pooled_sd([[rep[j] for rep in r] for r in repeats])[0] if stochastic else 0.0
-        resolution[key] = max(tau, z * sd[key] * math.sqrt(2.0 / max(fewest, 1)))
+        sd[key], dof[key] = blocked_residual_sd(
+            [[blk[j] for blk in r[:nblocks]] for r in blocks]) if nblocks >= 2 else (0.0, 0)
+        resolution[key] = max(tau, z * sd[key] * math.sqrt(per_estimate))
         used[key], censored[key] = [], []
         unusable = []
         for e, v, ceil, flags in zip(epochs, values, ceilings, saturated):
@@ -175,13 +209,16 @@ def algorithm1(epochs: Sequence[int], i_xt: Sequence[float], i_ty: Sequence[floa
                        f"{', '.join(map(str, tied))} are indistinguishable")
     decision = {
         "can_choose": not reasons, "reason": "; ".join(reasons) or None,
-        "stochastic": stochastic, "repeats": fewest, "z": z, "tolerance": tolerance,
+        "stochastic": stochastic, "noise_model": model, "repeats": fewest,
+        "blocks": nblocks, "residual_df": dof, "z": z, "tolerance": tolerance,
         "saturation": SATURATION, "noise_sd": sd, "resolution": resolution, "range": spread,
         "censored": censored, "used": used, "runner_up": epochs[runner], "gap": gap,
         "gap_raw": {key: used[key][best] - used[key][runner] for key in SERIES},
         "score_resolution": None if math.isinf(score_res) else score_res, "tied": tied,
         # the inputs, so that the decision can be recomputed from a record
         "values": [[list(map(float, rep)) for rep in r] for r in repeats],
+        **({"resamples": [[list(map(float, rs)) for rs in r] for r in resamples]}
+           if resamples and not stochastic else {}),
         "ceilings": [list(c) for c in ceilings],
         "saturated": [[bool(f) for f in flags] for flags in saturated]}
     return Selection(epochs, means["i_xt"], means["i_ty"], nx, ny, scores,
@@ -196,6 +233,9 @@ def algorithm1(epochs: Sequence[int], i_xt: Sequence[float], i_ty: Sequence[floa
 #: (deterministic estimators run once whatever ``repeats`` says).
 SELECT_DEFAULTS: dict[str, Any] = {"layer": "embedding", "samples": 1000, "seed": 0,
                                    "repeats": 3, "settings": {}}
+#: a deterministic estimator's half-sample resamples (``select_options.resamples``, newer than
+#: the options above: it joins a run's config only when given)
+RESAMPLES = 10
 
 
 def check_select(config: Any) -> None:
@@ -222,13 +262,15 @@ def check_select(config: Any) -> None:
                           "checkpoint; give one")
     if given is not None and not isinstance(given, dict):
         raise ConfigError(f"teacher.options.select_options must be a mapping, got {given!r}")
-    unknown = sorted(set(given or {}) - set(SELECT_DEFAULTS))
+    unknown = sorted(set(given or {}) - set(SELECT_DEFAULTS) - {"resamples"})
     if unknown:
         from ..errors import UnknownNameError
 
-        raise UnknownNameError("selection option", unknown[0], SELECT_DEFAULTS)
+        raise UnknownNameError("selection option", unknown[0], [*SELECT_DEFAULTS, "resamples"])
     opts = {**SELECT_DEFAULTS, **(given or {})}
-    for key in ("samples", "seed", "repeats"):
+    for key in ("samples", "seed", "repeats", "resamples"):
+        if key not in opts:
+            continue
         if isinstance(opts[key], bool) or not isinstance(opts[key], int):
             raise ConfigError(f"teacher.options.select_options.{key} must be an integer, got "
                               f"{opts[key]!r}")
@@ -241,5 +283,10 @@ def check_select(config: Any) -> None:
                           f"needs its repeat-to-repeat spread: "
                           f"teacher.options.select_options.repeats must be >= 2, got "
                           f"{opts['repeats']}")
+    if not getattr(estimator, "stochastic", True) and opts.get("resamples", RESAMPLES) < 2:
+        raise ConfigError(f"--select {name}: the estimator is deterministic, so choosing needs "
+                          f"its sampling noise from half-sample resamples: "
+                          f"teacher.options.select_options.resamples must be >= 2, got "
+                          f"{opts['resamples']}")
     t.options["select"] = str(name)
     t.options["select_options"] = opts

@@ -1,32 +1,31 @@
-"""``kdbench table --layout selection``: how well each estimator's choice predicts the student.
+"""How well each MI estimator's checkpoint choice predicts the student: the numbers behind
+``kdbench table --layout selection`` (:mod:`kdbench.report.selection` formats them).
 
 Input: records of students distilled from every checkpoint of a trajectory (the checkpoint
 curve: ``kdbench run --teacher intermediate --teacher-epoch all``, any number of seeds) and MI
 estimates of that trajectory — the caches ``kdbench mi``/``kdbench select`` leave in
-``<results>/teachers/<key>/mi/`` and the scores kept by runs made with ``--select``. Per
-trajectory, student and loss, and per estimator (with its layer and probe size): Algorithm 1's
-chosen epoch (or "no choice" when its decision rule finds the estimates cannot tell the
-checkpoints apart, with the plain argmax beside it), the student accuracy there (mean over
-seeds), the best epoch by brute force, the gap between the two, the Spearman rank correlation
-between the score and the student accuracy across checkpoints, and the wall time of the
-selection (estimating every checkpoint) beside the brute force's (the students'
-``cost.wall_seconds`` summed).
+``<results>/teachers/<key>/mi/`` and the scores kept by runs made with ``--select``
+(:func:`mi_sources`). Per trajectory, student and loss, and per estimator (with its layer and
+probe size), :func:`selection_rows` gives: Algorithm 1's chosen epoch (or "no choice" when its
+decision rule finds the estimates cannot tell the checkpoints apart, with the plain argmax
+beside it), the student accuracy there (mean over seeds), the best epoch by brute force, the
+gap between the two, the Spearman rank correlation between the score and the student accuracy
+across checkpoints, and the wall time of the selection (estimating every checkpoint) beside the
+brute force's (the students' ``cost.wall_seconds`` summed).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..errors import KDBenchError, UnknownNameError
+from ..errors import KDBenchError
 from ..store import Store, read_json
-from ..table import FORMATS, apply_where, metric_columns
 from .analysis import CACHE_VERSION
 from .selection import Selection, algorithm1
 
@@ -41,6 +40,8 @@ class Source:
     repeats: dict[int, list[list[float]]] = field(default_factory=dict)
     ceilings: dict[int, tuple[Any, Any]] = field(default_factory=dict)
     saturated: dict[int, tuple[bool, bool]] = field(default_factory=dict)
+    #: a deterministic estimator's half-sample values per epoch (its sampling noise)
+    resamples: dict[int, list[list[float]]] = field(default_factory=dict)
 
     def select(self, epochs: list[int]) -> Selection:
         return algorithm1(
@@ -48,7 +49,8 @@ class Source:
             repeats=[self.repeats.get(e) or [list(self.points[e][:2])] for e in epochs],
             stochastic=self.stochastic,
             ceilings=[self.ceilings.get(e, (None, None)) for e in epochs],
-            saturated=[self.saturated.get(e, (False, False)) for e in epochs])
+            saturated=[self.saturated.get(e, (False, False)) for e in epochs],
+            resamples=None if self.stochastic else [self.resamples.get(e) or [] for e in epochs])
 
 
 def mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
@@ -72,6 +74,7 @@ def mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
                 det = v.get("details") or {}
                 source.points[int(e)] = (v["i_xt"], v["i_ty"], float(v.get("seconds", 0.0)))
                 source.repeats[int(e)] = v.get("values") or []
+                source.resamples[int(e)] = v.get("resamples") or []
                 source.ceilings[int(e)] = (det.get("ceiling_xt"), det.get("ceiling_ty"))
                 source.saturated[int(e)] = (bool(det.get("saturated_xt")),
                                             bool(det.get("saturated_ty")))
@@ -95,12 +98,12 @@ def mi_sources(results_dir: Path, key: str, records: list[dict[str, Any]]
         for i, (e, a, b) in enumerate(zip(sel["epochs"], sel["i_xt"], sel["i_ty"])):
             source.points[int(e)] = (a, b, per)
             for name, default in (("values", []), ("ceilings", (None, None)),
-                                  ("saturated", (False, False))):
+                                  ("saturated", (False, False)), ("resamples", [])):
                 items = decision.get(name)
                 value = items[i] if items and i < len(items) else default
                 target = {"values": source.repeats, "ceilings": source.ceilings,
-                          "saturated": source.saturated}[name]
-                target[int(e)] = tuple(value) if name != "values" else value
+                          "saturated": source.saturated, "resamples": source.resamples}[name]
+                target[int(e)] = value if name in ("values", "resamples") else tuple(value)
         sources[label] = source
     return sources
 
@@ -161,46 +164,3 @@ def selection_rows(df: pd.DataFrame, results_dir: str | Path, metric: str = "top
                 "selection_s": sum(series[e][2] for e in epochs),
                 "brute_force_s": float(frame[frame["epoch"].isin(epochs)]["seconds"].sum())})
     return out
-
-
-
-def selection_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
-                    cols: Iterable[str] | None = None, metric: str = "top1_last",
-                    where: Iterable[str] = (), fmt: str = "github", digits: int = 2) -> str:
-    """Checkpoint selection quality and cost per estimator (``--rows``/``--cols`` unused)."""
-    from ..teachers.tables import _render
-
-    if fmt not in FORMATS:
-        raise UnknownNameError("table format", fmt, FORMATS)
-    if metric not in df.columns:
-        raise UnknownNameError("metric", metric, metric_columns(df))
-    results_dir = df.attrs.get("results_dir")
-    if results_dir is None:
-        raise KDBenchError("the selection layout needs records loaded with load_records()")
-    df = apply_where(df, where)
-    df = df[df["status"] == "done"]
-    rows_out = selection_rows(df, results_dir, metric)
-    if not rows_out:
-        raise KDBenchError("no trajectory has both students distilled from two or more of its "
-                           "checkpoints and MI estimates of them (run `kdbench run --teacher "
-                           "intermediate --teacher-epoch all` and `kdbench select TRAJECTORY`)")
-    table = pd.DataFrame(rows_out)
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    d = digits
-    body = [[r["trajectory"], r["student"], r["loss"], r["estimator"],
-             f"{r['checkpoints']} × {r['seeds']}",
-             f"no choice (argmax {r['argmax']})" if r["chosen"] is None else r["chosen"],
-             "" if r["chosen"] is None else f"{r['acc_chosen']:.{d}f}",
-             r["best"], f"{r['acc_best']:.{d}f}",
-             "" if r["chosen"] is None else f"{r['gap']:.{d}f}",
-             "" if math.isnan(r["spearman"]) else f"{r['spearman']:.{d}f}",
-             f"{r['selection_s']:.1f}", f"{r['brute_force_s']:.1f}"] for r in rows_out]
-    headers = ["trajectory", "student", "loss", "estimator", "ckpts × seeds", "chosen epoch",
-               f"{metric} chosen", "best epoch", f"{metric} best", "gap", "Spearman",
-               "selection s", "brute force s"]
-    caption = (f"Algorithm 1 (Checkpoint KD) vs brute force: student {metric} (%) mean over "
-               f"seeds; gap = best − chosen; Spearman = rank correlation of score and student "
-               f"accuracy across checkpoints; no choice = the estimates cannot tell the best "
-               f"checkpoint from the runner-up (kdbench.mi.selection)")
-    return _render(body, headers, fmt, caption)

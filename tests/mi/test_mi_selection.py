@@ -18,6 +18,14 @@ from kdbench.mi.selection import algorithm1, minmax
 EPOCHS = [20, 40, 60, 80]
 I_XT = [3.0, 2.5, 2.0, 1.0]
 I_TY = [0.5, 1.5, 2.0, 2.1]
+#: shifts shared by every checkpoint (a deterministic estimator's half-samples, blocks)
+SHIFTS = (0.3, -0.2, 0.1)
+
+
+def _resampled(xt, ty, shifts=SHIFTS):
+    """Half-sample values that differ from the full estimate only by a shift shared by all
+    checkpoints: no residual, so the resolution is the round-off floor τ."""
+    return [[[x + b, y + b] for b in shifts] for x, y in zip(xt, ty)]
 
 
 def test_minmax_by_hand():
@@ -29,19 +37,21 @@ def test_minmax_by_hand():
 def test_algorithm1_by_hand():
     """Normalised I(X;T) = [1, .75, .5, 0], normalised I(T;Y) = [0, .625, .9375, 1]; their sum
     [1, 1.375, 1.4375, 1] peaks at epoch 60, 0.0625 above the runner-up (40) — far above the
-    numerical tolerance of a deterministic estimate (1e-6·3/2 + 1e-6·2.1/1.6 ≈ 2.8e-6)."""
-    sel = algorithm1(EPOCHS, I_XT, I_TY)
+    resolution of estimates whose half-samples differ only by a shared shift (the round-off
+    floor: 1e-6·3/2 + 1e-6·2.1/1.6 ≈ 2.8e-6)."""
+    sel = algorithm1(EPOCHS, I_XT, I_TY, resamples=_resampled(I_XT, I_TY))
     assert sel.scores == pytest.approx([1.0, 1.375, 1.4375, 1.0])
     assert sel.chosen == sel.argmax == 60
     d = sel.decision
     assert d["can_choose"] and d["reason"] is None and d["runner_up"] == 40
     assert d["gap"] == pytest.approx(0.0625)
     assert d["score_resolution"] == pytest.approx(1e-6 * 3.0 / 2.0 + 1e-6 * 2.1 / 1.6)
+    assert d["noise_model"] == "the same halves at every checkpoint" and d["blocks"] == 3
     assert d["gap_raw"] == pytest.approx({"i_xt": -0.5, "i_ty": 0.5})
     assert d["tied"] == [60]
     # neither series alone would choose 60: I(X;T) alone points at 20, I(T;Y) alone at 80 — but
     # a constant series is no information, so Algorithm 1 (which needs both) makes no choice
-    alone = algorithm1(EPOCHS, I_XT, [0.0] * 4)
+    alone = algorithm1(EPOCHS, I_XT, [0.0] * 4, resamples=_resampled(I_XT, [0.0] * 4))
     assert alone.argmax == 20 and alone.chosen is None
     assert "I(T;Y) varies by 0 across checkpoints" in alone.decision["reason"]
     assert algorithm1(EPOCHS, [0.0] * 4, I_TY).argmax == 80
@@ -49,14 +59,16 @@ def test_algorithm1_by_hand():
 
 def test_algorithm1_invariant_to_estimator_offset_and_scale():
     """An estimator's additive constant (e.g. recon's Gaussian H(X)) and unit cancel."""
-    shifted = algorithm1(EPOCHS, [7.0 * v + 100.0 for v in I_XT], [0.1 * v - 3.0 for v in I_TY])
+    xt, ty = [7.0 * v + 100.0 for v in I_XT], [0.1 * v - 3.0 for v in I_TY]
+    shifted = algorithm1(EPOCHS, xt, ty, resamples=_resampled(xt, ty))
     assert shifted.scores == pytest.approx(algorithm1(EPOCHS, I_XT, I_TY).scores)
     assert shifted.chosen == 60
 
 
 def test_algorithm1_ties_and_bad_input():
     """An exact tie is no choice (it used to go to the earliest checkpoint)."""
-    tie = algorithm1([10, 20], [1.0, 2.0], [2.0, 1.0])
+    tie = algorithm1([10, 20], [1.0, 2.0], [2.0, 1.0],
+                     resamples=_resampled([1.0, 2.0], [2.0, 1.0]))
     assert tie.chosen is None and tie.argmax == 10 and tie.decision["tied"] == [10, 20]
     assert "epochs 10, 20 are indistinguishable" in tie.decision["reason"]
     flat = algorithm1([10, 20, 30], [5.0, 5.0, 5.0], [1.0, 3.0, 2.0])
@@ -67,16 +79,20 @@ def test_algorithm1_ties_and_bad_input():
         algorithm1([10, 20], [1.0], [1.0, 2.0])
 
 
-def _repeats(means_xt, means_ty, a):
-    """Two repeats per checkpoint at mean ± a: pooled sd = a·√2 (SS 2a² per pair, 1 dof)."""
-    return [[[x - a, y - a], [x + a, y + a]] for x, y in zip(means_xt, means_ty)]
+def _repeats(means_xt, means_ty, a, signs=(1, -1, 0)):
+    """Two repeats per checkpoint at mean ∓ s_e·a with s = (1, −1, 0): repeat 1 minus repeat 0
+    is d = (2a, −2a, 0) (mean 0), so the two-way residual is ±d_e/2, SS = Σ d_e²/2 = 4a² over
+    (3−1)(2−1) = 2 dof: residual sd a·√2."""
+    return [[[x - c * a, y - c * a], [x + c * a, y + c * a]]
+            for x, y, c in zip(means_xt, means_ty, signs)]
 
 
 @pytest.mark.parametrize("a, chosen", [(0.1, None), (0.01, 30)])
 def test_decision_rule_with_repeats_by_hand(a, chosen):
     """Means I(X;T) [1.1, 2.1, 3.1] (range 2), I(T;Y) [0.5, 1.5, 1.3] (range 1): normalised
     [0, .5, 1] + [0, 1, .8] = scores [0, 1.5, 1.8]; best 30, runner-up 20, gap 0.3.
-    Resolution per series δ = z·sd·√(2/R) = 2·a√2·1 = 2√2·a; score resolution δ/2 + δ/1.
+    Resolution per series δ = z·sd·√(2/R) = 2·a√2·1 = 2√2·a (sd the blocked residual's);
+    score resolution δ/2 + δ/1.
     a = 0.1: δ = 0.2828, δ_s = 0.4243 > 0.3: no choice, epochs 20 and 30 tied.
     a = 0.01: δ = 0.02828, δ_s = 0.04243 < 0.3: epoch 30."""
     xt, ty = [1.1, 2.1, 3.1], [0.5, 1.5, 1.3]
@@ -108,15 +124,17 @@ def test_values_at_the_ceiling_are_censored():
     and there is no choice. Without the ceilings the 4e-4 nats would decide."""
     c_xt, c_ty = math.log(500), math.log(4)
     xt, ty = [6.0, c_xt - 4e-4, c_xt], [1.0, c_ty, c_ty - 4e-4]
-    plain = algorithm1([10, 20, 30], xt, ty)
+    resamples = _resampled(xt, ty)
+    plain = algorithm1([10, 20, 30], xt, ty, resamples=resamples)
     assert plain.chosen in (20, 30)
-    sel = algorithm1([10, 20, 30], xt, ty, ceilings=[(c_xt, c_ty)] * 3)
+    sel = algorithm1([10, 20, 30], xt, ty, ceilings=[(c_xt, c_ty)] * 3, resamples=resamples)
     assert sel.decision["censored"] == {"i_xt": [20, 30], "i_ty": [20, 30]}
     assert sel.decision["used"]["i_xt"] == [6.0, c_xt, c_xt]
     assert sel.scores == pytest.approx([0.0, 2.0, 2.0])
     assert sel.chosen is None and sel.decision["tied"] == [20, 30]
     # a flat saturated series (binning at d >= 16: log N everywhere) says why
-    flat = algorithm1([10, 20, 30], [c_xt] * 3, [c_ty] * 3, ceilings=[(c_xt, c_ty)] * 3)
+    flat = algorithm1([10, 20, 30], [c_xt] * 3, [c_ty] * 3, ceilings=[(c_xt, c_ty)] * 3,
+                      resamples=_resampled([c_xt] * 3, [c_ty] * 3))
     assert flat.chosen is None and "3 of 3 checkpoints at the estimator's ceiling" in \
         flat.decision["reason"]
     # the estimator's own flag censors too; without a ceiling the series is unusable
@@ -156,14 +174,16 @@ def curve(results):
             _record(results, f"e{epoch}s{seed}", epoch, seed, acc, 10.0)
     cache = results / "teachers" / KEY / "mi" / "recon-embedding-n100-abcdef0123.json"
     cache.parent.mkdir(parents=True)
-    # two repeats at ± 0.01: resolution 2·0.01·√2 per series, score resolution
-    # 0.0283/2 + 0.0283/1.6 = 0.032 < the gap 0.0625 between epochs 60 and 40
+    # two repeats at ∓0.01, ±0.01, ∓0.01, ±0.01 (the repeat effect differs by checkpoint):
+    # residual ±0.01 in all 8 cells, SS 8e-4 over 3 dof: sd 0.0163, resolution 2·0.0163·1 =
+    # 0.0327 per series, score resolution 0.0327/2 + 0.0327/1.6 = 0.037 < the gap 0.0625
+    # between epochs 60 and 40
     cache.write_text(json.dumps({
         "version": CACHE_VERSION, "stochastic": True,
         "request": {"estimator": "recon", "layer": "embedding", "samples": 100},
         "epochs": {str(e): {"i_xt": a, "i_ty": b, "seconds": 1.5,
-                            "values": [[a - 0.01, b - 0.01], [a + 0.01, b + 0.01]]}
-                   for e, a, b in zip(EPOCHS, I_XT, I_TY)}}))
+                            "values": [[a - c, b - c], [a + c, b + c]]}
+                   for e, a, b, c in zip(EPOCHS, I_XT, I_TY, (0.01, -0.01, 0.01, -0.01))}}))
     # binning saturated at log N = log 100 everywhere: no choice
     flat = cache.parent / "binning-embedding-n100-0123abcdef.json"
     flat.write_text(json.dumps({
@@ -177,7 +197,12 @@ def curve(results):
     _record(results, "selected", 80, 0, 99.0, 50.0, selection={
         "estimator": "kde", "layer": "stage-2", "samples": 64, "epochs": EPOCHS,
         "i_xt": [1.0, 2.0, 3.0, 4.0], "i_ty": [1.0, 2.0, 3.0, 4.0], "chosen": 80,
-        "estimate_seconds": 8.0})
+        "estimate_seconds": 8.0,
+        # kde is deterministic: its noise comes from two half-sample resamples per checkpoint
+        # (∓0.01, ±0.01 as for recon: residual sd 0.0163, far below the gap of 1 per epoch)
+        "decision": {"stochastic": False, "resamples": [
+            [[v - c, v - c], [v + c, v + c]]
+            for v, c in zip([1.0, 2.0, 3.0, 4.0], (0.01, -0.01, 0.01, -0.01))]}})
     return results
 
 
@@ -235,7 +260,8 @@ def test_trajectory_selection_passes_repeats_ceilings_and_flags():
     c = math.log(500)
     rows = [CheckpointMI(e, c - dx, ty, [[c - dx, ty]], [], 1.0, "",
                          {"ceiling_xt": c, "ceiling_ty": 2.3, "saturated_xt": False,
-                          "saturated_ty": e == 6})
+                          "saturated_ty": e == 6}, [0],
+                         [[c - dx - 0.5 * b, ty + b] for b in SHIFTS])
             for e, dx, ty in ((2, 1.0, 1.0), (4, 1e-4, 2.0), (6, 0.0, 1.5))]
     result = TrajectoryMI("key", MIRequest("kde", samples=500), {}, "nats", "upper bound", rows,
                           None)

@@ -90,7 +90,12 @@ def test_select_recon_end_to_end(store, cli_runner):
     expected = max(zip(scores, [-r["epoch"] for r in rows]))
     assert sel["argmax"] == -expected[1] and sel["scores"] == pytest.approx(scores)
     values = np.array([r["values"] for r in rows])  # checkpoint × repeat × (I(X;T), I(T;Y))
-    sd = np.sqrt(((values - values.mean(1, keepdims=True)) ** 2).sum((0, 1)) / len(rows))
+    # the residual of the two-way checkpoint × repeat-seed layout (the seed's shared effect
+    # removed), on (C−1)(R−1) degrees of freedom
+    resid = (values - values.mean(1, keepdims=True) - values.mean(0, keepdims=True)
+             + values.mean((0, 1), keepdims=True))
+    dof = (values.shape[0] - 1) * (values.shape[1] - 1)
+    sd = np.sqrt((resid ** 2).sum((0, 1)) / dof)
     assert [d["noise_sd"]["i_xt"], d["noise_sd"]["i_ty"]] == pytest.approx(sd.tolist())
     assert d["stochastic"] and d["repeats"] == 2
     if sel["chosen"] is None:
@@ -101,7 +106,7 @@ def test_select_recon_end_to_end(store, cli_runner):
     text = cli_runner(*args).output
     head = (f"chosen: epoch {sel['chosen']}" if sel["chosen"] is not None
             else "no choice: ")
-    assert head in text and "decision rule:" in text and "repeat sd" in text
+    assert head in text and "decision rule:" in text and "residual sd" in text
 
 
 @pytest.mark.parametrize("args, message", [
@@ -183,17 +188,17 @@ def test_run_with_select_records_the_choice(store, cli_runner):
             "--set", "teacher.recipe.milestones=[]", "--set", "teacher.save_every=2",
             "--set", "recipe.milestones=[]", "--results-dir", results, "--quiet")
     out = cli_runner(*base, "--teacher", "intermediate", "--select", "cka",
-                     "--set", "teacher.options.select_options.samples=48", "--json")
+                     "--set", "teacher.options.select_options.samples=256", "--json")
     record = _json(out)
     sel = record["teacher"]["selection"]
     assert record["teacher"]["trajectory"] == key  # the fixture's trajectory, reused
     assert record["teacher"]["epochs"] == [sel["chosen"]] and sel["epochs"] == [2, 4]
-    assert sel["estimator"] == "cka" and sel["samples"] == 48 and len(sel["scores"]) == 2
+    assert sel["estimator"] == "cka" and sel["samples"] == 256 and len(sel["scores"]) == 2
     # the record keeps the decision rule's figures and inputs
     assert sel["decision"]["can_choose"] and sel["decision"]["gap"] > 0
     assert len(sel["decision"]["values"]) == 2 and sel["argmax"] == sel["chosen"]
     options = record["config"]["teacher"]["options"]
-    assert options["select"] == "cka" and options["select_options"]["samples"] == 48
+    assert options["select"] == "cka" and options["select_options"]["samples"] == 256
     assert options["select_options"]["layer"] == "embedding"  # defaults completed and recorded
     runs_before = sorted(p.name for p in (results / "runs").glob("*.json"))
     for args, message in [
