@@ -419,7 +419,14 @@ def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: 
 @click.option("--layout", "layout_name", default="pivot",
               help="Table layout: pivot (rows × cols), or a paper layout (`kdbench plugins "
                    "--kind table_layout`).")
-def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
+@click.option("--vs", default=None, metavar="COLUMN",
+              help="Compare every cell with this column of its row (e.g. --cols loss --vs ce): "
+                   "difference, 95%% CI, p (paired by seed where the seeds match, else "
+                   "Welch), Holm over the table, MDE where not detected.")
+@click.option("--pairing", default="auto", type=click.Choice(["auto", "paired", "welch"]),
+              help="With --vs: auto pairs by seed when both cells hold the same seeds; paired "
+                   "insists (n/a otherwise); welch never pairs.")
+def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name, vs, pairing):
     """Comparison table from all run records: mean ± std over seeds, seeds per cell."""
     from .plugins import get
     from .report.records import load_records
@@ -429,8 +436,12 @@ def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
     if df.empty:
         raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r}")
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    extra = {"vs": vs, "pairing": pairing} if vs is not None else {}
+    if extra and layout_name != "pivot":
+        raise click.UsageError(f"--vs applies to the pivot layout; layout {layout_name!r} makes "
+                               f"its own comparisons")
     click.echo(layout.create(df, rows=split(rows), cols=split(cols), metric=metric,
-                             where=where, fmt=fmt, digits=digits))
+                             where=where, fmt=fmt, digits=digits, **extra))
 
 
 # ============================== plugins ========================================================

@@ -59,6 +59,37 @@ def format_cell(mean: float, std: float, n: int, digits: int = 2, *, seeds: bool
     return s
 
 
+class Marked(str):
+    """A cell whose tail (a detected difference) is bold where the format has bold: Markdown
+    ``**…**``, LaTeX ``\\textbf{…}``; HTML, plain text and CSV show the text as it is (the
+    caption says what bold means)."""
+
+    head: str
+    strong: str
+
+    def __new__(cls, head: str, strong: str) -> Marked:
+        obj = super().__new__(cls, head + strong)
+        obj.head, obj.strong = head, strong
+        return obj
+
+
+def with_difference(cell: str, text: str, detected: bool, brackets: str = "[]") -> str:
+    """``cell`` followed by a comparison's ``text`` in ``brackets``, bold when ``detected``."""
+    tail = f"{brackets[0]}{text}{brackets[1]}"
+    head = f"{cell} " if cell else ""
+    return Marked(head, tail) if detected else head + tail
+
+
+def _markup(cell: Any, fmt: str) -> Any:
+    if not isinstance(cell, Marked):
+        return latex_escape(cell) if fmt == "latex" else cell
+    if fmt == "latex":
+        return latex_escape(cell.head) + r"\textbf{" + latex_escape(cell.strong) + "}"
+    if fmt == "github":
+        return f"{cell.head}**{cell.strong}**"
+    return str(cell)
+
+
 def render(body: list[list[Any]], headers: list[str], fmt: str, caption: str) -> str:
     """The table in ``fmt`` (:data:`FORMATS`): the caption above it (a LaTeX comment, an HTML
     paragraph, a line of text; CSV has none), every cell as text, numbers not reparsed."""
@@ -67,9 +98,9 @@ def render(body: list[list[Any]], headers: list[str], fmt: str, caption: str) ->
     check_format(fmt)
     if fmt == "csv":
         return pd.DataFrame(body, columns=headers).to_csv(index=False)
+    body = [[_markup(c, fmt) for c in row] for row in body]
     if fmt == "latex":
         headers = [latex_escape(h) for h in headers]
-        body = [[latex_escape(c) for c in row] for row in body]
         return f"% {caption}\n" + tabulate(body, headers=headers, tablefmt="latex_raw",
                                            disable_numparse=True)
     table = tabulate(body, headers=headers, tablefmt=fmt if fmt != "plain" else "simple",

@@ -32,8 +32,9 @@ from dataclasses import dataclass, replace
 
 from ..errors import KDBenchError
 
-__all__ = ["ALPHA", "POWER", "Comparison", "NotComparable", "compare", "format_difference",
-           "holm", "minimum_detectable_effect", "paired", "welch", "with_holm"]
+__all__ = ["ALPHA", "POWER", "Comparison", "Family", "NotComparable", "compare",
+           "format_difference", "holm", "minimum_detectable_effect", "paired", "seed_values",
+           "welch", "with_holm"]
 
 #: two-sided significance level of every test and 1 - the interval's coverage
 ALPHA = 0.05
@@ -215,11 +216,11 @@ def _signed(x: float, digits: int) -> str:
 
 def format_difference(c: Comparison, digits: int = 2, *, interval: bool = True,
                       p: bool = True) -> str:
-    """``+0.22 [−4.03, +4.47] p=0.85``, or for a difference not detected at this power
-    ``+0.22 [−4.03, +4.47] p=0.85, MDE 6.10`` (the caller marks detected ones)."""
+    """``+1.03 (+0.89 to +1.18) p=0.001``, or for a difference not detected at this power
+    ``+0.22 (−4.03 to +4.47) p=0.85, MDE 6.10`` (the caller marks detected ones)."""
     parts = [_signed(c.diff, digits)]
     if interval:
-        parts.append(f"[{_signed(c.low, digits)}, {_signed(c.high, digits)}]")
+        parts.append(f"({_signed(c.low, digits)} to {_signed(c.high, digits)})")
     if p:
         shown = c.p_used
         parts.append(f"p={shown:.2g}" if shown >= 0.001 else "p<0.001")
@@ -227,3 +228,87 @@ def format_difference(c: Comparison, digits: int = 2, *, interval: bool = True,
     if not c.detected:
         text += f", MDE {c.mde:.{digits}f}"
     return text
+
+
+# ============================== a table's family of comparisons ================================
+
+
+def seed_values(seeds: Sequence[object], values: Sequence[float], where: str = "a cell"
+                ) -> dict[object, float]:
+    """``{seed: value}`` of one cell; two runs with one seed (different configurations pooled in
+    the cell) cannot be paired and are :class:`NotComparable`."""
+    out: dict[object, float] = {}
+    for seed, value in zip(seeds, values):
+        if seed in out:
+            raise NotComparable(f"{where} holds two runs with seed {seed} (different "
+                                f"configurations); separate them with --rows/--cols/--where")
+        out[seed] = float(value)
+    return out
+
+
+class Family:
+    """The comparisons one table marks: :meth:`add` each (a cell against its reference), then
+    :meth:`text` formats one with Holm's adjustment over all of them; comparisons the data
+    cannot make are "n/a" cells whose reasons :meth:`caption` lists as footnotes."""
+
+    def __init__(self, pairing: str = "auto", alpha: float = ALPHA, power: float = POWER):
+        self.pairing, self.alpha, self.power = pairing, alpha, power
+        self._items: list[Comparison | NotComparable] = []
+        self._adjusted: list[Comparison | NotComparable] | None = None
+
+    def add(self, a: Mapping, b: Mapping) -> int:
+        """Compare ``a`` with its reference ``b`` (``{seed: value}``); the index to format."""
+        try:
+            item: Comparison | NotComparable = compare(a, b, pairing=self.pairing,
+                                                       alpha=self.alpha, power=self.power)
+        except NotComparable as exc:
+            item = exc
+        self._items.append(item)
+        self._adjusted = None
+        return len(self._items) - 1
+
+    def add_failure(self, reason: str) -> int:
+        """A comparison known to be impossible (e.g. no reference cell): an "n/a" cell."""
+        self._items.append(NotComparable(reason))
+        self._adjusted = None
+        return len(self._items) - 1
+
+    def results(self) -> list[Comparison | NotComparable]:
+        if self._adjusted is None:
+            ok = [i for i, c in enumerate(self._items) if isinstance(c, Comparison)]
+            adjusted = with_holm([self._items[i] for i in ok]) if len(ok) > 1 else [
+                self._items[i] for i in ok]
+            out = list(self._items)
+            for i, c in zip(ok, adjusted):
+                out[i] = c
+            self._adjusted = out
+        return self._adjusted
+
+    def reasons(self) -> list[str]:
+        return list(dict.fromkeys(str(c) for c in self.results()
+                                  if isinstance(c, NotComparable)))
+
+    def text(self, index: int, digits: int = 2) -> tuple[str, bool]:
+        """``(text, detected)``: the formatted difference, or ``n/a [k]`` naming footnote k."""
+        item = self.results()[index]
+        if isinstance(item, NotComparable):
+            return f"n/a, note {self.reasons().index(str(item)) + 1}", False
+        return format_difference(item, digits), item.detected
+
+    def tests(self) -> str:
+        used = sorted({c.test for c in self.results() if isinstance(c, Comparison)})
+        return " and ".join({"paired": "paired t by seed", "welch": "Welch's t"}[t]
+                            for t in used) or "none"
+
+    def caption(self) -> str:
+        """What the marks mean: the tests used, Holm over how many, the MDE, the footnotes."""
+        made = sum(isinstance(c, Comparison) for c in self.results())
+        text = (f"differences with 95% CI and p ({self.tests()}"
+                + (f"; Holm-adjusted over the table's {made} comparisons" if made > 1 else "")
+                + f"); bold = detected at {self.alpha:g}; MDE = the smallest difference "
+                  f"detectable with {self.power:.0%} power at this spread (not detected at "
+                  f"this power)")
+        notes = self.reasons()
+        if notes:
+            text += "; n/a notes: " + "; ".join(f"({k}) {r}" for k, r in enumerate(notes, 1))
+        return text

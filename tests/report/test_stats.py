@@ -135,8 +135,8 @@ def test_not_comparable_cases():
 
 def test_format_difference():
     c = stats.paired([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
-    assert stats.format_difference(c) == f"+2.00 [−0.48, +4.48] p=0.074, MDE {c.mde:.2f}"
+    assert stats.format_difference(c) == f"+2.00 (−0.48 to +4.48) p=0.074, MDE {c.mde:.2f}"
     # differences 1.0, 1.1, 1.0: mean 1.0333, SE 0.0333, t = 31, p = 1 - 31/sqrt(963) = 0.00104
     d = stats.paired([2.0, 3.1, 4.0], [1.0, 2.0, 3.0])
     assert d.p == pytest.approx(t2_two_sided_p(31.0), rel=1e-6)
-    assert stats.format_difference(d, 1) == "+1.0 [+0.9, +1.2] p=0.001"
+    assert stats.format_difference(d, 1) == "+1.0 (+0.9 to +1.2) p=0.001"
