@@ -24,7 +24,8 @@ from ..errors import KDBenchError
 from ..store import Store, read_json
 from .figures import METRIC, Figure, check_plot_file, pyplot, save_figure
 from .records import NONE, apply_where, check_metric, finished
-from .render import format_cell, render
+from .render import format_cell, render, with_difference
+from .stats import Comparison, Family, NotComparable, seed_values
 from .study import Study
 from .svg import Mark, Series, chart
 
@@ -49,67 +50,171 @@ def _done(df: pd.DataFrame, where: Iterable[str], metric: str, sources: tuple[st
 # ============================== checkpoint (Table 1) ===========================================
 
 
-def checkpoint_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+def checkpoint_points(df: pd.DataFrame, metric: str, by: Iterable[str] = ()) -> pd.DataFrame:
     """Student ``metric`` per pair and teacher checkpoint epoch (mean, std, n over seeds) with
-    the teacher's accuracy; ``total`` is the teacher's training length (the full teacher)."""
-    df = df[df["teacher_epoch"].astype(str).str.fullmatch(r"\d+")].copy()
-    df["epoch"] = df["teacher_epoch"].astype(int)
-    df["total"] = df["config.teacher.recipe.epochs"].astype(int)
-    keys = PAIR + ["total", "epoch"]
+    the teacher's accuracy; ``total`` is the teacher's training length (the full teacher);
+    ``by``: more keys (e.g. :data:`TRAJECTORY`)."""
+    df = _with_epochs(df)
+    keys = PAIR + list(by) + ["total", "epoch"]
     g = df.groupby(keys, sort=True)
     out = g[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
     out["teacher_top1"] = g["teacher_top1"].mean()
     return out.reset_index()
 
 
+def _with_epochs(df: pd.DataFrame) -> pd.DataFrame:
+    df = df[df["teacher_epoch"].astype(str).str.fullmatch(r"\d+")].copy()
+    df["epoch"] = df["teacher_epoch"].astype(int)
+    df["total"] = df["config.teacher.recipe.epochs"].astype(int)
+    return df
+
+
+#: the teacher trajectory a run was distilled from (its teacher's seed): the table's rows keep
+#: trajectories apart, and a replication over several pools their seed-paired differences
+TRAJECTORY = "trajectory"
+STATS = ("diff", "low", "high", "p", "p_holm", "test", "mde")
+
+
+def _seed_cells(df: pd.DataFrame, keys: list[str], metric: str, pooled: bool = False
+                ) -> dict[tuple, dict | NotComparable]:
+    """``{key: {seed: value}}`` per group of ``keys`` (``{(trajectory, seed): value}`` when
+    ``pooled``), or the reason the cell cannot be compared."""
+    out: dict[tuple, dict | NotComparable] = {}
+    for key, grp in df.groupby(keys, sort=True):
+        seeds = (list(zip(grp[TRAJECTORY], grp["seed"])) if pooled else grp["seed"].tolist())
+        try:
+            out[key] = seed_values(seeds, grp[metric].tolist(), f"cell {key}")
+        except NotComparable as exc:
+            out[key] = exc
+    return out
+
+
+def _compare(family: Family, a: dict | NotComparable | None, b: dict | NotComparable | None,
+             ref: str) -> int:
+    for side in (a, b):
+        if isinstance(side, NotComparable):
+            return family.add_failure(str(side))
+    if b is None:
+        return family.add_failure(f"no {ref} runs to compare with")
+    return family.add(a, b)
+
+
 def checkpoint_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterable[str] = (),
                      fmt: str = "github", digits: int = 2, **_: Any) -> str:
-    """Checkpoint KD's Table 1: per teacher–student pair, the student distilled from the full
-    teacher, from the half-way teacher and from the best intermediate teacher, with the
-    differences to the full teacher in brackets (runs of the ``full`` and ``intermediate``
-    sources; the intermediate checkpoint at the last epoch counts as the full teacher)."""
+    """Checkpoint KD's Table 1: per teacher–student pair (and teacher trajectory), the student
+    distilled from the full teacher, from the half-way teacher and from the best intermediate
+    teacher, each intermediate one compared with the full teacher (difference, 95% CI, p paired
+    by student seed, Holm over the table, MDE where not detected: :mod:`.stats`) — runs of the
+    ``full`` and ``intermediate`` sources; the intermediate checkpoint at the last epoch counts
+    as the full teacher. With several trajectories, a row "all" pools their seed-paired
+    differences of T_inter (each trajectory's half-way checkpoint) against T_full."""
     from ..teachers.sources import halfway
 
-    points = checkpoint_points(_done(df, where, metric, ("full", "intermediate")), metric)
-    body, long = [], []
-    for key, grp in points.groupby(PAIR + ["total"], sort=True):
-        total = key[-1]
+    done = _with_epochs(_done(df, where, metric, ("full", "intermediate")))
+    done[TRAJECTORY] = (done["config.teacher.seed"].astype(int)
+                        if "config.teacher.seed" in done.columns else 0)
+    several = done.groupby(PAIR + ["total"])[TRAJECTORY].nunique().max() > 1
+    points = checkpoint_points(done, metric, by=[TRAJECTORY])
+    cells = _seed_cells(done, PAIR + [TRAJECTORY, "total", "epoch"], metric)
+    family = Family("paired")
+    rows: list[tuple[list, list]] = []  # (cells of the row, [(pick, p, index in family)])
+    pooled_runs: dict[tuple, dict[str, list]] = {}
+    for key, grp in points.groupby(PAIR + ["total", TRAJECTORY], sort=True):
+        pair, total, traj = list(key[:len(PAIR)]), key[len(PAIR)], key[-1]
         by_epoch = grp.set_index("epoch")
         full = by_epoch.loc[total] if total in by_epoch.index else None
         inter = by_epoch[by_epoch.index < total]
         half = inter.loc[halfway(list(inter.index), total)] if len(inter) else None
         best = (inter.loc[inter.sort_values("mean", ascending=False, kind="stable").index[0]]
                 if len(inter) else None)
-        picks = {"full": (total if full is not None else None, full),
-                 "half": (half.name if half is not None else None, half),
-                 "best": (best.name if best is not None else None, best)}
-        ref = full["mean"] if full is not None else float("nan")
-        row = list(key[:-1]) + [total]
-        for name, (epoch, p) in picks.items():
-            if p is None:
-                row += ["", ""] if name != "full" else [""]
-                long.append((*key, name, epoch, None, None, None, None, None))
+        picks = {"full": full, "half": half, "best": best}
+        ref = cells.get((*pair, traj, total, total))
+        marks, made = [], {}
+        for name, p in picks.items():
+            if p is None or name == "full":
                 continue
-            diff = None if name == "full" else p["mean"] - ref
-            cell = format_cell(p["mean"], p["std"], int(p["n"]), digits, seeds=False,
-                               diff=diff)
-            row += [cell] if name == "full" else [cell, int(epoch)]
-            long.append((*key, name, int(epoch), p["mean"], p["std"], int(p["n"]), diff,
-                         p["teacher_top1"]))
+            if int(p.name) not in made:  # the best may be the half-way one: one comparison
+                made[int(p.name)] = _compare(family, cells[(*pair, traj, total, int(p.name))],
+                                             ref, "T_full")
+            marks.append((name, p, made[int(p.name)]))
+        pooled = pooled_runs.setdefault((*pair, total), {"full": [], "half": []})
+        for name in ("full", "half"):
+            if picks[name] is not None:
+                pooled[name].append((traj, int(picks[name].name)))
+        rows.append(([*pair, traj, total], [(n, picks[n]) for n in picks], marks))
+    # the replication: every trajectory's seed-paired T_inter − T_full, pooled
+    pooled_rows = []
+    for key, picked in pooled_runs.items():
+        if not several or len(picked["full"]) < 2:
+            continue
+        sides = {}
+        for name in ("full", "half"):
+            chosen = pd.MultiIndex.from_tuples(picked[name], names=[TRAJECTORY, "epoch"])
+            runs = done.set_index(PAIR + ["total", TRAJECTORY, "epoch"]).loc[key]
+            runs = runs[runs.index.isin(chosen)].reset_index()
+            sides[name] = runs
+        a, b = (next(iter(_seed_cells(sides[n].assign(all=0), ["all"], metric,
+                                      pooled=True).values()), None) for n in ("half", "full"))
+        pooled_rows.append((key, sides, _compare(family, a, b, "T_full")))
+    body, long = [], []
+    for row_key, picks, marks in rows:
+        pair, traj, total = row_key[:len(PAIR)], row_key[len(PAIR)], row_key[-1]
+        found = {name: (p, index) for name, p, index in marks}
+        row = pair + ([traj] if several else []) + [total]
+        for name, p in picks:
+            if p is None:
+                row += [""] if name == "full" else ["", ""]
+                long.append((*pair, traj, total, name, None, None, None, None, None,
+                             *[None] * len(STATS)))
+                continue
+            cell = format_cell(p["mean"], p["std"], int(p["n"]), digits, seeds=False)
+            result = None
+            if name in found:
+                index = found[name][1]
+                cell = with_difference(cell, *family.text(index, digits), brackets="()")
+                result = family.results()[index]
+            row += [cell] if name == "full" else [cell, int(p.name)]
+            long.append((*pair, traj, total, name, int(p.name), p["mean"], p["std"], int(p["n"]),
+                         p["teacher_top1"], *_stats_of(result)))
         row.append(" / ".join("" if p is None else f"{p['teacher_top1']:.{digits}f}"
-                              for _, p in picks.values()))
-        row.append("/".join("" if p is None else str(int(p["n"])) for _, p in picks.values()))
+                              for _, p in picks))
+        row.append("/".join("" if p is None else str(int(p["n"])) for _, p in picks))
         body.append(row)
+    for key, sides, index in pooled_rows:
+        pair, total = list(key[:len(PAIR)]), key[-1]
+        row = pair + [f"all ({len(sides['full'][TRAJECTORY].unique())})", total]
+        cells_of = {}
+        for name in ("full", "half"):
+            v = sides[name][metric]
+            cells_of[name] = format_cell(v.mean(), v.std(), len(v), digits, seeds=False)
+        half = with_difference(cells_of["half"], *family.text(index, digits), brackets="()")
+        row += [cells_of["full"], half, "half-way", "", "", "",
+                f"{len(sides['full'])}/{len(sides['half'])}/"]
+        body.append(row)
+        long.append((*pair, "all", total, "half", None, sides["half"][metric].mean(),
+                     sides["half"][metric].std(), len(sides["half"]), None,
+                     *_stats_of(family.results()[index])))
     if fmt == "csv":
-        return pd.DataFrame(long, columns=PAIR + ["teacher_epochs", "teacher", "epoch", "mean",
-                                                  "std", "n", "diff_to_full", "teacher_top1"]
-                            ).to_csv(index=False)
-    headers = PAIR_HEADERS + ["T epochs", "T_full", "T_inter", "epoch", "T_inter*", "epoch",
-                              "teacher top-1 (full / inter / inter*)", "seeds"]
+        return pd.DataFrame(long, columns=PAIR + [TRAJECTORY, "teacher_epochs", "teacher",
+                                                  "epoch", "mean", "std", "n", "teacher_top1",
+                                                  *STATS]).to_csv(index=False)
+    headers = PAIR_HEADERS + (["T seed"] if several else []) + [
+        "T epochs", "T_full", "T_inter", "epoch", "T_inter*", "epoch",
+        "teacher top-1 (full / inter / inter*)", "seeds"]
     caption = (f"{metric} (%) of the student, mean ± std over seeds, from the full teacher, the "
-               f"half-way teacher T_inter and the best intermediate teacher T_inter*; (±x) = "
-               f"difference to T_full")
+               f"half-way teacher T_inter and the best intermediate teacher T_inter*; (…) = "
+               f"difference to T_full, {family.caption()}. T_inter* is the best of the "
+               f"intermediate checkpoints by mean: its difference is biased upward (winner's "
+               f"curse) and its p-value is not corrected for that choice")
+    if several:
+        caption += ("; T seed = the teacher trajectory; all = the seed-paired differences of "
+                    "every trajectory pooled (pairs treated as independent)")
     return render(body, headers, fmt, caption)
+
+
+def _stats_of(result: Any) -> tuple:
+    return tuple(getattr(result, name) if isinstance(result, Comparison) else None
+                 for name in STATS)
 
 
 # ============================== ensemble =======================================================
@@ -140,8 +245,17 @@ def ensemble_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterab
     ind = agg[agg["teacher"] == "independent"].drop(columns=["teacher", "members"])
     both = pd.merge(snap.drop(columns="teacher"), ind, on=keys, how="outer",
                     suffixes=("_snap", "_ind")).sort_values(keys + ["members"])
+    snap_cells = _seed_cells(df[df["teacher"] == "snapshot"], keys + ["members"], metric)
+    ind_cells = _seed_cells(df[df["teacher"] == "independent"], keys, metric)
+    family = Family("paired")
+    found = []
+    for _, r in both.iterrows():  # every comparison first: Holm adjusts over all of them
+        key = tuple(r[k] for k in keys)
+        a = snap_cells.get((*key, r["members"]))
+        found.append(None if a is None else _compare(family, a, ind_cells.get(key),
+                                                     "independent-ensemble"))
     body, long = [], []
-    for _, r in both.iterrows():
+    for (_, r), index in zip(both.iterrows(), found):
         diff = r["mean_snap"] - r["mean_ind"]
         row = [r[k] for k in keys]
         row.append(r["members"] if isinstance(r["members"], str) else "")
@@ -150,12 +264,15 @@ def ensemble_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterab
             row += [format_cell(r["mean" + sfx], r["std" + sfx], n, digits, seeds=False),
                     "" if pd.isna(t_top1 := r["teacher_top1" + sfx]) else f"{t_top1:.{digits}f}",
                     "" if pd.isna(r["cost" + sfx]) else f"{r['cost' + sfx]:g}", n or ""]
-        row.append("" if pd.isna(diff) else f"{diff:+.{digits}f}")
+        row.append("" if index is None else with_difference("", *family.text(index, digits),
+                                                            brackets=""))
         body.append(row)
+        result = None if index is None else family.results()[index]
         long.append({**{k: r[k] for k in keys}, "snapshot_members": r["members"],
                      **{f"{c}{s}": r[c + s] for s in ("_snap", "_ind")
                         for c in ("mean", "std", "n", "teacher_top1", "cost")},
-                     "snapshot_minus_independent": diff})
+                     "snapshot_minus_independent": diff,
+                     **dict(zip(STATS, _stats_of(result)))})
     if fmt == "csv":
         return pd.DataFrame(long).to_csv(index=False)
     headers = PAIR_HEADERS + ["K", "mode", "snapshot epochs",
@@ -163,7 +280,7 @@ def ensemble_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iterab
                               "independent", "teacher", "cost (ep)", "n", "Δ snap−ind"]
     caption = (f"{metric} (%) of the student, mean ± std over seeds, distilled from snapshot vs "
                f"independent ensembles of K members; teacher = the ensemble's own top-1, cost = "
-               f"teacher epochs trained")
+               f"teacher epochs trained; Δ = snapshot − independent, {family.caption()}")
     return render(body, headers, fmt, caption)
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 
 from ..errors import KDBenchError
 from .records import finished
-from .render import format_cell, render
+from .render import format_cell, render, with_difference
+from .stats import Family, NotComparable, seed_values
 
 #: (column of the records, header, scale to percent)
 METRICS = (("top1", "top-1 (%)", 1.0), ("map_cosine", "mAP cos (%)", 100.0),
@@ -46,24 +47,47 @@ def indistill_table(df: pd.DataFrame, *, rows: Iterable[str] | None = None,
     for _, name, _ in METRICS:
         headers += [f"{name} alone", f"{name} +InDistill", f"{name} Δ"]
     headers.append("seeds")
-    body = []
+    family = Family()
+    lines = []  # every comparison first: Holm adjusts over all of them
     for key, group in df.groupby(keys, dropna=False, sort=True):
-        row = list(key)
-        seeds = []
+        line = []
         for col, _, scale in METRICS:
             column = f"{col}_{suffix}"
-            stats = []
+            sides = []
             for flag in (False, True):
-                values = (group.loc[group["indistill"] == flag, column] * scale
-                          if column in group else pd.Series(dtype=float)).dropna()
-                stats.append((values.mean(), values.std(), len(values)))
-                seeds.append(len(values))
-            diff = stats[1][0] - stats[0][0]
-            row += [format_cell(*stats[0], digits, seeds=False),
-                    format_cell(*stats[1], digits, seeds=False),
-                    "" if pd.isna(diff) else f"{diff:+.{digits}f}"]
+                part = (group[group["indistill"] == flag] if column in group
+                        else group.iloc[:0])
+                part = part[part[column].notna()] if column in part else part
+                values = (part[column] * scale) if column in part else pd.Series(dtype=float)
+                try:
+                    cell: dict | NotComparable = seed_values(part["seed"].tolist(),
+                                                             values.tolist())
+                except NotComparable as exc:
+                    cell = exc
+                sides.append(((values.mean(), values.std(), len(values)), cell))
+            (alone, a_cell), (warm, w_cell) = sides
+            if not alone[2] or not warm[2]:  # one side has no runs (the vanilla CE row)
+                index = None
+            elif isinstance(a_cell, NotComparable) or isinstance(w_cell, NotComparable):
+                index = family.add_failure(str(a_cell if isinstance(a_cell, NotComparable)
+                                               else w_cell))
+            else:
+                index = family.add(w_cell, a_cell)
+            line.append((alone, warm, index))
+        lines.append((key, line))
+    body = []
+    for key, line in lines:
+        row = list(key)
+        seeds = []
+        for alone, warm, index in line:
+            row += [format_cell(*alone, digits, seeds=False),
+                    format_cell(*warm, digits, seeds=False),
+                    "" if index is None else with_difference("", *family.text(index, digits),
+                                                             brackets="")]
+            seeds += [alone[2], warm[2]]
         row.append("/".join(map(str, seeds[:2])))
         body.append(row)
     caption = (f"InDistill: each loss alone and after the indistill warm-up ({suffix} epoch); "
-               f"mean ± std over seeds; Δ = difference of the means; seeds = alone/+InDistill")
+               f"mean ± std over seeds; Δ = +InDistill − alone, {family.caption()}; seeds = "
+               f"alone/+InDistill")
     return render(body, headers, fmt, caption)

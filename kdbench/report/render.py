@@ -75,7 +75,7 @@ class Marked(str):
 
 def with_difference(cell: str, text: str, detected: bool, brackets: str = "[]") -> str:
     """``cell`` followed by a comparison's ``text`` in ``brackets``, bold when ``detected``."""
-    tail = f"{brackets[0]}{text}{brackets[1]}"
+    tail = f"{brackets[0]}{text}{brackets[1]}" if brackets else text
     head = f"{cell} " if cell else ""
     return Marked(head, tail) if detected else head + tail
 

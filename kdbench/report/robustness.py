@@ -29,7 +29,8 @@ import pandas as pd
 from ..errors import KDBenchError
 from .figures import METRIC, Figure, check_plot_file, pyplot, save_figure
 from .records import CLEAN, NONE, check_metric, corruptions, finished, teacher_data, transform_list
-from .render import check_format, format_cell, render
+from .render import check_format, format_cell, render, with_difference
+from .stats import Comparison, Family, NotComparable, seed_values
 from .study import Study
 from .svg import Series, chart
 
@@ -184,8 +185,17 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
     check_format(fmt)
     points = _with_teachers(robustness_points(df, metric=metric, where=where), df, metric,
                             where)
+    family, found = gain_comparisons(df, points, metric, where)
     if fmt == "csv":
-        return points.drop(columns=["configs", "order"]).to_csv(index=False)
+        out = points.drop(columns=["configs", "order"])
+        results = family.results()
+        picked = [results[found[k]] if k in found else None
+                  for k in map(tuple, points[ROWS + ["severity"]].values.tolist())]
+        for name in ("low", "high", "p", "p_holm", "test", "mde"):
+            out[f"gain_{name}"] = [getattr(c, name) if isinstance(c, Comparison) else None
+                                   for c in picked]
+        out["gain_n/a"] = [str(c) if isinstance(c, NotComparable) else None for c in picked]
+        return out.to_csv(index=False)
     columns = [label for _, label in sorted(
         {(o, v) for o, v in zip(points["order"], points["severity"])},
         key=lambda ov: json.loads(ov[0]))]
@@ -208,21 +218,50 @@ def robustness_table(df: pd.DataFrame, *, metric: str = "top1_last", where: Iter
                     p = index.loc[key]
                     p = p.iloc[0] if isinstance(p, pd.DataFrame) else p
                     # the gain over CE in brackets, but not on the CE and teacher rows
-                    gain = None if r[0] in (BASELINE, TEACHER) else p["gain"]
-                    line.append(format_cell(p["mean"], p["std"], int(p["n"]), digits,
-                                            diff=gain, brackets="[]"))
+                    cell = format_cell(p["mean"], p["std"], int(p["n"]), digits)
+                    at = (dataset, student, *r, col)
+                    line.append(with_difference(cell, *family.text(found[at], digits))
+                                if at in found else cell)
                 else:
                     line.append("")
             body.append(line)
     headers = ROW_HEADERS + columns
     caption = (f"{metric} (%) — mean ± std over seeds (n seeds), [gain over CE at the same "
-               f"severity: method − CE]; teacher data: same = the student's corrupted data, "
-               f"clean = uncorrupted; {int(points['n'][points['loss'] != TEACHER].sum())} "
-               f"runs")
+               f"severity: method − CE, {family.caption()}]; teacher data: same = the "
+               f"student's corrupted data, clean = uncorrupted; "
+               f"{int(points['n'][points['loss'] != TEACHER].sum())} runs")
     if (points["loss"] == TEACHER).any():
         caption += ("; teacher rows: the teachers' own top-1 on the test split (n = distinct "
                     "teachers)")
     return render(body, headers, fmt, caption)
+
+
+def gain_comparisons(df: pd.DataFrame, points: pd.DataFrame, metric: str,
+                     where: Iterable[str]) -> tuple[Family, dict[tuple, int]]:
+    """Every method cell against the CE student at the same dataset, student and severity:
+    the table's family of comparisons (paired by seed where the seeds match, else Welch; Holm
+    over all of them) and ``{(*ROWS, severity): index in the family}``."""
+    runs = _annotate(finished(df, where))
+    cells: dict[tuple, dict | NotComparable] = {}
+    for key, grp in runs.groupby(ROWS + ["severity"], dropna=False, sort=True):
+        try:
+            cells[key] = seed_values(grp["seed"].tolist(), grp[metric].tolist(),
+                                     f"cell ({', '.join(map(str, key))})")
+        except NotComparable as exc:
+            cells[key] = exc
+    ce = {(k[0], k[1], k[-1]): v for k, v in cells.items() if k[2] == BASELINE}
+    family, found = Family(), {}
+    for key in map(tuple, points[ROWS + ["severity"]].values.tolist()):
+        if key[2] in (BASELINE, TEACHER) or key not in cells:
+            continue
+        a, b = cells[key], ce.get((key[0], key[1], key[-1]))
+        if isinstance(a, NotComparable) or isinstance(b, NotComparable):
+            found[key] = family.add_failure(str(a if isinstance(a, NotComparable) else b))
+        elif b is None:
+            found[key] = family.add_failure(f"no CE runs at {key[-1]}")
+        else:
+            found[key] = family.add(a, b)
+    return family, found
 
 
 # ============================== the figures ====================================================

@@ -303,7 +303,7 @@ class Family:
     def caption(self) -> str:
         """What the marks mean: the tests used, Holm over how many, the MDE, the footnotes."""
         made = sum(isinstance(c, Comparison) for c in self.results())
-        text = (f"differences with 95% CI and p ({self.tests()}"
+        text = (f"differences with 95% CI (per comparison) and p ({self.tests()}"
                 + (f"; Holm-adjusted over the table's {made} comparisons" if made > 1 else "")
                 + f"); bold = detected at {self.alpha:g}; MDE = the smallest difference "
                   f"detectable with {self.power:.0%} power at this spread (not detected at "

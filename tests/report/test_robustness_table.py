@@ -3,8 +3,10 @@ records: cells, gains over CE, teacher rows, severity labels and order, the CLI.
 
 from __future__ import annotations
 
+import io
 import warnings
 
+import pandas as pd
 import pytest
 
 from kdbench.config import build_config, resolve
@@ -83,17 +85,35 @@ def test_robustness_table_cells_gains_and_rows(study):
     # ce: 90, 92 → 91 ± 1.41; 60, 64 → 62 ± 2.83; 50, 52 → 51 ± 1.41 (no gain on itself)
     assert rows[("ce", "-")]["clean"] == "91.00 ± 1.41 (2)"
     assert rows[("ce", "-")]["symmetric 0.4"] == "62.00 ± 2.83 (2)"
-    # kd: 91, 93, 95 → 93 ± 2, gain +2; 70, 68, 72 → 70 ± 2, +8; 55, 57, 56 → 56 ± 1, +5
-    assert rows[("kd", "same")]["clean"] == "93.00 ± 2.00 (3) [+2.00]"
-    assert rows[("kd", "same")]["symmetric 0.4"] == "70.00 ± 2.00 (3) [+8.00]"
-    assert rows[("kd", "same")]["exponential ρ=100"] == "56.00 ± 1.00 (3) [+5.00]"
-    assert rows[("kd", "clean")]["symmetric 0.4"] == "75.00 (1) [+13.00]"
+    # kd: 91, 93, 95 → 93 ± 2, gain +2; 70, 68, 72 → 70 ± 2, +8; 55, 57, 56 → 56 ± 1, +5 —
+    # CE has seeds 0, 1 and KD 0, 1, 2: Welch's test (checked against scipy's below)
+    assert rows[("kd", "same")]["clean"].startswith("93.00 ± 2.00 (3) [+2.00 (")
+    assert rows[("kd", "same")]["symmetric 0.4"].startswith("70.00 ± 2.00 (3) [+8.00 (")
+    assert rows[("kd", "same")]["exponential ρ=100"].startswith("56.00 ± 1.00 (3) [+5.00 (")
+    # one run: no test, a footnote says why
+    assert rows[("kd", "clean")]["symmetric 0.4"] == "75.00 (1) [n/a, note 1]"
     assert rows[("kd", "clean")]["clean"] == ""
-    assert rows[("dml", "same")]["symmetric 0.4"] == "66.00 (1) [+4.00]"
+    assert rows[("dml", "same")]["symmetric 0.4"] == "66.00 (1) [n/a, note 1]"
+    assert "(1) a comparison needs at least 2 runs a side, got 1 and 2" in text
+    assert "Welch's t; Holm-adjusted over the table's 3 comparisons" in text
+    from scipy import stats
+
+    frame = pd.read_csv(io.StringIO(robustness_table(load_records(study.root), fmt="csv")))
+    kd = frame[(frame["loss"] == "kd") & (frame["teacher_data"] == "same")].set_index("severity")
+    raw = [stats.ttest_ind(a, b, equal_var=False).pvalue for a, b in (
+        ([91, 93, 95], [90, 92]), ([70, 68, 72], [60, 64]), ([55, 57, 56], [50, 52]))]
+    assert [kd.loc[v, "gain_p"] for v in ("clean", "symmetric 0.4", "exponential ρ=100")] == \
+        pytest.approx(raw, rel=1e-9)
+    order = sorted(raw)  # Holm by hand: 3·p(1), max(that, 2·p(2)), max(that, p(3))
+    holm = [3 * order[0], max(3 * order[0], 2 * order[1])]
+    holm.append(max(holm[-1], order[2]))
+    expected = [min(1.0, holm[order.index(p)]) for p in raw]
+    assert [kd.loc[v, "gain_p_holm"] for v in ("clean", "symmetric 0.4",
+                                               "exponential ρ=100")] == pytest.approx(expected)
     latex = robustness_table(load_records(study.root), fmt="latex").splitlines()
     assert latex[0].startswith("% ")  # the caption, a comment
     # lines: caption, \begin, \hline, header, \hline, then ce, dml, kd/clean, kd/same
-    assert r"exponential $\rho$=100" in latex[3] and r"93.00 $\pm$ 2.00 (3) [+2.00]" in latex[8]
+    assert r"exponential $\rho$=100" in latex[3] and r"93.00 $\pm$ 2.00 (3) [+2.00 (" in latex[8]
     assert all(line.isascii() for line in latex[1:])  # pdfLaTeX takes it without packages
     csv = robustness_table(load_records(study.root), fmt="csv")
     assert "gain" in csv.splitlines()[0] and "symmetric 0.4" in csv
@@ -136,7 +156,8 @@ def test_the_ce_row_is_there_without_ce_runs(study):
         text = robustness_table(load_records(study.root), where=["loss=kd"])
     rows = cells(text)
     assert list(rows)[0] == ("ce", "-") and rows[("ce", "-")]["clean"] == ""
-    assert rows[("kd", "same")]["clean"] == "93.00 ± 2.00 (3)"  # no CE: no gain
+    assert rows[("kd", "same")]["clean"] == "93.00 ± 2.00 (3) [n/a, note 1]"  # no CE: no gain
+    assert "(1) no CE runs at clean" in text
 
 
 def test_severity_labels_and_order():
@@ -153,7 +174,7 @@ def test_severity_labels_and_order():
 
 def test_table_and_plot_through_the_cli(study, cli_runner, tmp_path):
     out = cli_runner("table", "--layout", "robustness", "--results-dir", study.root)
-    assert out.exit_code == 0 and "[+8.00]" in out.output
+    assert out.exit_code == 0 and "[+8.00 (" in out.output
     png = tmp_path / "fig" / "robustness.png"
     out = cli_runner("plot", "robustness", "--results-dir", study.root, "--out", png)
     assert out.exit_code == 0 and "2 panel(s)" in out.output

@@ -84,7 +84,7 @@ def test_comparisons_the_data_cannot_make_are_na_with_a_reason(store):
         in md
     # with auto pairing the same cells fall back to Welch, and the caption says so
     md = make_table(load_records(s.root), vs="ce", cols=["loss"])
-    assert "differences with 95% CI and p (Welch's t)" in md
+    assert "differences with 95% CI (per comparison) and p (Welch's t)" in md
     row = next(line for line in md.splitlines() if "| resnet8 " in line)
     # Welch with two runs a side, sd 0.71 each: SE = √(0.25 + 0.25), df = 2, t = 5/SE = 7.07:
     # p = 1 − 7.07/√52 = 0.019, interval 5 ± 4.3027·0.7071

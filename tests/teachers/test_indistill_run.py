@@ -378,11 +378,18 @@ def test_indistill_table_layout_puts_each_loss_alone_next_to_its_warmup_run():
                          "config.warmup": warmup, "top1_last": value,
                          "map_cosine_last": value / 200, "map_euclidean_last": value / 400,
                          "seed": seed})
+    import io
+    import math
+
     out = indistill_table(pd.DataFrame(rows), fmt="csv")
-    header, line = out.strip().splitlines()
-    cells = dict(zip(header.split(","), line.split(",")))
-    # alone: 50, 52 -> 51 ± 1.41; warmed: 54, 58 -> 56 ± 2.83; Δ = +5; mAP cos = top-1 / 2 (%)
-    assert cells["top-1 (%) alone"] == "51.00 ± 1.41" and cells["top-1 (%) Δ"] == "+5.00"
+    cells = pd.read_csv(io.StringIO(out), dtype=str).iloc[0].to_dict()
+    # alone: 50, 52 -> 51 ± 1.41; warmed: 54, 58 -> 56 ± 2.83; Δ by seed 4, 6: +5, SE 1, df 1,
+    # so 5 ± t(0.975, 1) = 5 ± 12.706 and p = 1 − (2/π)·atan(5) = 0.126; mAP cos = top-1 / 2
+    # (%) and mAP euc = top-1 / 4: the same t, the same p — Holm over the three gives 3p = 0.38
+    assert 1 - 2 / math.pi * math.atan(5.0) == pytest.approx(0.1257, abs=1e-4)
+    assert cells["top-1 (%) alone"] == "51.00 ± 1.41"
+    assert cells["top-1 (%) Δ"].startswith("+5.00 (−7.71 to +17.71) p=0.38, MDE ")
     assert cells["top-1 (%) +InDistill"] == "56.00 ± 2.83"
-    assert cells["mAP cos (%) Δ"] == "+2.50" and cells["mAP euc (%) alone"] == "12.75 ± 0.35"
+    assert cells["mAP cos (%) Δ"].startswith("+2.50 (−3.85 to +8.85) p=0.38")
+    assert cells["mAP euc (%) alone"] == "12.75 ± 0.35"
     assert cells["seeds"] == "2/2"
