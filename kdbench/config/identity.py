@@ -29,7 +29,7 @@ LATER_FIELDS: tuple[str, ...] = (
         "optimizer", "optimizer_options", "schedule_options", "warmup_epochs",
         "reset_optimizer")),
     "data.transforms", "data.augmentation", "data.augmentation_options", "teacher.data",
-    "warmup", "eval",
+    "warmup", "eval", "teacher.bn",
 )
 
 #: config class -> each later field's value in its resolved default config

@@ -75,6 +75,10 @@ def resolve(config: Any) -> Any:
             raise ConfigError(f"teacher.save_epochs {bad} outside 1..{c.teacher.recipe.epochs}")
         if c.teacher.evaluate not in TEACHER_EVALUATE:
             raise UnknownNameError("teacher.evaluate", c.teacher.evaluate, TEACHER_EVALUATE)
+        from ..engine.teacher_bn import MODES as TEACHER_BN
+
+        if c.teacher.bn not in TEACHER_BN:
+            raise UnknownNameError("teacher.bn", c.teacher.bn, TEACHER_BN)
         if c.teacher.save_every < 0:
             raise ConfigError(f"teacher.save_every must be >= 0, got {c.teacher.save_every}")
     check_recipe(c.recipe, "recipe")

@@ -78,6 +78,11 @@ class TeacherConfig:
     #: when a trajectory is tested: every epoch, or only at its saved checkpoints (cheaper;
     #: the running training accuracy is kept every epoch either way). Not part of any id.
     evaluate: str = "epochs"
+    #: the teacher's BatchNorm while it teaches (:data:`kdbench.engine.teacher_bn.MODES`):
+    #: "eval" (running statistics, RepDistiller's and mdistiller's), "batch" (each batch's own
+    #: statistics, running ones left as they are) or "checkpointkd" (the official Checkpoint-KD
+    #: code: train mode, running statistics updated, until the last 9 student epochs)
+    bn: str = "eval"
 
     def checkpoint_epochs(self) -> list[int]:
         epochs = self.recipe.epochs

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..evaluators import EvalContext, Suite, build_suite
 from ..progress import Progress
 from ..stages.base import Batch, Stage
-from . import state
+from . import state, teacher_bn
 from .speed import prepared
 from .step import RunningSums, distill_step, online_step, own_rng, train_step
 from .trainee import Trainee
@@ -50,6 +50,8 @@ class FitOptions:
     augment: bool | Callable = True
     #: the frozen teacher every trainee distils from (None: none, or an online cohort)
     teacher: nn.Module | None = None
+    #: the teacher's BatchNorm while it teaches (:mod:`kdbench.engine.teacher_bn`)
+    teacher_bn: str = "eval"
     #: one file for the full training state of all trainees, written after every epoch and
     #: resumed from when present; None: each trainee's own ``state_path`` (lockstep runs)
     state_path: Path | None = None
@@ -128,14 +130,16 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
                                seed=o.seed, device=device, channels_last=channels_last,
                                extra_views=extra_views)
     own_streams = len(trainees) > 1 and not o.online
-    start = state.load_state(trainees, o.state_path, device, own_streams)
+    # a teacher whose BatchNorm statistics move (teacher.bn=checkpointkd) resumes with them
+    moving = teacher if teacher is not None and o.teacher_bn == "checkpointkd" else None
+    start = state.load_state(trainees, o.state_path, device, own_streams, teacher=moving)
     if own_streams:
         for t in trainees:
             if t.rng is None:
                 t.rng = rng_state(device)
 
     def save(epoch: int) -> None:
-        state.save_state(trainees, epoch, o.state_path, device, own_streams)
+        state.save_state(trainees, epoch, o.state_path, device, own_streams, teacher=moving)
 
     if teacher is not None:
         teacher.eval()
@@ -165,6 +169,9 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
         for epoch in range(start, epochs_total):
             if not active:
                 break
+            if teacher is not None:
+                teacher_bn.apply(teacher, teacher_bn.forward_mode(o.teacher_bn, epoch,
+                                                                  epochs_total))
             lrs = []
             for t in active:
                 stage, stage_epoch = t.stage_at(epoch)

@@ -239,6 +239,7 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
     timing = fit(trainees, dataset, FitOptions(
         batch_size=first.recipe.batch_size, seed=first.seed, device=device, evaluators=suite,
         precision=precision, augment=augment, teacher=engine_teacher,
+        teacher_bn=first.teacher.bn if first.teacher is not None else "eval",
         state_path=None if lockstep else jobs[0].store.state_path(jobs[0].rid),
         on_epoch_end=on_epoch_end, progress=progress,
         desc=f"lockstep ×{len(jobs)}" if lockstep else f"{first.loss.name} {first.student}",
@@ -326,7 +327,11 @@ def _engine_teacher(jobs: list[_Job], teacher: Any, dataset: Any, device: Any) -
     engine_teacher = teacher.module if teacher is not None and \
         not getattr(teacher, "online", False) else None
     fusion = None
-    if engine_teacher is not None and jobs[0].cfg.engine.fuse_teacher:
+    # folding BatchNorm into the convolutions freezes its running statistics: only for a
+    # teacher that normalises with them (teacher.bn=eval)
+    cfg0 = jobs[0].cfg
+    if engine_teacher is not None and cfg0.engine.fuse_teacher and (
+            cfg0.teacher is None or cfg0.teacher.bn == "eval"):
         from ..models.fuse import fuse_frozen, probe_input
 
         engine_teacher, report = fuse_frozen(engine_teacher,
