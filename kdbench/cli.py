@@ -872,6 +872,11 @@ def _mi_options(f):
                      help="Trained estimators: seeds seed..seed+R-1; the mean leaves out "
                           "diverged repeats, and their spread is what Algorithm 1's decision "
                           "rule compares score differences with (1: it cannot choose)."),
+        click.option("--resamples", type=int, default=10, show_default=True,
+                     help="Deterministic estimators (kde, binning, cka, nhsic): also estimate "
+                          "on this many half-samples of the probe set, the same at every "
+                          "checkpoint: the noise Algorithm 1's decision rule compares score "
+                          "differences with (0: it cannot choose)."),
         click.option("--opt", "options", multiple=True, metavar="NAME=VALUE",
                      help="Estimator setting, e.g. --opt noise_variance=0.01."),
         click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",

@@ -21,7 +21,8 @@ from .selection import REMEDY, Selection
 
 def _estimate(trajectory: str, estimator: str, layer: str, samples: int, seed: int,
               repeats: int, options: tuple[str, ...], data_dir: str | None, device: str,
-              results_dir: str, force: bool, quiet: bool) -> TrajectoryMI:
+              results_dir: str, force: bool, quiet: bool, resamples: int = 10
+              ) -> TrajectoryMI:
     from ..config import parse_assignments
     from ..device import resolve_device, set_threads
 
@@ -32,7 +33,7 @@ def _estimate(trajectory: str, estimator: str, layer: str, samples: int, seed: i
     set_threads()
     dataset = trajectory_dataset(traj, data_dir)
     request = MIRequest(estimator, layer, samples, seed, repeats,
-                        parse_assignments(options, "--opt"))
+                        parse_assignments(options, "--opt"), resamples=resamples)
     return estimate_trajectory(traj, dataset, request, resolve_device(device), force=force,
                                progress=not quiet)
 

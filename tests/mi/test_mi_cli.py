@@ -286,3 +286,22 @@ def test_probe_is_seeded_and_from_the_training_split():
     assert torch.equal(a.indices, b.indices) and torch.equal(a.x, b.x)
     assert torch.equal(a.y, data.train.labels[a.indices])
     assert not torch.equal(a.indices, probe_set(data, 50, 4, torch.device("cpu")).indices)
+
+
+def test_resamples_measure_a_deterministic_estimators_noise(store, cli_runner):
+    """kde is deterministic: --resamples half-samples of the probe set (the same halves at
+    every checkpoint) are its noise; with none it makes no choice; a negative count is an
+    error before anything is estimated."""
+    results, key = store
+    base = ("select", key, "--estimator", "kde", "--samples", "64", "--results-dir", results,
+            "--quiet")
+    data = _json(cli_runner(*base, "--resamples", "4", "--json"))
+    d = data["selection"]["decision"]
+    assert not d["stochastic"] and d["blocks"] == 4
+    assert [len(r) for r in d["resamples"]] == [4, 4]
+    none = _json(cli_runner(*base, "--resamples", "0", "--json", "--force"))
+    assert none["selection"]["chosen"] is None
+    assert "resamples of its probe set; give resamples >= 2" in \
+        none["selection"]["decision"]["reason"]
+    bad = cli_runner(*base, "--resamples", "-1")
+    assert bad.exit_code == 2 and "--resamples must be at least 0, got -1" in bad.output
