@@ -263,6 +263,8 @@ def engine_options(f):
               help="Set any config field by dotted path, e.g. teacher.recipe.epochs=10.")
 @results_dir_option(spec_default=True)
 @click.option("--force", is_flag=True, help="Rerun even if a finished record exists.")
+@click.option("--keep/--no-keep", default=None, show_default="keep",
+              help="Keep the student's last and best weights beside the record.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @engine_options
@@ -270,7 +272,7 @@ def engine_options(f):
 def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
         lr, seed, device, precision, warmups, evals, best_metric, transforms,
-        teacher_transforms, loggers, sets, results_dir, force, quiet, as_json, lockstep,
+        teacher_transforms, loggers, sets, results_dir, force, keep, quiet, as_json, lockstep,
         compile_, channels_last, threads, fuse_teacher, **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record.
 
@@ -292,7 +294,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         "engine.channels_last": channels_last, "engine.threads": threads,
         "engine.fuse_teacher": fuse_teacher,
         "recipe.batch_size": batch_size, "recipe.lr": lr, "seed": seed, "device": device,
-        "precision": precision, "results_dir": results_dir,
+        "precision": precision, "results_dir": results_dir, "keep": keep,
     }
     if download:
         overrides["data.options.download"] = True
@@ -431,6 +433,53 @@ def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     click.echo(layout.create(df, rows=split(rows), cols=split(cols), metric=metric,
                              where=where, fmt=fmt, digits=digits))
+
+
+# ============================== eval, export ===================================================
+
+
+@cli.command("eval")
+@click.argument("source", metavar="RUN_ID|FILE")
+@results_dir_option
+@click.option("--which", type=click.Choice(["last", "best"]), default="last",
+              help="The kept weights of the last or the best epoch.")
+@click.option("--eval", "evals", multiple=True, metavar="NAME[:K=V,...]",
+              help="Evaluator (repeatable); default: the run's own.")
+@click.option("--dataset", default=None, show_default="the run's",
+              help="Evaluate on this dataset's test split instead.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
+              show_envvar=True, default=None, help="Folder holding the dataset's files.")
+@click.option("--device", default="cpu", help="auto, cpu, cuda[:N] or mps.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def eval_(source, results_dir, which, evals, dataset, data_dir, device, as_json):
+    """Evaluate a run's kept student (or a kept .safetensors file) as the run did."""
+    from .runner.keep import evaluate_kept
+
+    out = evaluate_kept(source, results_dir=results_dir, which=which,
+                        evaluators=list(evals) or None, dataset=dataset, data_dir=data_dir,
+                        device=device)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"{out['run_id']} {out['which']} (epoch {out['epoch']}, {out['arch']}) on "
+               f"{out['dataset']}: " + ", ".join(f"{k} {v:.4g}" for k, v in
+                                                  out["metrics"].items()))
+
+
+@cli.command("export")
+@click.argument("source", metavar="RUN_ID|FILE")
+@results_dir_option
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "torchscript", "onnx"]),
+              default="safetensors", help="What to write.")
+@click.option("--which", type=click.Choice(["last", "best"]), default="last",
+              help="The kept weights of the last or the best epoch.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              show_default="<run id>.<which>.<arch>.<suffix>", help="File to write.")
+def export(source, results_dir, fmt, which, out):
+    """Write a run's kept student as a deployable model file."""
+    from .runner.keep import export_kept
+
+    click.echo(str(export_kept(source, fmt, out, results_dir=results_dir, which=which)))
 
 
 # ============================== plugins ========================================================

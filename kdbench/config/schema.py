@@ -140,6 +140,9 @@ class RunConfig:
     precision: str = "auto"
     device: str = "auto"
     results_dir: str = "results"
+    #: keep the student's last and best weights beside the record (``--no-keep``: don't);
+    #: where a run's files go, not what it is, so not part of the id
+    keep: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def to_dict(self) -> dict[str, Any]:
