@@ -210,7 +210,8 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
     engine_teacher = _engine_teacher(jobs, teacher, dataset, device)
     channels_last = (dev.default_channels_last(device) if first.engine.channels_last is None
                      else first.engine.channels_last)
-    suite = build_suite(first.eval.evaluators, EvalContext(dataset), epochs=first.recipe.epochs,
+    suite = build_suite(first.eval.evaluators, EvalContext(dataset, teacher=engine_teacher),
+                        epochs=first.recipe.epochs,
                         precision=precision, best_metric=first.eval.best_metric,
                         channels_last=channels_last)
     augment = first.data.augment and make_augment(dataset, first.data.augmentation,

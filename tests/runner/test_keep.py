@@ -160,7 +160,9 @@ def test_bad_input_is_one_line_exit_2_nothing_written(kept, tmp_path, monkeypatc
     _fails(invoke("eval", wrong), "another architecture", "'resnet20'")
     _fails(invoke("export", wrong, "--format", "onnx", "-o", tmp_path / "w.onnx"),
            "another architecture")
-    # an evaluator the data cannot serve: the student's outputs alone, no teacher's
+    # an evaluator that cannot be served: a kept student is evaluated alone, with no teacher
+    _fails(invoke("eval", rid, "--results-dir", results, "--eval", "agreement"),
+           "evaluator 'agreement' needs the teacher's outputs")
     _fails(invoke("eval", rid, "--results-dir", results, "--eval", "no_such_eval"),
            "no_such_eval")
     # a dataset the student was not trained for; a missing output folder
