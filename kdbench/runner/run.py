@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import time
 import warnings
 from typing import Any
@@ -36,6 +37,7 @@ from ..teachers.base import TeacherContext
 from .checks import check_batch, check_features, check_index, check_loss, check_stages
 from .groups import by_resume_epoch, lockstep_groups
 from .keep import keep_student, pending_best_path, save_best_if_new
+from .opening import opening_line
 from .record import (
     describe_setup,
     end_attempt,
@@ -222,6 +224,9 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         if not job.keep_existing:  # a forced rerun leaves the done record until it is done
             job.store.write_record(job.record)
         job.started = True
+        if progress:
+            print(opening_line(job.record, job.store.record_path(job.rid)), file=sys.stderr,
+                  flush=True)
         notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid,
                record=job.record)
         job.loggers = Loggers(job.cfg.log, job.cfg.results_dir)
