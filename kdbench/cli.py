@@ -407,32 +407,62 @@ def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: 
 
 @cli.command()
 @results_dir_option
-@click.option("--rows", default="dataset,student", help="Comma-separated row keys.")
+@click.option("--rows", default=None, show_default="dataset,student (study,dataset,student for a "
+              "folder of studies)", help="Comma-separated row keys.")
 @click.option("--cols", default="loss,teacher", help="Comma-separated column keys ('' for none).")
 @click.option("--metric", default="top1_last",
               help="Metric column: any evaluator metric with _last or _best (top1_last, "
                    "top5_best, map_cosine_last, ...).")
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Keep only runs with this column value (repeatable).")
-@click.option("--format", "fmt", default="github",
+@click.option("--format", "fmt", default=None, show_default="github, or from -o's suffix",
               type=click.Choice(["github", "latex", "csv", "html", "plain"]),
               help="Output format.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the table to this file (.md, .tex, .csv, .html, .txt: its format) "
+                   "instead of printing it.")
+@click.option("--bold-best/--no-bold-best", default=False,
+              help="Bold each column's best value (the highest; the lowest for a metric where "
+                   "lower is better). Layout pivot.")
 @click.option("--digits", default=2, help="Decimals shown.")
 @click.option("--layout", "layout_name", default="pivot",
               help="Table layout: pivot (rows × cols), or a paper layout (`kdbench plugins "
                    "--kind table_layout`).")
-def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name):
-    """Comparison table from all run records: mean ± std over seeds, seeds per cell."""
-    from .plugins import get
-    from .report.records import load_records
+def table(results_dir, rows, cols, metric, where, fmt, out, bold_best, digits, layout_name):
+    """Comparison table from all run records: mean ± std over seeds, seeds per cell.
 
+    Run from a folder of studies (the repository's results/), it reads every study's runs/
+    and keeps the studies apart (a study column).
+    """
+    from .plugins import get
+    from .report.records import table_output
+    from .report.study import table_records
+
+    fmt, target = table_output(out, fmt)
     layout = get("table_layout", layout_name)
-    df = load_records(results_dir)
+    df = table_records(results_dir)
     if df.empty:
-        raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r}")
+        raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r} or in "
+                           f"study folders below {results_dir!r}")
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    click.echo(layout.create(df, rows=split(rows), cols=split(cols), metric=metric,
-                             where=where, fmt=fmt, digits=digits))
+    if rows is None:
+        rows = ("study," if "study" in df.columns else "") + "dataset,student"
+    options = {}
+    if bold_best:
+        from .report.records import lower_is_better
+
+        if layout_name != "pivot":
+            raise ConfigError(f"--bold-best applies to the pivot layout, not {layout_name!r}")
+        options["bold"] = "min" if lower_is_better(metric) else "max"
+    text = layout.create(df, rows=split(rows), cols=split(cols), metric=metric, where=where,
+                         fmt=fmt, digits=digits, **options)
+    if target is None:
+        click.echo(text)
+        return
+    from .store import atomic_write_bytes
+
+    atomic_write_bytes(target, (text.rstrip("\n") + "\n").encode())
+    click.echo(f"wrote {target}", err=True)
 
 
 # ============================== eval, export ===================================================

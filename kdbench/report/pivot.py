@@ -46,8 +46,9 @@ def aggregate(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str) -
 
 def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[str] | None = None,
                metric: str = "top1_last", where: Iterable[str] = (), fmt: str = "github",
-               digits: int = 2) -> str:
-    """The comparison table as text: a pivot of mean ± std (n seeds) of ``metric``."""
+               digits: int = 2, bold: str | None = None) -> str:
+    """The comparison table as text: a pivot of mean ± std (n seeds) of ``metric``; with
+    ``bold`` (``max``/``min``) each column's best mean in bold."""
     check_format(fmt)
     rows = list(rows or DEFAULT_ROWS)
     cols = list(cols if cols is not None else DEFAULT_COLS)
@@ -80,4 +81,5 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
         wide = long[rows + ["cell"]].rename(columns={"cell": metric})
     caption = (f"{metric} ({unit}) — mean ± std over seeds, (n) = seeds per cell; "
                f"{int(long['n'].sum())} runs")
-    return render(wide.values.tolist(), list(wide.columns), fmt, caption)
+    return render(wide.values.tolist(), list(wide.columns), fmt, caption, bold=bold,
+                  keys=len(rows))
