@@ -471,7 +471,7 @@ def _page(title: str, results_dir: str | Path, studies: list[Study], sections: l
 </head>
 <body>
 <header><h1>{_e(title)}</h1>
-<p class="kd-meta">Store <code>{_e(Path(results_dir).resolve())}</code> · {_e(summary.line())}
+<p class="kd-meta">Store <code>{_e(Path(results_dir))}</code> · {_e(summary.line())}
 · generated {_e(now)} by kdbench {_e(__version__)}</p></header>
 <nav class="kd-nav"><ul>{nav}</ul></nav>
 <main>
