@@ -11,16 +11,20 @@ from typing import Any
 
 import click
 
+from .config import PRESETS, preset_default
+from .errors import ConfigError, KDBenchError
 from .openmp import choose_wait_policy
+from .plugins import ENV_DIR
+from .version import __version__
 
-# the OpenMP runtime reads its wait policy once, when torch loads it: choose before .config does
-choose_wait_policy()
 
-from .config import PRESETS, preset_default  # noqa: E402
-from .errors import ConfigError, KDBenchError  # noqa: E402
-from .plugins import ENV_DIR  # noqa: E402
-from .runner.record import summary_line  # noqa: E402
-from .version import __version__  # noqa: E402
+def summary_line(record: dict[str, Any]) -> str:
+    """:func:`kdbench.runner.record.summary_line`, imported by the commands that print one (it
+    loads torch, which ``kdbench --help`` does without)."""
+    from .runner.record import summary_line as line
+
+    return line(record)
+
 
 # ============================== the group ======================================================
 
@@ -37,9 +41,10 @@ class KDBenchGroup(click.Group):
         plugins_dir = ctx.params.get("plugins_dir") if ctx is not None else None
         if plugins_dir:
             os.environ[ENV_DIR] = str(plugins_dir)
-        from .plugins import get_host
+        from .plugins import command_host
 
-        for source, call in get_host().impls("register_commands"):
+        # the built-ins register no command: a host without them keeps torch out of --help
+        for source, call in command_host().impls("register_commands"):
             try:
                 call(cli=self)
             except Exception as exc:  # noqa: BLE001
@@ -78,6 +83,9 @@ def _showwarning(message, category, filename, lineno, file=None, line=None) -> N
               help="Folder of *.py plugin files, loaded after installed plugins.")
 def cli(plugins_dir: str | None) -> None:
     """kdbench: knowledge-distillation benchmarks — train, distil, record, tabulate."""
+    # the OpenMP runtime reads its wait policy once, when torch loads it: choose before any
+    # command imports torch (here, not at import: --help needs neither torch nor the sample)
+    choose_wait_policy()
     if plugins_dir:
         os.environ[ENV_DIR] = str(plugins_dir)
     warnings.showwarning = _showwarning

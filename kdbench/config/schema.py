@@ -11,10 +11,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..device import resolve_precision
 from ..spec import from_dict
 from .identity import run_id
 from .resolve import resolve
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """:func:`kdbench.device.resolve_precision`, imported when first needed: it loads torch,
+    which ``kdbench --help`` and the commands that train nothing do without."""
+    from ..device import resolve_precision as resolve
+
+    return resolve(precision, device)
 
 
 @dataclass
