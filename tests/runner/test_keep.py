@@ -48,6 +48,8 @@ def test_a_finished_run_keeps_its_last_and_best_weights_beside_its_record(kept):
         "file": f"{rid}.last.safetensors", "epoch": 2,
         "sha256": record["weights"]["last"]["sha256"]}
     assert record["weights"]["best"]["epoch"] == m["best_epoch"]
+    # (seeded: epoch 2 is the best by far, so its weights were kept across the stop)
+    assert m["best_epoch"] < 3
     header = read_header(runs / f"{rid}.last.safetensors")
     assert header["arch"] == "resnet8" and header["num_classes"] == 10
     assert len(header["input_shape"]) == 3 and header["epoch"] == 2
@@ -172,3 +174,45 @@ def test_bad_input_is_one_line_exit_2_nothing_written(kept, tmp_path, monkeypatc
                   "--format", "onnx"), "does not exist", "nope")
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.pt"))
     assert not (tmp_path / "nope").exists()
+
+
+def test_an_interrupted_run_keeps_its_best_weights_through_the_resume(tiny, local_plugin,
+                                                                      results):
+    """The best epoch's weights go to disk before the state that says the epoch is done, so a
+    run stopped and resumed keeps the best weights of an epoch trained before the stop; they
+    give back the record's _best metrics."""
+    import textwrap
+
+    import kdbench
+    from kdbench.runner.keep import evaluate_kept, pending_best_path
+    from kdbench.store import Store
+
+    local_plugin(textwrap.dedent("""
+        import kdbench
+        @kdbench.hookimpl
+        def kdbench_epoch_end(run_id, epoch):
+            if epoch == 3 and not run_id.startswith("resnet8"):   # the student, not the teacher
+                raise KeyboardInterrupt
+    """), "stop.py")
+    cfg = tiny(**{"loss.name": "ce", "recipe.epochs": 4, "recipe.lr": 0.2})
+    with pytest.raises(KeyboardInterrupt):
+        kdbench.run(cfg, progress=False)
+    store = Store(results)
+    rid = cfg.run_id
+    assert pending_best_path(store, rid).is_file()  # the best so far, for the resume
+    assert not list(store.runs.glob(f"{rid}.*.safetensors"))  # nothing final yet
+    local_plugin("", "stop.py")  # the interruption removed: resume
+    record = kdbench.run(cfg, progress=False)
+    m = record["metrics"]
+    assert record["weights"]["best"]["epoch"] == m["best_epoch"]
+    # (seeded: epoch 2 is the best by far, so its weights were kept across the stop)
+    assert m["best_epoch"] < 3
+    assert not pending_best_path(store, rid).exists()
+    got = evaluate_kept(rid, results_dir=str(results), which="best")["metrics"]
+    assert got["top1"] == m["top1_best"] and got["test_loss"] == m["test_loss_best"]
+    # keep: false keeps nothing and says so; the run id is the same
+    assert kdbench.run(cfg, progress=False, force=True)["weights"]["last"]
+    nokeep = tiny(**{"loss.name": "ce", "recipe.epochs": 4, "recipe.lr": 0.2, "keep": False})
+    assert nokeep.run_id == rid
+    record = kdbench.run(nokeep, progress=False, force=True)
+    assert record["weights"] is None
