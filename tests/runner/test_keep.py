@@ -91,7 +91,8 @@ def test_eval_of_a_file_and_with_another_evaluator(kept, cli_runner, tmp_path):
     assert metrics["noisy_count"] == 0  # digits without a label-noise transform
 
 
-def test_export_writes_models_that_give_the_students_logits(kept, cli_runner, tmp_path):
+def test_export_writes_models_that_give_the_students_logits(kept, cli_runner, tmp_path,
+                                                           monkeypatch):
     from kdbench.runner.keep import load_kept
 
     results, record = kept
@@ -117,8 +118,10 @@ def test_export_writes_models_that_give_the_students_logits(kept, cli_runner, tm
     [logits] = session.run(None, {"images": x.numpy()})
     assert torch.allclose(torch.from_numpy(logits), want, atol=1e-4)
     # the default name, in the working folder
+    monkeypatch.chdir(tmp_path)
     out = cli_runner("export", rid, "--results-dir", results, "--which", "best")
     assert out.exit_code == 0 and out.stdout.strip() == f"{rid}.best.resnet8.safetensors"
+    assert (tmp_path / f"{rid}.best.resnet8.safetensors").is_file()
 
 
 def _fails(out, *words):
