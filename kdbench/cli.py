@@ -11,16 +11,20 @@ from typing import Any
 
 import click
 
+from .config import PRESETS, preset_default
+from .errors import ConfigError, KDBenchError
 from .openmp import choose_wait_policy
+from .plugins import ENV_DIR
+from .version import __version__
 
-# the OpenMP runtime reads its wait policy once, when torch loads it: choose before .config does
-choose_wait_policy()
 
-from .config import PRESETS, preset_default  # noqa: E402
-from .errors import ConfigError, KDBenchError  # noqa: E402
-from .plugins import ENV_DIR  # noqa: E402
-from .runner.record import summary_line  # noqa: E402
-from .version import __version__  # noqa: E402
+def summary_line(record: dict[str, Any]) -> str:
+    """:func:`kdbench.runner.record.summary_line`, imported by the commands that print one (it
+    loads torch, which ``kdbench --help`` does without)."""
+    from .runner.record import summary_line as line
+
+    return line(record)
+
 
 # ============================== the group ======================================================
 
@@ -37,9 +41,10 @@ class KDBenchGroup(click.Group):
         plugins_dir = ctx.params.get("plugins_dir") if ctx is not None else None
         if plugins_dir:
             os.environ[ENV_DIR] = str(plugins_dir)
-        from .plugins import get_host
+        from .plugins import command_host
 
-        for source, call in get_host().impls("register_commands"):
+        # the built-ins register no command: a host without them keeps torch out of --help
+        for source, call in command_host().impls("register_commands"):
             try:
                 call(cli=self)
             except Exception as exc:  # noqa: BLE001
@@ -78,6 +83,9 @@ def _showwarning(message, category, filename, lineno, file=None, line=None) -> N
               help="Folder of *.py plugin files, loaded after installed plugins.")
 def cli(plugins_dir: str | None) -> None:
     """kdbench: knowledge-distillation benchmarks — train, distil, record, tabulate."""
+    # the OpenMP runtime reads its wait policy once, when torch loads it: choose before any
+    # command imports torch (here, not at import: --help needs neither torch nor the sample)
+    choose_wait_policy()
     if plugins_dir:
         os.environ[ENV_DIR] = str(plugins_dir)
     warnings.showwarning = _showwarning
@@ -263,6 +271,8 @@ def engine_options(f):
               help="Set any config field by dotted path, e.g. teacher.recipe.epochs=10.")
 @results_dir_option(spec_default=True)
 @click.option("--force", is_flag=True, help="Rerun even if a finished record exists.")
+@click.option("--keep/--no-keep", default=None, show_default="keep",
+              help="Keep the student's last and best weights beside the record.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @engine_options
@@ -270,7 +280,7 @@ def engine_options(f):
 def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
         lr, seed, device, precision, warmups, evals, best_metric, transforms,
-        teacher_transforms, loggers, sets, results_dir, force, quiet, as_json, lockstep,
+        teacher_transforms, loggers, sets, results_dir, force, keep, quiet, as_json, lockstep,
         compile_, channels_last, threads, fuse_teacher, **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record.
 
@@ -292,7 +302,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         "engine.channels_last": channels_last, "engine.threads": threads,
         "engine.fuse_teacher": fuse_teacher,
         "recipe.batch_size": batch_size, "recipe.lr": lr, "seed": seed, "device": device,
-        "precision": precision, "results_dir": results_dir,
+        "precision": precision, "results_dir": results_dir, "keep": keep,
     }
     if download:
         overrides["data.options.download"] = True
@@ -405,16 +415,23 @@ def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: 
 
 @cli.command()
 @results_dir_option
-@click.option("--rows", default="dataset,student", help="Comma-separated row keys.")
+@click.option("--rows", default=None, show_default="dataset,student (study,dataset,student for a "
+              "folder of studies)", help="Comma-separated row keys.")
 @click.option("--cols", default="loss,teacher", help="Comma-separated column keys ('' for none).")
 @click.option("--metric", default="top1_last",
               help="Metric column: any evaluator metric with _last or _best (top1_last, "
                    "top5_best, map_cosine_last, ...).")
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Keep only runs with this column value (repeatable).")
-@click.option("--format", "fmt", default="github",
+@click.option("--format", "fmt", default=None, show_default="github, or from -o's suffix",
               type=click.Choice(["github", "latex", "csv", "html", "plain"]),
               help="Output format.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the table to this file (.md, .tex, .csv, .html, .txt: its format) "
+                   "instead of printing it.")
+@click.option("--bold-best/--no-bold-best", default=False,
+              help="Bold each column's best value (the highest; the lowest for a metric where "
+                   "lower is better). Layout pivot.")
 @click.option("--digits", default=2, help="Decimals shown.")
 @click.option("--layout", "layout_name", default="pivot",
               help="Table layout: pivot (rows × cols), or a paper layout (`kdbench plugins "
@@ -426,22 +443,92 @@ def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: 
 @click.option("--pairing", default="auto", type=click.Choice(["auto", "paired", "welch"]),
               help="With --vs: auto pairs by seed when both cells hold the same seeds; paired "
                    "insists (n/a otherwise); welch never pairs.")
-def table(results_dir, rows, cols, metric, where, fmt, digits, layout_name, vs, pairing):
-    """Comparison table from all run records: mean ± std over seeds, seeds per cell."""
-    from .plugins import get
-    from .report.records import load_records
+def table(results_dir, rows, cols, metric, where, fmt, out, bold_best, digits, layout_name, vs,
+          pairing):
+    """Comparison table from all run records: mean ± std over seeds, seeds per cell.
 
+    Run from a folder of studies (the repository's results/), it reads every study's runs/
+    and keeps the studies apart (a study column).
+    """
+    from .plugins import get
+    from .report.records import table_output
+    from .report.study import table_records
+
+    fmt, target = table_output(out, fmt)
     layout = get("table_layout", layout_name)
-    df = load_records(results_dir)
+    df = table_records(results_dir)
     if df.empty:
-        raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r}")
+        raise KDBenchError(f"no run records in {os.path.join(results_dir, 'runs')!r} or in "
+                           f"study folders below {results_dir!r}")
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    extra = {"vs": vs, "pairing": pairing} if vs is not None else {}
-    if extra and layout_name != "pivot":
+    if rows is None:
+        rows = ("study," if "study" in df.columns else "") + "dataset,student"
+    options: dict[str, Any] = {"vs": vs, "pairing": pairing} if vs is not None else {}
+    if options and layout_name != "pivot":
         raise click.UsageError(f"--vs applies to the pivot layout; layout {layout_name!r} makes "
                                f"its own comparisons")
-    click.echo(layout.create(df, rows=split(rows), cols=split(cols), metric=metric,
-                             where=where, fmt=fmt, digits=digits, **extra))
+    if bold_best:
+        from .report.records import lower_is_better
+
+        if layout_name != "pivot":
+            raise ConfigError(f"--bold-best applies to the pivot layout, not {layout_name!r}")
+        options["bold"] = "min" if lower_is_better(metric) else "max"
+    text = layout.create(df, rows=split(rows), cols=split(cols), metric=metric, where=where,
+                         fmt=fmt, digits=digits, **options)
+    if target is None:
+        click.echo(text)
+        return
+    from .store import atomic_write_bytes
+
+    atomic_write_bytes(target, (text.rstrip("\n") + "\n").encode())
+    click.echo(f"wrote {target}", err=True)
+
+
+# ============================== eval, export ===================================================
+
+
+@cli.command("eval")
+@click.argument("source", metavar="RUN_ID|FILE")
+@results_dir_option
+@click.option("--which", type=click.Choice(["last", "best"]), default="last",
+              help="The kept weights of the last or the best epoch.")
+@click.option("--eval", "evals", multiple=True, metavar="NAME[:K=V,...]",
+              help="Evaluator (repeatable); default: the run's own.")
+@click.option("--dataset", default=None, show_default="the run's",
+              help="Evaluate on this dataset's test split instead.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="KDBENCH_DATA_DIR",
+              show_envvar=True, default=None, help="Folder holding the dataset's files.")
+@click.option("--device", default="cpu", help="auto, cpu, cuda[:N] or mps.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def eval_(source, results_dir, which, evals, dataset, data_dir, device, as_json):
+    """Evaluate a run's kept student (or a kept .safetensors file) as the run did."""
+    from .runner.keep import evaluate_kept
+
+    out = evaluate_kept(source, results_dir=results_dir, which=which,
+                        evaluators=list(evals) or None, dataset=dataset, data_dir=data_dir,
+                        device=device)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"{out['run_id']} {out['which']} (epoch {out['epoch']}, {out['arch']}) on "
+               f"{out['dataset']}: " + ", ".join(f"{k} {v:.4g}" for k, v in
+                                                  out["metrics"].items()))
+
+
+@cli.command("export")
+@click.argument("source", metavar="RUN_ID|FILE")
+@results_dir_option
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "torchscript", "onnx"]),
+              default="safetensors", help="What to write.")
+@click.option("--which", type=click.Choice(["last", "best"]), default="last",
+              help="The kept weights of the last or the best epoch.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              show_default="<run id>.<which>.<arch>.<suffix>", help="File to write.")
+def export(source, results_dir, fmt, which, out):
+    """Write a run's kept student as a deployable model file."""
+    from .runner.keep import export_kept
+
+    click.echo(str(export_kept(source, fmt, out, results_dir=results_dir, which=which)))
 
 
 # ============================== plugins ========================================================

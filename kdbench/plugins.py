@@ -158,13 +158,14 @@ class PluginHost:
     """The pluggy manager plus which source each plugin came from, in load order."""
 
     def __init__(self, plugins_dir: str | os.PathLike[str] | None = None,
-                 load: Iterable[str] | None = None) -> None:
+                 load: Iterable[str] | None = None, *, builtins: bool = True) -> None:
         self.pm = pluggy.PluginManager("kdbench")
         self.pm.add_hookspecs(hookspecs)
         self.sources: dict[str, str] = {}  # plugin name -> source shown to users
         self.order: list[str] = []
         self.failures: list[Failure] = []
-        self._load_builtins()
+        if builtins:  # without: the third parties' plugins only (their commands, fast)
+            self._load_builtins()
         self._load_entry_points(load)
         self._load_dir(plugins_dir)
 
@@ -272,6 +273,12 @@ def get_host() -> PluginHost:
     if _host is None:
         _host = PluginHost(os.environ.get(ENV_DIR) or None, _env_load())
     return _host
+
+
+def command_host() -> PluginHost:
+    """The installed and local plugins without the built-ins, which register no command:
+    what ``kdbench --help`` asks for its plugin commands without loading torch."""
+    return PluginHost(os.environ.get(ENV_DIR) or None, _env_load(), builtins=False)
 
 
 def get_registry() -> Registry:

@@ -397,8 +397,10 @@ class ScheduleSpec(PluginSpec):
     types: dict[str, Any] = field(default_factory=dict)
 
 
-#: The model outputs an evaluator may ask for, per split (train = un-augmented).
-EVAL_NEEDS = frozenset({"test_logits", "test_embedding", "train_logits", "train_embedding"})
+#: The model outputs an evaluator may ask for, per split (train = un-augmented), and the
+#: run's fixed teacher's test logits.
+EVAL_NEEDS = frozenset({"test_logits", "test_embedding", "train_logits", "train_embedding",
+                        "teacher_test_logits"})
 
 
 @dataclass(frozen=True, eq=False)

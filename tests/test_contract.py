@@ -256,8 +256,11 @@ def test_evaluator_runs_on_a_tiny_dataset(name, data):
                                              "eval.best_metric": spec.metrics[0]})
     assert config is not None
     [item] = config.eval.evaluators
-    student, _ = models()
-    suite = build_suite([item], EvalContext(data), epochs=1)
+    student, teacher = models()
+    # an evaluator that compares with the teacher gets one (the runner gives the run's)
+    with_teacher = "teacher_test_logits" in spec.needs
+    suite = build_suite([item], EvalContext(data, teacher=teacher if with_teacher else None),
+                        epochs=1)
     metrics = suite.evaluate(student, 1)  # epoch 1 of 1: every evaluator is due
     missing = sorted(set(spec.metrics) - set(metrics))
     assert not missing, f"evaluator {name!r} returned no {missing}"

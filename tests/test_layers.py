@@ -205,3 +205,22 @@ def test_no_test_skips_itself_when_a_kdbench_module_is_renamed():
                  if p != Path(__file__).resolve() and pattern.search(p.read_text()))
     assert not bad, f"tests that skip themselves over a kdbench import: {bad}"
 
+
+
+def test_the_command_line_loads_torch_only_for_commands_that_need_it():
+    """``import kdbench.cli`` and ``kdbench --help`` (plugin commands listed) load neither torch
+    nor pandas: the help comes fast (benchmarks/cli_startup.py measures it)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, contextlib, io\n"
+             "import kdbench.cli\n"
+             "assert 'torch' not in sys.modules, 'import kdbench.cli loaded torch'\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+             "    kdbench.cli.cli.main(['--help'], standalone_mode=False)\n"
+             "assert 'run' in out.getvalue() and 'eval' in out.getvalue()\n"
+             "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=PACKAGE.parent, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -19,7 +19,8 @@ from typing import Any
 from .resolve import resolve
 
 #: Fields that say where or on what a run happens, not what it is.
-NON_IDENTITY = ("results_dir", "device", "data.dir", "engine", "log", "teacher.evaluate")
+NON_IDENTITY = ("results_dir", "device", "data.dir", "engine", "log", "teacher.evaluate",
+                "keep")
 
 
 #: Fields added after records were first written: the identity leaves each out while it holds

@@ -11,10 +11,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..device import resolve_precision
 from ..spec import from_dict
 from .identity import run_id
 from .resolve import resolve
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """:func:`kdbench.device.resolve_precision`, imported when first needed: it loads torch,
+    which ``kdbench --help`` and the commands that train nothing do without."""
+    from ..device import resolve_precision as resolve
+
+    return resolve(precision, device)
 
 
 @dataclass
@@ -145,6 +152,9 @@ class RunConfig:
     precision: str = "auto"
     device: str = "auto"
     results_dir: str = "results"
+    #: keep the student's last and best weights beside the record (``--no-keep``: don't);
+    #: where a run's files go, not what it is, so not part of the id
+    keep: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def to_dict(self) -> dict[str, Any]:

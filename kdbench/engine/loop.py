@@ -274,13 +274,15 @@ def _extra_stages(trainee: Trainee, loader: BatchLoader, teacher: nn.Module | No
 
 
 def _postfix(trainees: list[Trainee], metric: str) -> str:
-    """Each trainee's latest ``metric`` (or its training accuracy in an epoch not tested)."""
+    """Each trainee's latest ``metric`` (or its training accuracy in an epoch not tested), its
+    training loss and its learning rate."""
     def one(t: Trainee) -> str:
         row = t.history[-1]
-        if metric in row:
-            return f"{t.name} {metric}={row[metric]:.1f}"
-        return f"{t.name} train_top1={row.get('train_top1', math.nan):.1f}"
-    return " ".join(one(t) for t in trainees)
+        shown = (f"{metric}={row[metric]:.1f}" if metric in row
+                 else f"train_top1={row.get('train_top1', math.nan):.1f}")
+        return (f"{t.name} {shown} loss={row.get('train_loss', math.nan):.4g} "
+                f"lr={row.get('lr', math.nan):.3g}")
+    return "; ".join(one(t) for t in trainees)
 
 
 def _batches(loader: BatchLoader, epoch: int) -> Iterator[Batch]:

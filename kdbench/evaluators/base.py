@@ -30,10 +30,12 @@ register_evaluator = Catalogue("evaluator")
 
 @dataclass
 class EvalContext:
-    """What an evaluator is built with: the run's (device-resident, transformed) dataset."""
+    """What an evaluator is built with: the run's (device-resident, transformed) dataset, and
+    the run's fixed teacher (None: the run has none) for evaluators that compare with it."""
 
     dataset: Dataset
     batch_size: int = 256
+    teacher: nn.Module | None = None
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +63,8 @@ class Outputs:
     train_logits: torch.Tensor | None = None
     train_embedding: torch.Tensor | None = None
     train_meta: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the fixed teacher's test logits (for an evaluator that needs ``teacher_test_logits``)
+    teacher_test_logits: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -106,6 +110,14 @@ class Suite:
         self.loaders = {split: BatchLoader(data, split, ctx.batch_size, train=False, device=dev,
                                            channels_last=channels_last)
                         for split in ("train", "test")}
+        self._teacher_logits: torch.Tensor | None = None  # the frozen teacher's: computed once
+        if ctx.teacher is None:
+            for spec, _, _ in items:
+                if "teacher_test_logits" in spec.needs:
+                    raise ConfigError(f"evaluator {spec.name!r} needs the teacher's outputs, "
+                                      f"but there is no fixed teacher here (valid: a run with "
+                                      f"a teacher; not a CE-only run, an online cohort or a "
+                                      f"kept student evaluated alone)")
 
     @property
     def metrics(self) -> list[str]:
@@ -146,6 +158,11 @@ class Suite:
             setattr(out, f"{split}_logits", z)
             setattr(out, f"{split}_embedding", e)
         out.train_labels, out.train_meta = data.train.labels, data.train.meta
+        if "teacher_test_logits" in needs:
+            if self._teacher_logits is None:
+                self._teacher_logits, _ = model_outputs(self.ctx.teacher, self.loaders["test"],
+                                                        self.precision, False)
+            out.teacher_test_logits = self._teacher_logits
         metrics: dict[str, float] = {}
         for spec, evaluator, _ in due:
             values = evaluator(out)

@@ -1,4 +1,5 @@
-"""Built-in evaluator plugin: ``accuracy``, ``retrieval``, ``memorisation`` and ``longtail``.
+"""Built-in evaluator plugin: ``accuracy``, ``retrieval``, ``memorisation``, ``longtail`` and
+``agreement``.
 
 Each evaluator is registered beside its class (``@register_evaluator`` of :mod:`.base`);
 importing their files collects them, and the hook hands them to the plugin registry with the
@@ -8,7 +9,7 @@ importing their files collects them, and the hook hands them to the plugin regis
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from . import accuracy, longtail, memorisation, retrieval  # noqa: F401 - they register
+from . import accuracy, agreement, longtail, memorisation, retrieval  # noqa: F401 - they register
 from .base import register_evaluator
 
 

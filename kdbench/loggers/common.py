@@ -57,6 +57,16 @@ def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def run_name(record: Mapping[str, Any]) -> str:
+    """A tracker's name for a run, what a reader scans a list of runs for:
+    ``student←teacher loss seed N`` (``student loss seed N`` without a teacher). Names repeat
+    across seeds' settings; the run id, unique, goes in a tag."""
+    cfg = record.get("config") or {}
+    teacher = (record.get("teacher") or {}).get("arch") or (cfg.get("teacher") or {}).get("arch")
+    student = cfg.get("student", "?") + (f"←{teacher}" if teacher else "")
+    return f"{student} {(cfg.get('loss') or {}).get('name', '?')} seed {cfg.get('seed', '?')}"
+
+
 def run_logs_dir(results_dir: str | Path, run_id: str) -> Path:
     """``<results>/logs/<run_id>``: the folder of a run's built-in logs."""
     return Path(results_dir) / "logs" / run_id

@@ -115,11 +115,14 @@ def _timm_module(name: str) -> str:
 
 def profile_all(models: Iterable[tuple[str, str]], num_classes: int,
                 input_shape: tuple[int, int, int], progress: bool = False) -> list[Profile]:
+    import sys
+
     from tqdm import tqdm
 
     models = list(models)
+    # a bar only in a terminal: piped, its carriage returns would pile up in the file
     it = tqdm(models, desc="profiling", unit="model", leave=False,
-              disable=not progress or len(models) < 20)
+              disable=not progress or len(models) < 20 or not sys.stderr.isatty())
     return [profile(name, family, num_classes, input_shape) for name, family in it]
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from ..errors import KDBenchError
 from ..store import Store, read_json
 from .figures import METRIC, Figure, check_plot_file, pyplot, save_figure
-from .records import NONE, apply_where, check_metric, finished
+from .records import NONE, apply_where, check_metric, finished, metric_label
 from .render import format_cell, render, with_difference
 from .stats import Comparison, Family, NotComparable, seed_values
 from .study import Study
@@ -309,7 +309,7 @@ def checkpoint_curve(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_l
         ax.fill_between(grp["epoch"], grp["mean"] - std, grp["mean"] + std, color="tab:blue",
                         alpha=0.2, linewidth=0)
         ax.set_xlabel("teacher checkpoint epoch")
-        ax.set_ylabel(f"student {metric} (%)", color="tab:blue")
+        ax.set_ylabel(f"student {metric_label(metric)}", color="tab:blue")
         ax.set_title(f"{teacher} → {student} ({loss}, {dataset})", fontsize=10)
         ax.grid(alpha=0.3)
         vanilla = _vanilla(df, where, metric, dataset, student)

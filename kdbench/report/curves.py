@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
 from ..store import Store
 from .figures import Figure, check_plot_file, pyplot, save_figure
+from .records import metric_label
 from .study import Study
 from .svg import Mark, Series, chart
 
@@ -127,13 +128,14 @@ def plot_curves(records: Sequence[dict[str, Any]], out: str | Path, *,
     fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 6.4), squeeze=False, sharex="col")
     for col, c in enumerate(curves):
         top, bottom = axes[0][col], axes[1][col]
-        top.plot(c.epochs, _nan(c.values), "o-", ms=3, label=f"{c.metric} (test)")
+        # epochs not evaluated (an evaluator every N epochs) are skipped, not gaps: a line
+        top.plot(*_measured(c.epochs, c.values), "o-", ms=3, label=f"{c.metric} (test)")
         if any(v is not None for v in c.train_top1):
-            top.plot(c.epochs, _nan(c.train_top1), "s--", ms=3, label="train_top1")
+            top.plot(*_measured(c.epochs, c.train_top1), "s--", ms=3, label="train_top1")
         top.set_title(f"{c.run_id}\n{c.label}", fontsize=9)
-        top.set_ylabel(f"{c.metric}")
+        top.set_ylabel(metric_label(c.metric))
         for name, values in c.terms.items():
-            bottom.plot(c.epochs, _nan(values), "o-", ms=2.5,
+            bottom.plot(*_measured(c.epochs, values), "o-", ms=2.5,
                         lw=2 if name == "train_loss" else 1.2, label=name)
         positive = [v for vs in c.terms.values() for v in vs if v is not None]
         if positive and min(positive) > 0:
@@ -157,8 +159,11 @@ def plot_curves(records: Sequence[dict[str, Any]], out: str | Path, *,
     return out
 
 
-def _nan(values: Sequence[float | None]) -> list[float]:
-    return [math.nan if v is None else v for v in values]
+def _measured(epochs: Sequence[int], values: Sequence[float | None]
+              ) -> tuple[list[int], list[float]]:
+    """The epochs where a value was measured, and the values."""
+    pairs = [(e, v) for e, v in zip(epochs, values) if v is not None and not math.isnan(v)]
+    return [e for e, _ in pairs], [v for _, v in pairs]
 
 
 # ============================== the report page ================================================
@@ -205,8 +210,9 @@ def training_curve_figures(study: Study) -> list[Figure]:
                      tips=[f"{c.run_id[:8]} {c.label}, epoch {e}: {metric} {_v(v)}"
                            for e, v in zip(c.epochs, c.values)]) for c in same]
     out.append(Figure(f"Training curves: test {metric}",
-                      chart(series, title=f"test {metric} per epoch", xlabel="epoch",
-                            ylabel=metric, integer_x=True, width=620,
+                      chart(series, title=f"{metric_label(metric, unit=False)} per epoch",
+                            xlabel="epoch", ylabel=metric_label(metric), integer_x=True,
+                            width=620,
                             height=300 + 16 * math.ceil(len(series) / 2)),
                       f"Per-epoch {metric} of {how}."))
     for c in curves:

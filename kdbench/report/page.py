@@ -222,27 +222,32 @@ def _sortable(markup: str) -> str:
 
 
 def _tables(study: Study, summary: Summary) -> str:
+    """A study folder's tables are those its ``study.yaml`` names, rendered as ``kdbench
+    reproduce`` renders them (the numbers of its README); a plain folder gets every layout that
+    applies, the pivot's rows split by whatever differs between the runs of one cell."""
     from ..plugins import get_registry
 
+    declared = _declared(study)
+    if declared is not None:
+        return _declared_tables(study, declared, summary)
     out, skipped = [], []
     for entry in get_registry().entries("table_layout"):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                text = entry.create(study.df, fmt="html")
-            except KDBenchError as exc:
-                skipped.append((entry.name, str(exc)))
-                continue
-            except Exception as exc:  # noqa: BLE001 - a broken layout must not sink the page
-                skipped.append((entry.name, f"failed: {type(exc).__name__}: {exc}"))
-                continue
-        body = _sortable(text) if "<table" in text else f"<pre>{_e(text)}</pre>"
-        notes = "".join(f"<li>{_e(w.message)}</li>" for w in caught)
-        out.append(f'<figure class="kd-block" data-kd="table" data-name="{_e(entry.name)}">'
-                   f'<figcaption><span class="kd-name">{_e(entry.name)}</span> — '
-                   f'{_e(entry.description)} <span class="kd-source">({_e(entry.source)})'
-                   f'</span></figcaption><div class="kd-scroll">{body}</div>'
-                   + (f'<ul class="kd-notes">{notes}</ul>' if notes else "") + "</figure>")
+        options: dict[str, Any] = {"fmt": "html"}
+        split: list[str] = []
+        if entry.name == "pivot":
+            from .pivot import DEFAULT_COLS, DEFAULT_ROWS
+
+            split = _splitting_keys(study.df, [*DEFAULT_ROWS, *DEFAULT_COLS])
+            options["rows"] = [*DEFAULT_ROWS, *split]
+        text, notes, reason = _layout(entry, study.df, options)
+        if reason is not None:
+            skipped.append((entry.name, reason))
+            continue
+        if split:
+            notes.insert(0, f"rows also split by {', '.join(split)}: runs that differ there "
+                            f"are not pooled into one cell")
+        out.append(_layout_block(entry.name, f"{entry.name}", f"{entry.description} "
+                                 f"({entry.source})", text, notes))
         summary.tables.append((study.name, entry.name))
     for name, reason in skipped:
         summary.skipped.append((study.name, name, reason))
@@ -252,6 +257,126 @@ def _tables(study: Study, summary: Summary) -> str:
                    + "".join(f"<li><b>{_e(n)}</b>: {_e(r)}</li>" for n, r in skipped)
                    + "</ul></details>")
     return "\n".join(out) or "<p>No table layout applies.</p>"
+
+
+def _layout(entry: Any, df: Any, options: dict[str, Any]) -> tuple[str, list[str], str | None]:
+    """A layout's HTML, the warnings it gave, and why it does not apply (None: it does)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            text = entry.create(df, **options)
+        except KDBenchError as exc:
+            return "", [], str(exc)
+        except Exception as exc:  # noqa: BLE001 - a broken layout must not sink the page
+            return "", [], f"failed: {type(exc).__name__}: {exc}"
+    return text, [str(w.message) for w in caught], None
+
+
+def _layout_block(name: str, title: str, caption: str, text: str, notes: list[str]) -> str:
+    body = _sortable(text) if "<table" in text else f"<pre>{_e(text)}</pre>"
+    items = "".join(f"<li>{_e(n)}</li>" for n in notes)
+    return (f'<figure class="kd-block" data-kd="table" data-name="{_e(name)}">'
+            f'<figcaption><span class="kd-name">{_e(title)}</span> — {_e(caption)}'
+            f'</figcaption><div class="kd-scroll">{body}</div>'
+            + (f'<ul class="kd-notes">{items}</ul>' if items else "") + "</figure>")
+
+
+def _declared(study: Study) -> Any:
+    """The study's ``study.yaml`` (:func:`kdbench.report.reproduce.find_study`), or None for a
+    plain folder (or one whose study.yaml cannot be read: it is reported as a plain folder)."""
+    from .reproduce import STUDY_FILE, find_study
+
+    if not (study.path / STUDY_FILE).is_file():
+        return None
+    try:
+        return find_study(study.path)
+    except KDBenchError as exc:
+        warnings.warn(f"{study.name}: {exc}; showing every layout instead", RuntimeWarning,
+                      stacklevel=2)
+        return None
+
+
+def _declared_tables(study: Study, declared: Any, summary: Summary) -> str:
+    """The tables ``study.yaml`` names, in its order, once each (a .tex twin of a .md table is
+    the same table), with the layout and options that made each committed file."""
+    from ..plugins import get
+    from .reproduce import table_options
+
+    out, seen, skipped = [], set(), []
+    for item in declared.tables:
+        options = table_options(item, fmt="html")
+        name = item.get("layout", "pivot")
+        key = (name, json.dumps(options, sort_keys=True, default=str))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            entry = get("table_layout", name)
+        except KDBenchError as exc:
+            skipped.append((item["file"], str(exc)))
+            continue
+        text, notes, reason = _layout(entry, study.df, options)
+        if reason is not None:
+            skipped.append((item["file"], reason))
+            continue
+        shown = ", ".join(f"{k} {v if not isinstance(v, list) else ','.join(map(str, v))}"
+                          for k, v in options.items() if k != "fmt" and v)
+        out.append(_layout_block(item["file"], item["file"], f"layout {name}; {shown} (as "
+                                 f"study.yaml declares it)", text, notes))
+        summary.tables.append((study.name, item["file"]))
+    for name, reason in skipped:
+        summary.skipped.append((study.name, name, reason))
+    note = ('<p class="kd-note">The tables this study\'s <code>study.yaml</code> declares '
+            "(its README's numbers). Other views: <code>kdbench table --results-dir "
+            f"{_e(study.path)} --layout NAME</code>.</p>")
+    if skipped:
+        out.append('<div class="kd-warn"><p>Tables of study.yaml that could not be made:</p>'
+                   "<ul>" + "".join(f"<li><b>{_e(n)}</b>: {_e(r)}</li>" for n, r in skipped)
+                   + "</ul></div>")
+    return note + "\n".join(out)
+
+
+#: columns the page may split a plain folder's pivot rows by, named ones first; then any
+#: config field (``config.*``) but those that never change a result
+_SPLIT_FIRST = ("teacher_data", "teacher_arch", "teacher_epoch", "warmup", "preset")
+_NOT_SPLIT = ("config.seed", "config.results_dir", "config.device", "config.data.dir",
+              "config.log", "config.keep", "config.teacher.evaluate", "config.engine.",
+              "config.preset")
+
+
+def _splitting_keys(df: Any, keys: list[str]) -> list[str]:
+    """Columns to add to ``keys`` so that no cell of finished runs pools configurations that
+    differ in more than their seed (each record's ``cell_config``): greedily, the column that
+    leaves the fewest mixed cells, until none is mixed or nothing more separates them."""
+    if df.empty or "cell_config" not in df.columns:
+        return []
+    done = df[df["status"] == "done"] if "status" in df.columns else df
+    if done.empty or any(k not in done.columns for k in keys):
+        return []
+    done = done.astype({c: str for c in done.columns if c.startswith("config.")
+                        or c in _SPLIT_FIRST})
+
+    def mixed(by: list[str]) -> int:
+        counts = done.groupby(by, dropna=False)["cell_config"].nunique()
+        return int((counts > 1).sum())
+
+    chosen: list[str] = []
+    left = mixed(keys)
+    candidates = [c for c in (*_SPLIT_FIRST, *sorted(done.columns)) if c in done.columns
+                  and (c in _SPLIT_FIRST or c.startswith("config."))
+                  and not c.startswith(_NOT_SPLIT) and c not in keys]
+    candidates = list(dict.fromkeys(candidates))
+    while left:
+        scored = [(mixed([*keys, *chosen, c]), i, c) for i, c in enumerate(candidates)
+                  if c not in chosen]
+        if not scored:
+            break
+        best, _, column = min(scored)
+        if best >= left:
+            break
+        chosen.append(column)
+        left = best
+    return chosen
 
 
 def _figures(study: Study, summary: Summary) -> str:
@@ -346,7 +471,7 @@ def _page(title: str, results_dir: str | Path, studies: list[Study], sections: l
 </head>
 <body>
 <header><h1>{_e(title)}</h1>
-<p class="kd-meta">Store <code>{_e(Path(results_dir).resolve())}</code> · {_e(summary.line())}
+<p class="kd-meta">Store <code>{_e(Path(results_dir))}</code> · {_e(summary.line())}
 · generated {_e(now)} by kdbench {_e(__version__)}</p></header>
 <nav class="kd-nav"><ul>{nav}</ul></nav>
 <main>

@@ -99,10 +99,12 @@ def compare_columns(df: pd.DataFrame, long: pd.DataFrame, rows: list[str], cols:
 
 def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[str] | None = None,
                metric: str = "top1_last", where: Iterable[str] = (), fmt: str = "github",
-               digits: int = 2, vs: str | None = None, pairing: str = "auto") -> str:
+               digits: int = 2, vs: str | None = None, pairing: str = "auto",
+               bold: str | None = None) -> str:
     """The comparison table as text: a pivot of mean ± std (n seeds) of ``metric``; with
     ``vs``, every cell also holds its difference to the ``vs`` column of its row (95% CI, p,
-    Holm over the table, MDE where not detected; :mod:`kdbench.report.stats`)."""
+    Holm over the table, MDE where not detected; :mod:`kdbench.report.stats`); with ``bold``
+    (``max``/``min``) each column's best mean in bold."""
     check_format(fmt)
     rows = list(rows or DEFAULT_ROWS)
     cols = list(cols if cols is not None else DEFAULT_COLS)
@@ -160,4 +162,4 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     if family is not None:
         caption += (f"; [difference to {reference_column(vs, sorted(set(c for _, c in where_of)))}"
                     f" in the same row: {family.caption()}]")
-    return render(body, list(wide.columns), fmt, caption)
+    return render(body, list(wide.columns), fmt, caption, bold=bold, keys=len(rows))

@@ -180,6 +180,62 @@ def check_metric(df: pd.DataFrame, metric: str) -> None:
                                hint="a metric the records hold (an evaluator's, + _last/_best)")
 
 
+#: a table file's suffix -> its format (``kdbench table -o FILE``)
+SUFFIX_FORMATS = {".md": "github", ".tex": "latex", ".csv": "csv", ".html": "html",
+                  ".txt": "plain"}
+
+
+def table_output(out: str | None, fmt: str | None) -> tuple[str, Path | None]:
+    """The format and file of ``kdbench table [-o FILE] [--format F]``: the format from the
+    file's suffix (a different ``--format`` is an error), the file's folder must exist."""
+    if out is None:
+        return fmt or "github", None
+    target = Path(out)
+    by_suffix = SUFFIX_FORMATS.get(target.suffix.lower())
+    if by_suffix is None:
+        raise ConfigError(f"-o {out!r}: unknown table suffix {target.suffix or '(none)'!r} "
+                          f"(valid: {', '.join(SUFFIX_FORMATS)})")
+    if fmt is not None and fmt != by_suffix:
+        raise ConfigError(f"-o {out!r} is {by_suffix} by its suffix, but --format is {fmt}")
+    if not target.parent.is_dir():
+        raise ConfigError(f"-o {out!r}: folder {str(target.parent)!r} does not exist")
+    return by_suffix, target
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether the evaluator that reports ``metric`` (with or without _last/_best) declares
+    lower values better (a loss, a KL)."""
+    base = re.sub(r"_(last|best)$", "", metric)
+    reg = get_registry()
+    return any(base in reg.get("evaluator", name).lower_is_better
+               for name in reg.names("evaluator"))
+
+
+#: how an axis or a caption names a metric (any other: its name with spaces)
+METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "test_loss": "test loss",
+                "train_top1": "training top-1 accuracy", "map_cosine": "mAP (cosine)",
+                "map_euclidean": "mAP (Euclidean)", "agreement": "top-1 agreement with the "
+                "teacher", "teacher_kl": "KL(teacher ‖ student)"}
+_WHEN = (("_last10_best", "best of the last 10 epochs"), ("_last", "last epoch"),
+         ("_best", "best epoch"))
+
+
+def metric_label(metric: str, unit: bool = True) -> str:
+    """A metric as a reader names it on an axis: ``top1_last`` → ``top-1 accuracy, last epoch
+    (%)``; with ``unit``, the unit of :func:`metric_unit`."""
+    base, when = metric, ""
+    for suffix, text in _WHEN:
+        if metric.endswith(suffix):
+            base, when = metric[:-len(suffix)], text
+            break
+    name = METRIC_NAMES.get(base, base.replace("_", " "))
+    label = f"{name}, {when}" if when else name
+    if not unit:
+        return label
+    u = metric_unit(metric)
+    return f"{label} ({u})" if u else label
+
+
 def metric_unit(metric: str) -> str:
     """The unit a table states for a metric column: ``%`` unless the evaluator that reports
     the metric declares another (``units`` at registration; e.g. retrieval's mAP is 0-1)."""

@@ -7,6 +7,7 @@ over seeds, with the number of seeds and a difference or gain where the layout s
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -90,19 +91,63 @@ def _markup(cell: Any, fmt: str) -> Any:
     return str(cell)
 
 
-def render(body: list[list[Any]], headers: list[str], fmt: str, caption: str) -> str:
+#: what ``bold`` marks as best in a column: the highest or the lowest leading number
+BOLD = ("max", "min")
+_LEADING = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)")
+
+
+def best_cells(body: list[list[Any]], keys: int, bold: str) -> set[tuple[int, int]]:
+    """(row, column) of each column's best cell — the highest (``max``) or lowest (``min``)
+    leading number, every tie included — among the columns after the first ``keys`` (the
+    row labels); a column with fewer than two numbers has none."""
+    if bold not in BOLD:
+        raise UnknownNameError("bold", bold, BOLD)
+    out: set[tuple[int, int]] = set()
+    for j in range(keys, max((len(r) for r in body), default=0)):
+        values = {}
+        for i, row in enumerate(body):
+            m = _LEADING.match(str(row[j])) if j < len(row) and row[j] is not None else None
+            if m:
+                values[i] = float(m.group(1))
+        if len(values) < 2:
+            continue
+        best = max(values.values()) if bold == "max" else min(values.values())
+        out |= {(i, j) for i, v in values.items() if v == best}
+    return out
+
+
+def render(body: list[list[Any]], headers: list[str], fmt: str, caption: str, *,
+           bold: str | None = None, keys: int = 1) -> str:
     """The table in ``fmt`` (:data:`FORMATS`): the caption above it (a LaTeX comment, an HTML
-    paragraph, a line of text; CSV has none), every cell as text, numbers not reparsed."""
+    paragraph, a line of text; CSV has none), every cell as text, numbers not reparsed. LaTeX
+    is a booktabs table (``\\usepackage{booktabs}``). With ``bold`` (``max`` or ``min``) each
+    column's best value after the ``keys`` label columns is bold (LaTeX, Markdown, HTML)."""
     from tabulate import tabulate
 
     check_format(fmt)
     if fmt == "csv":
-        return pd.DataFrame(body, columns=headers).to_csv(index=False)
-    body = [[_markup(c, fmt) for c in row] for row in body]
+        return pd.DataFrame([[str(c) if isinstance(c, Marked) else c for c in row]
+                             for row in body], columns=headers).to_csv(index=False)
+    best = best_cells(body, keys, bold) if bold and fmt != "plain" else set()
     if fmt == "latex":
-        headers = [latex_escape(h) for h in headers]
-        return f"% {caption}\n" + tabulate(body, headers=headers, tablefmt="latex_raw",
-                                           disable_numparse=True)
+        cells = [[latex_escape(h) for h in headers]] + [
+            [_bold(_markup(c, fmt), (i, j) in best, fmt) for j, c in enumerate(row)]
+            for i, row in enumerate(body)]
+        widths = [max(len(r[j]) for r in cells if j < len(r)) for j in range(len(headers))]
+        head, *rows = [" & ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + r" \\"
+                       for r in cells]
+        return "\n".join([f"% {caption}", r"% needs \usepackage{booktabs}",
+                          r"\begin{tabular}{" + "l" * len(headers) + "}", r"\toprule", head,
+                          r"\midrule", *rows, r"\bottomrule", r"\end{tabular}"])
+    body = [[_bold(_markup(c, fmt), (i, j) in best, fmt) for j, c in enumerate(row)]
+            for i, row in enumerate(body)]
     table = tabulate(body, headers=headers, tablefmt=fmt if fmt != "plain" else "simple",
                      disable_numparse=True)
     return f"<p>{caption}</p>\n{table}" if fmt == "html" else f"{caption}\n\n{table}"
+
+
+def _bold(text: Any, on: bool, fmt: str) -> Any:
+    if not on or not text:
+        return text
+    return {"latex": f"\\textbf{{{text}}}", "github": f"**{text}**",
+            "html": f"<b>{text}</b>"}.get(fmt, text)

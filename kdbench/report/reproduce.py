@@ -121,13 +121,8 @@ def render(study: Study, out: Path | None = None) -> list[Path]:
                            f"{study.name}` first")
     written = []
     for item in study.tables:
-        options = {k: v for k, v in item.items() if k not in ("file", "layout")}
-        options.setdefault("fmt", _format_of(item["file"]))
-        for axis in ("rows", "cols"):  # "a,b" as on the command line, or a list
-            value = options.get(axis)
-            options[axis] = ([x.strip() for x in value.split(",") if x.strip()]
-                             if isinstance(value, str) else value)
-        text = get("table_layout", item.get("layout", "pivot")).create(df, **options)
+        text = get("table_layout", item.get("layout", "pivot")).create(
+            df, **table_options(item))
         path = out / item["file"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text.rstrip("\n") + "\n")
@@ -135,6 +130,20 @@ def render(study: Study, out: Path | None = None) -> list[Path]:
     for item in study.figures:
         written.append(_figure(df, item, out, study))
     return written
+
+
+def table_options(item: dict[str, Any], fmt: str | None = None) -> dict[str, Any]:
+    """The layout options of one of the study's ``tables:`` (in ``fmt``, default: its file's
+    format): what ``kdbench reproduce`` and ``kdbench report`` both render."""
+    options = {k: v for k, v in item.items() if k not in ("file", "layout")}
+    if fmt is not None:
+        options["fmt"] = fmt
+    options.setdefault("fmt", _format_of(item["file"]))
+    for axis in ("rows", "cols"):  # "a,b" as on the command line, or a list
+        value = options.get(axis)
+        options[axis] = ([x.strip() for x in value.split(",") if x.strip()]
+                         if isinstance(value, str) else value)
+    return options
 
 
 def _format_of(file: str) -> str:

@@ -28,7 +28,16 @@ import pandas as pd
 
 from ..errors import KDBenchError
 from .figures import METRIC, Figure, check_plot_file, pyplot, save_figure
-from .records import CLEAN, NONE, check_metric, corruptions, finished, teacher_data, transform_list
+from .records import (
+    CLEAN,
+    NONE,
+    check_metric,
+    corruptions,
+    finished,
+    metric_label,
+    teacher_data,
+    transform_list,
+)
 from .render import check_format, format_cell, render, with_difference
 from .stats import Comparison, Family, NotComparable, seed_values
 from .study import Study
@@ -320,7 +329,7 @@ def robustness_plot(df: pd.DataFrame, out: str | Path, *, metric: str = "top1_la
             ax.set_xlabel(f"{kind} imbalance ratio ρ")
         else:
             ax.set_xlabel(f"{kind} label-noise rate")
-        ax.set_ylabel(f"{metric} (%)")
+        ax.set_ylabel(metric_label(metric))
         ax.set_title(f"{st} on {ds}: {kind}", fontsize=10)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
@@ -387,7 +396,7 @@ def robustness_figures(study: Study) -> list[Figure]:
             what = f"{kind} imbalance ratio ρ" if imbalance else f"{kind} label-noise rate"
             title = f"{student} on {dataset}: {kind}"
             out.append(Figure(f"Robustness: {title}",
-                              chart(series, title=title, xlabel=what, ylabel=f"{METRIC} (%)",
+                              chart(series, title=title, xlabel=what, ylabel=metric_label(METRIC),
                                     log_x=imbalance, width=520,
                                     height=300 + 16 * math.ceil(len(series) / 2)),
                               f"Student {METRIC} (mean over seeds; hover: ± std, n, gain over "

@@ -92,6 +92,31 @@ def load_studies(results_dir: str | Path, chosen: list[str] | None = None) -> li
     return studies
 
 
+def table_records(results_dir: str | Path) -> Any:
+    """The records ``kdbench table`` tabulates: the store's own ``runs/``, or, for a folder of
+    studies (the repository's ``results/``), every study's with a ``study`` column naming its
+    folder, so no cell pools two studies. A folder with neither is a KDBenchError."""
+    import pandas as pd
+
+    root = Path(results_dir)
+    if (root / "runs").is_dir() or not root.is_dir():
+        df = load_records(root)
+        df.attrs["studies"] = []
+        return df
+    folders = study_folders(root)
+    frames = []
+    for folder in folders:
+        df = load_records(folder)
+        if not df.empty:
+            df.insert(0, "study", folder.relative_to(root).as_posix())
+            frames.append(df)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    # a layout that reads more than the rows (MI caches, manifests) can do so for one study
+    df.attrs["results_dir"] = str(folders[0]) if len(frames) == 1 else str(root)
+    df.attrs["studies"] = [str(f) for f in folders]
+    return df
+
+
 def _trajectories(store: Store) -> list[dict[str, Any]]:
     """The manifests of the study's teacher trajectories (unreadable ones left out)."""
     out = []

@@ -23,9 +23,10 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 
 @dataclass
 class Series:
-    """One line of a chart: ``y`` may hold None (a gap: the line breaks there). ``tips`` are
-    the hover texts of the points (default: label, x and y); ``band`` is a (low, high) pair of
-    sequences shaded behind the line (mean ± std)."""
+    """One line of a chart: ``y`` may hold None (not measured there, e.g. an evaluator run
+    every 5 epochs: the line goes on to the next point) or NaN (a gap: the line breaks).
+    ``tips`` are the hover texts of the points (default: label, x and y); ``band`` is a
+    (low, high) pair of sequences shaded behind the line (mean ± std)."""
 
     label: str
     x: Sequence[float]
@@ -183,6 +184,8 @@ def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str,
             for x, y in [*zip(s.x, s.y), (None, None)]:
                 if _finite(x) and _finite(y):
                     segment.append(f"{px(x):.1f},{py(y):.1f}")
+                    continue
+                if _finite(x) and y is None:  # not measured there (every N epochs): go on
                     continue
                 if len(segment) > 1:
                     dash = ' stroke-dasharray="5 3"' if s.dashed else ""

@@ -65,11 +65,13 @@ def check_loss(cfg: RunConfig, dataset: Any) -> None:
     for name, model in ((cfg.student, student), (getattr(cfg.teacher, "arch", None), teacher)):
         if model is not None:
             check_input_size(model, name, dataset)
+    check_teacher_evaluators(cfg)
     distiller = build(cfg.loss.name, DistillContext(student, teacher, dataset.num_classes,
                                                     dataset.input_shape, len(dataset.train),
                                                     cfg.loss.weights, cfg.loss.options,
                                                     dataset.train.labels.cpu(),
                                                     epochs=cfg.recipe.epochs))
+    check_terms(cfg, student, teacher, distiller, dataset)
     if cfg.warmup:
         from ..stages.base import StageContext, arrange, build_warmups, loss_stages, main_stage
 
@@ -79,6 +81,58 @@ def check_loss(cfg: RunConfig, dataset: Any) -> None:
                            dataset.input_shape)
         arrange(build_warmups(cfg.warmup, ctx), loss_stages(student, distiller, cfg.recipe),
                 main_stage(student, distiller, cfg.recipe))
+
+
+def check_teacher_evaluators(cfg: RunConfig) -> None:
+    """An evaluator that compares with the teacher (``agreement``) needs a fixed teacher."""
+    from ..plugins import get
+
+    for item in cfg.eval.evaluators:
+        if "teacher_test_logits" in get("evaluator", item["name"]).needs and (
+                cfg.teacher is None or cfg.teacher.source == "peers"):
+            why = "no teacher" if cfg.teacher is None else "an online cohort, no fixed teacher"
+            raise ConfigError(f"evaluator {item['name']!r} compares the student with its "
+                              f"teacher, but loss {cfg.loss.name!r} here has {why} (valid: a "
+                              f"run with a fixed teacher, e.g. --loss kd --teacher full)")
+
+
+def check_terms(cfg: RunConfig, student: Any, teacher: Any, distiller: Any,
+                dataset: Any) -> None:
+    """The terms the loss returns against its weights: every term ``t`` is weighted by
+    ``w_t``, so a term without a weight would be a KeyError in the first training step (after
+    a teacher was trained). One forward of the fresh models on four training images finds it
+    now; a probe that cannot run (a loss needing extra views, a custom batch) is left to
+    training, whose errors name themselves."""
+    import torch
+
+    from ..data import BatchLoader
+    from ..engine.step import _forward, teacher_features
+    from ..stages.base import Batch, main_stage
+
+    stage = main_stage(student, distiller, cfg.recipe)
+    if stage.views or stage.weights is None:
+        return
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the run's streams untouched
+            loader = BatchLoader(dataset, "train", 4, train=False,
+                                 device=dataset.train.images.device)
+            x, y, index = (t.cpu() for t in next(iter(loader))[:3])
+            student.eval()
+            t_feats = None
+            if teacher is not None and stage.teacher != "none":
+                teacher.eval()
+                t_feats = teacher_features(teacher, x, stage.teacher == "features")
+            terms = stage.loss(_forward(student, x, stage.student), t_feats,
+                               Batch(x, y, index, views=[]), 0, "main")
+    except Exception:  # noqa: BLE001 - see the docstring
+        return
+    missing = [name for name in terms if f"w_{name}" not in stage.weights]
+    if missing:
+        weights = ", ".join(sorted(stage.weights)) or "none"
+        raise ConfigError(f"loss {cfg.loss.name!r} returns term {missing[0]!r} but has no "
+                          f"weight w_{missing[0]} (its weights: {weights}; terms returned: "
+                          f"{', '.join(terms)}): register the loss with a default for "
+                          f"w_{missing[0]}, or return terms named as its weights")
 
 
 def check_stages(cfg: RunConfig, trainee: Any) -> None:

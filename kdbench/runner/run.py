@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import time
 import warnings
 from typing import Any
@@ -35,6 +36,8 @@ from ..store import Store, remove_resume
 from ..teachers.base import TeacherContext
 from .checks import check_batch, check_features, check_index, check_loss, check_stages
 from .groups import by_resume_epoch, lockstep_groups
+from .keep import keep_student, pending_best_path, save_best_if_new
+from .opening import opening_line
 from .record import (
     describe_setup,
     end_attempt,
@@ -209,7 +212,8 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
     engine_teacher = _engine_teacher(jobs, teacher, dataset, device)
     channels_last = (dev.default_channels_last(device) if first.engine.channels_last is None
                      else first.engine.channels_last)
-    suite = build_suite(first.eval.evaluators, EvalContext(dataset), epochs=first.recipe.epochs,
+    suite = build_suite(first.eval.evaluators, EvalContext(dataset, teacher=engine_teacher),
+                        epochs=first.recipe.epochs,
                         precision=precision, best_metric=first.eval.best_metric,
                         channels_last=channels_last)
     augment = first.data.augment and make_augment(dataset, first.data.augmentation,
@@ -220,12 +224,16 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         if not job.keep_existing:  # a forced rerun leaves the done record until it is done
             job.store.write_record(job.record)
         job.started = True
+        if progress:
+            print(opening_line(job.record, job.store.record_path(job.rid)), file=sys.stderr,
+                  flush=True)
         notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid,
                record=job.record)
         job.loggers = Loggers(job.cfg.log, job.cfg.results_dir)
         job.loggers.start(job.record)
         if force:  # a forced rerun starts afresh rather than resuming an old attempt
             remove_resume(job.store.state_path(job.rid))
+            pending_best_path(job.store, job.rid).unlink(missing_ok=True)
     by_trainee = {id(j.trainee): j for j in jobs}
 
     def on_epoch_end(epoch: int, done: list[Trainee]) -> None:
@@ -236,12 +244,20 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
                 notify("kdbench_epoch_end", run_id=job.rid, epoch=epoch, metrics=row)
                 job.loggers.epoch(job.rid, t.history[-1])
 
+    def keep_best(epoch: int, done: list[Trainee]) -> None:
+        # the best weights so far are on disk before the state that says the epoch is done
+        for t in done:
+            if id(t) in by_trainee:
+                job = by_trainee[id(t)]
+                save_best_if_new(job.store, job.cfg, job.rid, t, suite.best_metric,
+                                 suite.lower_is_better, dataset)
+
     timing = fit(trainees, dataset, FitOptions(
         batch_size=first.recipe.batch_size, seed=first.seed, device=device, evaluators=suite,
         precision=precision, augment=augment, teacher=engine_teacher,
         teacher_bn=first.teacher.bn if first.teacher is not None else "eval",
         state_path=None if lockstep else jobs[0].store.state_path(jobs[0].rid),
-        on_epoch_end=on_epoch_end, progress=progress,
+        before_save=keep_best, on_epoch_end=on_epoch_end, progress=progress,
         desc=f"lockstep ×{len(jobs)}" if lockstep else f"{first.loss.name} {first.student}",
         online=online, update=teacher.update if online else "alternate",
         channels_last=first.engine.channels_last, compile=first.engine.compile,
@@ -262,6 +278,7 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         job.record["cost"]["images_per_s"] = timing["images_per_s"]  # this attempt's speed
         end_attempt(job.record, "done", time.perf_counter() - t_start, trainee.spent)
         job.record.update(status="done", finished=now())
+        keep_student(job.store, job.cfg, job.record, trainee, dataset)
         notify("kdbench_run_end", record=job.record)
         job.loggers.end(job.record)
         job.store.write_record(job.record)

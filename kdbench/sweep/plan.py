@@ -23,7 +23,6 @@ from typing import Any
 
 from ..config import ALIASES, RunConfig, build_config, deep_merge, resolve
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
-from ..runner.record import existing_record
 from ..store import Store
 
 SWEEP_KEYS = ("description", "extends", "base", "grid", "runs", "parts")
@@ -229,6 +228,10 @@ class PlannedRun:
         return " ".join(f"{k}={_short(v)}" for k, v in self.label.items())
 
     def status(self, store: Store) -> str:
+        # imported here: it loads torch, which an executor plugin importing the sweep package
+        # (kdbench-ray) must not bring into `kdbench --help`
+        from ..runner.record import existing_record
+
         try:  # a record an older kdbench stored under another id of this run is adopted
             existing_record(store, self.config, self.run_id)
         except KDBenchError:

@@ -211,16 +211,21 @@ def test_wait_policy_is_left_alone(env, modules):
 
 
 def test_the_command_line_chooses_the_policy_before_torch_loads():
-    """In a fresh interpreter, importing the CLI sets a policy while torch is not yet loaded
-    (so the OpenMP runtime reads it); a policy the user set is kept."""
+    """In a fresh interpreter, a command (here ``kdbench run --help``; not ``kdbench --help``,
+    which runs none and must stay fast) sets a policy while torch is not yet loaded (so the
+    OpenMP runtime reads it); a policy the user set is kept."""
     import os
     import subprocess
     import sys
 
     probe = ("import os, sys; import kdbench.openmp as o; real = o.choose_wait_policy\n"
-             "def spy(*a, **k):\n    print('torch' in sys.modules); return real(*a, **k)\n"
+             "def spy(*a, **k):\n    print('torch' in sys.modules, file=sys.__stdout__)\n"
+             "    return real(*a, **k)\n"
              "o.choose_wait_policy = spy\n"
-             "import kdbench.cli\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+             "import kdbench.cli, contextlib, io\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    kdbench.cli.cli.main(['run', '--help'], standalone_mode=False)\n"
+             "print(os.environ.get('OMP_WAIT_POLICY'))")
     root = str(REPO)
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}

@@ -8,7 +8,8 @@ from kdbench.evaluators.base import register_evaluator
 
 
 def test_each_evaluator_is_registered_from_its_own_file_with_its_declared_outputs():
-    assert set(register_evaluator.items) == {"accuracy", "retrieval", "memorisation", "longtail"}
+    assert set(register_evaluator.items) == {"accuracy", "retrieval", "memorisation", "longtail",
+                                         "agreement"}
     for name, (cls, _) in register_evaluator.items.items():
         assert cls.__module__ == f"kdbench.evaluators.{name}"
         entry = plugins.get("evaluator", name)

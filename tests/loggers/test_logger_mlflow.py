@@ -33,7 +33,8 @@ def test_a_run_logged_to_mlflow_reads_back_through_its_client(mlflow_install, tm
     client = MlflowClient(tracking_uri=f"sqlite:///{results.resolve()}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("kdbench")
     [run] = client.search_runs([exp.experiment_id])
-    assert run.info.run_name == record["run_id"] and run.info.status == "FINISHED"
+    teacher = record["teacher"]["arch"]
+    assert run.info.run_name == f"resnet8←{teacher} kd seed 0" and run.info.status == "FINISHED"
     tags = run.data.tags
     assert tags["kdbench.run_id"] == record["run_id"] and tags["kdbench.status"] == "done"
     assert tags["teacher.trajectory"] == record["teacher"]["trajectory"]

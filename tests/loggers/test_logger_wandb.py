@@ -73,7 +73,8 @@ def test_a_run_logged_to_wandb_offline_reads_back_from_its_folder(wandb_install,
     [log] = folder.glob("run-*.wandb")
     records = read_transaction_log(log)
     [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert run.display_name == record["run_id"] and run.project == "kdbench"
+    assert run.display_name == f"resnet8←{record['teacher']['arch']} kd seed 0"
+    assert run.project == "kdbench"
     assert record["run_id"] in run.tags
     config = {_key(u): json.loads(u.value_json) for u in run.config.update}
     for key, value in record["config"].items():

@@ -247,3 +247,15 @@ def test_in_background_keeps_order_and_hands_on_the_first_error():
     with pytest.raises(OSError, match="disk full"):
         logger.end(record)
     assert seen == [("start", 1), ("epoch", 1)]  # nothing after the failure
+
+
+def test_trackers_name_a_run_student_teacher_loss_seed():
+    from kdbench.loggers.common import run_name
+
+    with_teacher = {"config": {"student": "resnet8", "teacher": {"arch": "resnet56"},
+                               "loss": {"name": "kd"}, "seed": 2},
+                    "teacher": {"arch": "resnet32x4"}}  # the teacher the run really had
+    assert run_name(with_teacher) == "resnet8←resnet32x4 kd seed 2"
+    alone = {"config": {"student": "resnet8", "teacher": None, "loss": {"name": "ce"},
+                        "seed": 0}, "teacher": None}
+    assert run_name(alone) == "resnet8 ce seed 0"

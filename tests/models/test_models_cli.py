@@ -71,3 +71,12 @@ def test_models_bad_input(cli_runner, args, message):
     result = cli_runner("models", *args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_models_piped_writes_no_carriage_returns():
+    """Piped (a log, `| less`), the zoo's listing has no progress bar's carriage returns."""
+    from conftest import run_cli
+
+    done = run_cli("models", "--dataset", "synthetic")
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout + done.stderr and "resnet20" in done.stdout

@@ -112,8 +112,9 @@ def test_robustness_table_cells_gains_and_rows(study):
                                                "exponential ρ=100")] == pytest.approx(expected)
     latex = robustness_table(load_records(study.root), fmt="latex").splitlines()
     assert latex[0].startswith("% ")  # the caption, a comment
-    # lines: caption, \begin, \hline, header, \hline, then ce, dml, kd/clean, kd/same
-    assert r"exponential $\rho$=100" in latex[3] and r"93.00 $\pm$ 2.00 (3) [+2.00 (" in latex[8]
+    # lines: caption, booktabs note, \begin, \toprule, header, \midrule, then ce, dml, kd/clean,
+    # kd/same
+    assert r"exponential $\rho$=100" in latex[4] and r"93.00 $\pm$ 2.00 (3) [+2.00 (" in latex[9]
     assert all(line.isascii() for line in latex[1:])  # pdfLaTeX takes it without packages
     csv = robustness_table(load_records(study.root), fmt="csv")
     assert "gain" in csv.splitlines()[0] and "symmetric 0.4" in csv

@@ -141,3 +141,91 @@ def test_a_fraction_metric_says_its_unit_and_warmups_have_a_column(tmp_path):
     assert "| kd     | 0.3550 ± 0.0071 (2) | 0.3750 (1)  |" in out
     assert [c.strip() for c in out.splitlines()[2].strip("|").split("|")] == [
         "loss", "-", "indistill"]
+
+
+def test_latex_is_booktabs_and_best_values_can_be_bold(store):
+    df = load_records(store.root)
+    latex = make_table(df, fmt="latex", bold="max")
+    lines = latex.splitlines()
+    assert lines[1] == r"% needs \usepackage{booktabs}" and lines[2].startswith(r"\begin{tabular}")
+    assert [l for l in lines if l in (r"\toprule", r"\midrule", r"\bottomrule")] == [
+        r"\toprule", r"\midrule", r"\bottomrule"] and r"\hline" not in latex
+    # each column's best: ce/- 60.50 (resnet20) over 50.00; kd/full and kd/intermediate have
+    # one value each, so nothing to compare
+    assert r"\textbf{60.50 $\pm$ 0.71 (2)}" in latex and r"\textbf{50.00" not in latex
+    assert latex.count(r"\textbf") == 1
+    md = make_table(df, fmt="github", bold="min")
+    assert "**50.00 (1)**" in md and "**60.50" not in md
+    assert "**" not in make_table(df, fmt="github")  # a setting, off by default
+    assert "**" not in make_table(df, fmt="csv", bold="max")
+
+
+def _runs(tmp_path, name):
+    s = Store(tmp_path / name)
+    for i, v in enumerate([70.0, 72.0]):
+        write(s, f"{name}{i}", "kd", "full", i, v)
+    return s
+
+
+def test_table_to_a_file_by_suffix_and_bad_outputs(store, cli_runner, tmp_path):
+    for suffix, marker in ((".md", "| dataset"), (".tex", r"\toprule"), (".csv", "dataset,")):
+        target = tmp_path / f"t{suffix}"
+        out = cli_runner("table", "--results-dir", store.root, "-o", target, "--bold-best")
+        assert out.exit_code == 0, out.output
+        assert out.stdout == "" and marker in target.read_text()
+    assert "**60.50 ± 0.71 (2)**" in (tmp_path / "t.md").read_text()
+    from click.testing import CliRunner
+
+    from kdbench.cli import cli
+
+    for args, message in (
+            (["-o", tmp_path / "nope" / "t.md"], "folder"),
+            (["-o", tmp_path / "t.xlsx"], "unknown table suffix '.xlsx' (valid: .md, .tex"),
+            (["-o", tmp_path / "u.tex", "--format", "csv"], "is latex by its suffix"),
+            (["--bold-best", "--layout", "robustness"], "--bold-best applies to the pivot")):
+        bad = CliRunner().invoke(cli, ["table", "--results-dir", str(store.root),
+                                       *map(str, args)])
+        assert bad.exit_code == 2, bad.output
+        [line] = bad.stderr.strip().splitlines()
+        assert line.startswith("Error: ") and message in line, line
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "t.xlsx").exists()
+    assert not (tmp_path / "u.tex").exists()
+
+
+def test_table_from_a_folder_of_studies_keeps_them_apart(tmp_path, cli_runner):
+    _runs(tmp_path / "results", "study-a")
+    _runs(tmp_path / "results" / "group", "study-b")
+    out = cli_runner("table", "--results-dir", tmp_path / "results")
+    assert out.exit_code == 0, out.output
+    rows = {l.split("|")[1].strip(): l for l in out.stdout.splitlines()
+            if l.startswith("| ") and not l.startswith("| study ")}
+    assert set(rows) == {"study-a", "group/study-b"}
+    assert all("71.00 ± 1.41 (2)" in r for r in rows.values())
+
+
+def test_axis_labels_name_metrics_as_a_reader_does():
+    from kdbench.report.records import metric_label
+
+    assert metric_label("top1_last") == "top-1 accuracy, last epoch (%)"
+    assert metric_label("top5_best") == "top-5 accuracy, best epoch (%)"
+    assert metric_label("top1_last10_best", unit=False) == \
+        "top-1 accuracy, best of the last 10 epochs"
+    assert metric_label("map_cosine_last") == "mAP (cosine), last epoch (0-1)"
+    assert metric_label("acc_many_last", unit=False) == "acc many, last epoch"
+
+
+def test_a_sparse_curve_is_one_line_through_its_measured_points():
+    """An evaluator run every 5 epochs leaves None between: the SVG line goes through the
+    measured points (with a marker each) instead of leaving loose dots; NaN still breaks it."""
+    import re
+
+    from kdbench.report.svg import Series, chart
+
+    xs = list(range(1, 16))
+    ys = [None if x % 5 else float(x) for x in xs]
+    svg = chart([Series("every 5", xs, ys)], title="t", xlabel="epoch", ylabel="y")
+    [line] = re.findall(r'<polyline class="kd-line" points="([^"]+)"', svg)
+    assert len(line.split()) == 3 and svg.count('class="kd-point"') == 3
+    gap = chart([Series("gap", [1, 2, 3, 4], [1.0, 2.0, float("nan"), 4.0])], title="t",
+                xlabel="x", ylabel="y")
+    assert len(re.findall(r"kd-line", gap)) == 1  # 1-2 drawn; 4 alone is a point only

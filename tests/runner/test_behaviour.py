@@ -465,11 +465,42 @@ def test_progress_is_one_plain_line_per_epoch_in_a_log_file(results):
     lines = buf.getvalue().splitlines()
     assert len(lines) == 3 and "\r" not in buf.getvalue()
     assert lines[0].startswith("teacher resnet8: 1/3 epochs, top1=0, ")
-    assert lines[-1].endswith("about 0 s left")
+    assert lines[0].endswith(" left") and lines[-1].endswith(" s/epoch")  # no "0 s left"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        run(tiny(results, **{"loss.name": "ce"}), progress=True)
-    logged = [line for line in err.getvalue().splitlines() if line.startswith("ce resnet8:")]
+        record = run(tiny(results, **{"loss.name": "ce"}), progress=True)
+    out = err.getvalue()
+    assert "\r" not in out
+    logged = [line for line in out.splitlines() if line.startswith("ce resnet8:")]
     assert [line.split(",")[0] for line in logged] == ["ce resnet8: 1/2 epochs",
                                                        "ce resnet8: 2/2 epochs"]
-    assert "student top1=" in logged[-1]
+    last = record["metrics"]["curve"][-1]
+    assert f"student top1={last['top1']:.1f} loss={last['train_loss']:.4g} " \
+           f"lr={last['lr']:.3g}" in logged[-1]
+    # the opening line: run id, where the record goes, the settings a reader checks first
+    [opening] = [line for line in out.splitlines() if line.startswith("kdbench run ")]
+    assert out.splitlines().index(opening) < out.splitlines().index(logged[0])
+    rid = record["run_id"]
+    assert opening.startswith(f"kdbench run {rid}: resnet8 ce on synthetic seed 0: 2 epochs, "
+                              f"batch 64, lr 0.05 (multistep), sgd, fp32 on cpu; record → ")
+    assert opening.endswith(f"{results / 'runs' / rid}.json (student weights kept beside it)")
+
+
+def test_progress_in_a_terminal_leaves_one_line_per_epoch_above_the_bar():
+    import io
+
+    from kdbench.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    bar = Progress(3, "kd resnet8", stream=tty)
+    for i in range(3):
+        bar.update(f"student top1={i}")
+    bar.close()
+    kept = [line for line in tty.getvalue().replace("\r", "\n").splitlines()
+            if line.startswith("kd resnet8: ") and "epochs," in line]
+    assert [line.split(",")[0] for line in kept] == [f"kd resnet8: {i}/3 epochs"
+                                                     for i in (1, 2, 3)]

@@ -26,7 +26,14 @@ from typing import Any
 
 import kdbench
 from kdbench.errors import ConfigError
-from kdbench.loggers.common import InBackground, final_metrics, flatten, numbers, outcome
+from kdbench.loggers.common import (
+    InBackground,
+    final_metrics,
+    flatten,
+    numbers,
+    outcome,
+    run_name,
+)
 
 PACKAGE = "mlflow"
 #: MLflow's own batch limits (mlflow.utils.validation): params per call, metrics per call
@@ -113,7 +120,7 @@ class MlflowLogger:
                 "kdbench.dataset": cfg["data"]["name"]}
         tags.update({f"teacher.{k}": v for k, v in flatten(record.get("teacher") or {}).items()})
         tags.update({f"env.{k}": v for k, v in flatten(record.get("env") or {}).items()})
-        run = self.client.create_run(exp_id, run_name=rid,
+        run = self.client.create_run(exp_id, run_name=run_name(record),
                                      tags={k: str(v) for k, v in tags.items()})
         self.run_id = run.info.run_id
         limit = _param_limit()

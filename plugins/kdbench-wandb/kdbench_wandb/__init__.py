@@ -23,7 +23,7 @@ from typing import Any
 
 import kdbench
 from kdbench.errors import ConfigError
-from kdbench.loggers.common import final_metrics, numbers
+from kdbench.loggers.common import final_metrics, numbers, run_name
 
 PACKAGE = "wandb"
 MODES = ("offline", "online", "disabled")
@@ -55,7 +55,7 @@ class WandbLogger:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=self.project, entity=self.entity, group=self.group, mode=self.mode,
-            dir=str(self.dir), name=record["run_id"], job_type="kdbench", config=cfg,
+            dir=str(self.dir), name=run_name(record), job_type="kdbench", config=cfg,
             tags=[record["run_id"], cfg["loss"]["name"], cfg["student"], cfg["data"]["name"]],
             reinit="create_new",
             settings=wandb.Settings(silent=True, console="off"))
