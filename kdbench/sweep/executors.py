@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, UnknownNameError
+from ..store import atomic_write_bytes, open_append
 from .work import execute
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,7 +164,7 @@ class InlineExecutor(Executor):
             t0 = time.perf_counter()
             code, output = execute(job.argv(results_dir))
             log = log_dir / job.log_name
-            log.write_text(output)
+            atomic_write_bytes(log, output.encode())
             report(job, Outcome(code, None if code == 0 else error_line(output),
                                 seconds=time.perf_counter() - t0, log=str(log)))
 
@@ -334,7 +335,7 @@ class LocalExecutor(Executor):
         attempt = 0
         while True:
             attempt += 1
-            with open(log, "a") as fh:
+            with open_append(log) as fh:
                 fh.write(f"# attempt {attempt}: {' '.join(kdbench_command(job.argv(results_dir)))}"
                          f"\n")
                 fh.flush()

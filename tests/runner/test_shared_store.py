@@ -1,0 +1,132 @@
+"""A shared results store that cannot be turned against its users (issue #29): one test per
+hole, each reproducing the audit's case."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import pytest
+
+from conftest import tiny_overrides
+from kdbench.config import build_config
+from kdbench.errors import StoreError
+from kdbench.runner import run
+from kdbench.store import Store, atomic_write_json, save_resume
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def tiny(results, **extra):
+    return build_config(tiny_overrides(results, **{"recipe.epochs": 1, "loss.name": "ce",
+                                                   **extra}))
+
+
+# ============================== 1. never write through a symbolic link ==========================
+
+
+def test_a_symlinked_run_lock_is_refused_and_its_target_untouched(results, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    cfg = tiny(results)
+    locks = results / ".locks"
+    locks.mkdir(parents=True)
+    (locks / f"{cfg.run_id}.lock").symlink_to(victim)
+    with pytest.raises(StoreError, match="symbolic link"):
+        run(cfg, progress=False)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_hard_linked_lock_is_refused_and_a_lock_is_never_truncated(results, tmp_path):
+    store = Store(results)
+    (results / ".locks").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious and long enough to be cut short by a truncate\n")
+    os.link(victim, results / ".locks" / "a.lock")
+    with pytest.raises(StoreError, match="hard link"), store.run_lock("a"):
+        pass
+    assert victim.read_text().startswith("precious")
+    with store.run_lock("b"):
+        pass
+    assert (results / ".locks" / "b.lock").read_text().strip() == f"pid {os.getpid()}"
+
+
+def test_a_symlinked_teacher_lock_is_refused(results, tmp_path, tiny):
+    from kdbench.teachers import trajectory
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    folder = results / "teachers" / "k"
+    folder.mkdir(parents=True)
+    (folder / ".lock").symlink_to(victim)
+    with pytest.raises(StoreError, match="symbolic link"), trajectory.locked(folder):
+        pass
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("write", ["record", "state", "manifest"])
+def test_store_writes_refuse_a_symbolic_link(results, tmp_path, write):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    store = Store(results)
+    store.runs.mkdir(parents=True)
+    target = {"record": store.record_path("0" * 16), "state": store.state_path("0" * 16),
+              "manifest": results / "teachers" / "k" / "manifest.json"}[write]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(victim)
+    with pytest.raises(StoreError, match="symbolic link"):
+        if write == "state":
+            save_resume({"epoch": 0}, target)
+        else:
+            atomic_write_json(target, {"x": 1})
+    assert target.is_symlink() and victim.read_text() == "precious\n"
+
+
+def test_a_symlinked_csv_log_is_not_appended_to(results, tmp_path):
+    from kdbench.loggers.builtin import CsvLogger
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    logger = CsvLogger(results_dir=results)
+    logger.start({"run_id": "r"})
+    logger.epoch("r", {"epoch": 1, "top1": 1.0})
+    logger.path.unlink()
+    logger.path.symlink_to(victim)
+    with pytest.raises(StoreError, match="symbolic link"):
+        logger.epoch("r", {"epoch": 2, "top1": 2.0})
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused(results, tiny, cli_runner):
+    from kdbench.teachers import manage
+    from kdbench.teachers.trajectory import MANIFEST, Trajectory
+
+    cfg = tiny(**{"recipe.epochs": 1})
+    [t] = manage.train(cfg, progress=False)
+    manifest = json.loads((t.folder / MANIFEST).read_text())
+    outside = results / "runs" / "x.json"
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    outside.write_bytes((t.folder / "epoch_0004.pt").read_bytes())
+    manifest["checkpoints"]["4"]["file"] = "../../runs/x.json"
+    (t.folder / MANIFEST).write_text(json.dumps(manifest))
+    t = Trajectory(t.folder)
+    assert any("outside the trajectory's folder" in p for p in t.problems())
+    with pytest.raises(StoreError, match="outside its folder"):
+        t.state_dict(4)
+
+
+def test_teacher_rm_of_a_symlinked_folder_removes_the_link_only(results, tmp_path, tiny,
+                                                                cli_runner):
+    from kdbench.teachers import manage
+
+    [t] = manage.train(tiny(**{"recipe.epochs": 1}), progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    os.replace(t.folder, elsewhere)
+    t.folder.symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    result = cli_runner("teacher", "rm", t.key, "--results-dir", results)
+    assert result.exit_code == 0, result.output
+    assert "symbolic link" in result.output and "removed the link" in result.output
+    assert not os.path.lexists(t.folder)
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
