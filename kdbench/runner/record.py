@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import Any
 
-from ..config import RunConfig, legacy_run_id
+from ..config import RunConfig, canonical_json, identity, legacy_run_id
 from ..device import environment
 from ..errors import KDBenchError, UnknownNameError
 from ..evaluators import Suite, summarize
@@ -23,6 +23,16 @@ def existing_record(store: Store, cfg: RunConfig, run_id: str) -> dict[str, Any]
     if record is None:
         record = store.adopt(legacy_run_id(cfg), run_id)
     return record
+
+
+def state_binding(cfg: RunConfig, run_id: str) -> dict[str, str]:
+    """What a run's resume state is bound to: its id and the digest of its whole identity (a
+    state file of another run, or of a config that only shares a prefix of the id, is never
+    resumed)."""
+    import hashlib
+
+    return {"run_id": run_id,
+            "config_sha256": hashlib.sha256(canonical_json(identity(cfg)).encode()).hexdigest()}
 
 
 def now() -> str:

@@ -43,6 +43,7 @@ from .record import (
     metrics_of,
     new_record,
     now,
+    state_binding,
 )
 
 
@@ -240,6 +241,7 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         batch_size=first.recipe.batch_size, seed=first.seed, device=device, evaluators=suite,
         precision=precision, augment=augment, teacher=engine_teacher,
         state_path=None if lockstep else jobs[0].store.state_path(jobs[0].rid),
+        state_bind=None if lockstep else state_binding(first, jobs[0].rid),
         on_epoch_end=on_epoch_end, progress=progress,
         desc=f"lockstep ×{len(jobs)}" if lockstep else f"{first.loss.name} {first.student}",
         online=online, update=teacher.update if online else "alternate",
@@ -314,6 +316,7 @@ def _trainees(job: _Job, dataset: Any, device: Any, teacher: Any,
         trainee.rng = dev.rng_state(device)
         trainee.name = f"{cfg.loss.name}:{cfg.student}"
         trainee.state_path = job.store.state_path(run_id(cfg))
+        trainee.state_bind = state_binding(cfg, run_id(cfg))
     describe_setup(job.record, cfg, trainee, teacher if mine else None,
                    dev.default_channels_last(device) if cfg.engine.channels_last is None
                    else cfg.engine.channels_last, lockstep)

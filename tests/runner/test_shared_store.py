@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 
 import pytest
 
@@ -130,3 +129,91 @@ def test_teacher_rm_of_a_symlinked_folder_removes_the_link_only(results, tmp_pat
     assert "symbolic link" in result.output and "removed the link" in result.output
     assert not os.path.lexists(t.folder)
     assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+# ============================== 2. resume state bound to its run ================================
+
+STOPPER = '''
+import kdbench
+
+STOP = {"after": None}
+
+@kdbench.hookimpl
+def kdbench_epoch_end(run_id, epoch, metrics):
+    if STOP["after"] == epoch:
+        STOP["after"] = None
+        raise KeyboardInterrupt
+'''
+
+
+@pytest.fixture
+def stopper(local_plugin):
+    import sys
+
+    local_plugin(STOPPER, "stopper.py")
+    from kdbench import plugins
+
+    plugins.get_registry()
+    return sys.modules["kdbench_local_plugins.stopper"].STOP
+
+
+def _interrupt(cfg, stop, after=1):
+    stop["after"] = after
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, progress=False)
+
+
+def _edit_state(path, edit):
+    from kdbench.store import load_resume
+
+    state = load_resume(path)
+    edit(state)
+    save_resume(state, path)  # with a valid checksum, as a forger would write it
+
+
+@pytest.mark.parametrize("damage", ["other run", "no trainees", "epoch 99", "other shapes"])
+def test_a_resume_state_that_is_not_the_runs_own_is_set_aside(stopper, results, tmp_path,
+                                                               damage):
+    cfg = tiny(results, **{"recipe.epochs": 3})
+    reference = run(tiny(tmp_path / "ref", **{"recipe.epochs": 3}), progress=False)
+    state = Store(results).state_path(cfg.run_id)
+    if damage == "other run":  # another run's state, checksum and all, under this run's name
+        other = tiny(results, **{"recipe.epochs": 3, "seed": 1})
+        _interrupt(other, stopper)
+        os.replace(Store(results).state_path(other.run_id), state)
+        os.replace(f"{Store(results).state_path(other.run_id)}.sha256", f"{state}.sha256")
+        Store(results).record_path(other.run_id).unlink()
+        why = "saved by another run"
+    else:
+        _interrupt(cfg, stopper)
+        edit, why = {
+            "no trainees": (lambda s: s.update(trainees=[]), "holds 0 trainee"),
+            "epoch 99": (lambda s: s.update(epoch=99), "epoch 99 is not in 0..3"),
+            "other shapes": (lambda s: s["trainees"][0]["model"].update(
+                {k: v[:1] for k, v in s["trainees"][0]["model"].items() if v.ndim}),
+                "has another shape"),
+        }[damage]
+        _edit_state(state, edit)
+    with pytest.warns(RuntimeWarning, match=f"not a trusted resume file .*{why}"):
+        record = run(cfg, progress=False)
+    assert record["metrics"]["curve"] == reference["metrics"]["curve"]
+    assert list(Store(results).runs.glob(f"{cfg.run_id}.state.pt.corrupt-*"))
+
+
+def test_a_teacher_state_of_another_trajectory_is_set_aside(stopper, results, tmp_path, tiny):
+    from kdbench.teachers import manage
+
+    cfg = tiny(**{"recipe.epochs": 1})
+    [reference] = manage.train(build_config(tiny_overrides(tmp_path / "ref",
+                                                           **{"recipe.epochs": 1})),
+                               progress=False)
+    stopper["after"] = 2
+    with pytest.raises(KeyboardInterrupt):
+        manage.train(cfg, progress=False)
+    [folder] = (results / "teachers").iterdir()
+    _edit_state(folder / "state.pt", lambda s: s.update(bind={"key": "resnet8-other",
+                                                                "spec_sha256": "0" * 64}))
+    with pytest.warns(RuntimeWarning, match="saved by another run"):
+        [t] = manage.train(cfg, progress=False)
+    assert t.manifest["curve"] == reference.manifest["curve"]
+    assert t.manifest["checkpoints"] == reference.manifest["checkpoints"]
