@@ -194,6 +194,16 @@ def engine_options(f):
 # ============================== run ============================================================
 
 
+def changed_options(f):
+    """--reuse / --rerun-changed: what is done with a finished record made by other code."""
+    f = click.option("--rerun-changed", is_flag=True,
+                     help="Make a run again when its finished record was made by other code "
+                          "(kdbench, a plugin, torch, torchvision or timm at another version).")(f)
+    return click.option("--reuse", is_flag=True,
+                        help="Keep a finished record made by other code (announced). Without "
+                             "either flag such a record is an error that names the change.")(f)
+
+
 @cli.command()
 @click.option("--spec", type=click.Path(dir_okay=False), multiple=True,
               help="Run spec (YAML/JSON of config fields, or a record); flags override it. "
@@ -263,6 +273,10 @@ def engine_options(f):
               help="Set any config field by dotted path, e.g. teacher.recipe.epochs=10.")
 @results_dir_option(spec_default=True)
 @click.option("--force", is_flag=True, help="Rerun even if a finished record exists.")
+@changed_options
+@click.option("--dry-run", is_flag=True,
+              help="Print the fully resolved config, the run id and whether a record exists "
+                   "(and by which code); train nothing, write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @engine_options
@@ -270,8 +284,9 @@ def engine_options(f):
 def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
         lr, seed, device, precision, warmups, evals, best_metric, transforms,
-        teacher_transforms, loggers, sets, results_dir, force, quiet, as_json, lockstep,
-        compile_, channels_last, threads, fuse_teacher, **teacher_flags):
+        teacher_transforms, loggers, sets, results_dir, force, reuse, rerun_changed, dry_run,
+        quiet, as_json, lockstep, compile_, channels_last, threads, fuse_teacher,
+        **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record.
 
     Several --student/--loss values make one run per combination; runs that share teacher,
@@ -281,6 +296,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
     from .runner import run as run_config
 
     students, losses = _several(students), _several(losses)
+    changed = _changed(reuse, rerun_changed)
     overrides: dict[str, Any] = {
         "preset": preset, "data.name": dataset, "data.dir": data_dir,
         "student": students[0] if students else None,
@@ -320,24 +336,88 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
             raise ConfigError("--teacher-epoch all takes one --student, --loss and --spec")
         configs = [build_config({**overrides, "student": st, "loss.name": lo}, sp, explicit)
                    for sp in specs for st in students or [None] for lo in losses or [None]]
+        if dry_run:
+            return _dry_run(configs, as_json)
         _check_teacher_flags(configs, teacher_given)
-        _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep)
+        _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep,
+                     changed=changed)
         return
     config = build_config(overrides, spec_dict, explicit)
+    if dry_run:
+        return _dry_run([config], as_json)
     _check_teacher_flags([config], teacher_given)
     if teacher_epoch == "all":
         from .teachers.curve import run_each_checkpoint
 
         records = run_each_checkpoint(config, force=force, progress=not quiet, on_record=(
-            None if as_json else lambda r: click.echo(summary_line(r))))
+            None if as_json else lambda r: click.echo(summary_line(r))), changed=changed)
         if as_json:
             click.echo(json.dumps(records, indent=2))
         return
-    record = run_config(config, force=force, progress=not quiet)
+    record = run_config(config, force=force, progress=not quiet, changed=changed)
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
         click.echo(summary_line(record))
+
+
+def _changed(reuse: bool, rerun_changed: bool) -> str:
+    if reuse and rerun_changed:
+        raise ConfigError("give --reuse or --rerun-changed, not both")
+    return "reuse" if reuse else "rerun" if rerun_changed else "ask"
+
+
+def _dry_run(configs, as_json: bool) -> None:
+    """``run --dry-run``: every config resolved (every error found, one line), described."""
+    from .config import resolve_config, run_id
+    from .runner.record import describe_run
+
+    resolved, errors = [], []
+    for cfg in configs:
+        try:
+            resolved.append(resolve_config(cfg))
+        except ConfigError as exc:
+            errors += [str(e) for e in getattr(exc, "errors", [exc]) if str(e) not in errors]
+    if errors:
+        raise ConfigError(f"{len(errors)} problems: "
+                          + " ".join(f"({i}) {e}" for i, e in enumerate(errors, 1))
+                          if len(errors) > 1 else errors[0])
+    described = [{**describe_run(cfg, run_id(cfg)), "config": cfg.to_dict()} for cfg in resolved]
+    if as_json:
+        click.echo(json.dumps(described if len(described) > 1 else described[0], indent=2))
+        return
+    for item in described:
+        click.echo(_dry_run_text(item))
+
+
+def _dry_run_text(item: dict[str, Any]) -> str:
+    record = item["record"]
+    if record is None:
+        status = "no record yet: it would be trained"
+    elif record["status"] == "unreadable":
+        status = f"unreadable record ({record['error']})"
+    else:
+        code = record["code"] or {}
+        status = (f"{record['status']} record, {record['made']} by kdbench "
+                  f"{code.get('kdbench', '?')}" + (f" (git {code['git']})" if code.get("git")
+                                                   else "")
+                  + ("; same code as now" if record["same_code"] else
+                     f"; other code: {'; '.join(record['changes'])}"))
+    lines = [f"run {item['run_id']} (preset {item['preset']})", f"record: {item['record_path']}",
+             f"status: {status}"]
+    t = item.get("teacher")
+    if t:
+        where = (f"weights {t['weights']}" if t["weights"] else
+                 f"trajectory {t.get('trajectory', '?')} ({t.get('trained', '?')} trained), "
+                 f"epoch {t['epoch'] if t['epoch'] is not None else 'as the source picks'}")
+        lines.append(f"teacher: {t['source']} {t['arch']} seed {t['seed']}, {where}")
+    plugins_ = item["code"]["plugins"]
+    lines.append("code: kdbench " + str(item["code"]["kdbench"])
+                 + (f", git {item['code']['git']}" if item["code"]["git"] else "")
+                 + f", torch {item['code']['torch']}"
+                 + "".join(f", {k} {v}" for k, v in plugins_.items()))
+    lines.append("config: " + json.dumps(item["config"], indent=2))
+    return "\n".join(lines)
 
 
 def _check_teacher_flags(configs, given: list[str]) -> None:
@@ -384,11 +464,13 @@ def _several(values: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: bool) -> None:
+def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: bool,
+                 changed: str = "ask") -> None:
     from .errors import TrainingError
     from .runner import run_many
 
-    records = run_many(configs, force=force, progress=not quiet, lockstep=lockstep)
+    records = run_many(configs, force=force, progress=not quiet, lockstep=lockstep,
+                       changed=changed)
     if as_json:
         click.echo(json.dumps(records, indent=2))
     else:
@@ -641,8 +723,9 @@ def plot_curves(run_ids, results_dir, out, metric):
 @click.option("--jobs", type=int, default=None, help="local: runs in parallel.")
 @click.option("--root", type=click.Path(file_okay=False), default="results",
               help="Where studies live (STUDY may also be a folder).")
+@changed_options
 @click.option("--quiet", is_flag=True, help="No progress.")
-def reproduce(study, render_only, data_dir, executor, jobs, root, quiet):
+def reproduce(study, render_only, data_dir, executor, jobs, root, reuse, rerun_changed, quiet):
     """Remake a study of results/ from nothing: its sweeps (finished runs reused), its teacher
     selections, then every table and figure from the records (study.yaml says which)."""
     from .report.reproduce import find_study, render, run_study
@@ -650,7 +733,8 @@ def reproduce(study, render_only, data_dir, executor, jobs, root, quiet):
     found = find_study(study, root)
     if not render_only:
         run_study(found, data=data_dir, executor=executor, jobs=jobs, progress=not quiet,
-                  say=lambda msg: click.echo(msg, err=True))
+                  say=lambda msg: click.echo(msg, err=True),
+                  changed=_changed(reuse, rerun_changed))
     for path in render(found):
         click.echo(f"wrote {path}")
 
@@ -771,10 +855,11 @@ def _sweep_inputs(f):
               help="Any other executor option, e.g. -X account=abc -X cluster=local.")
 @click.option("--lockstep", is_flag=True,
               help="Train runs that share teacher, data, seed and recipe together.")
+@changed_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sweep_run(file, sets, results_dir, data_dir, list_sweeps, dry_run, executor, jobs, gpus,
               runs_per_gpu, retries, partition, time_limit, gpus_per_run, cpus_per_run,
-              array_parallelism, address, executor_opts, lockstep, quiet):
+              array_parallelism, address, executor_opts, lockstep, reuse, rerun_changed, quiet):
     """Run a sweep file (a path, or the name of a shipped sweep)."""
     from .config import parse_assignments
     from .sweep import dry_run_report, make_executor, run_sweep, summary_report
@@ -798,7 +883,8 @@ def sweep_run(file, sets, results_dir, data_dir, list_sweeps, dry_run, executor,
     options.update(parse_assignments(executor_opts, "-X"))
     runner = make_executor(executor, **options)
     summary = run_sweep(plan, runner, progress=not quiet, lockstep=lockstep,
-                        warn=lambda msg: click.echo(msg, err=True))
+                        warn=lambda msg: click.echo(msg, err=True),
+                        changed=_changed(reuse, rerun_changed))
     click.echo(summary_report(summary))
     if summary.exit_code:
         click.get_current_context().exit(summary.exit_code)
@@ -831,12 +917,14 @@ def sweep_train_teacher(spec, results_dir, quiet):
 @sweep.command("run-lockstep", hidden=True)
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @results_dir_option
+@changed_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep_run_lockstep(specs, results_dir, quiet):
+def sweep_run_lockstep(specs, results_dir, reuse, rerun_changed, quiet):
     """Train several run spec files together, in lockstep (what executors run for --lockstep)."""
     from .sweep import run_lockstep
 
-    records = run_lockstep(list(specs), results_dir, progress=not quiet)
+    records = run_lockstep(list(specs), results_dir, progress=not quiet,
+                           changed=_changed(reuse, rerun_changed))
     for record in records:
         click.echo(summary_line(record))
     if any(r["status"] != "done" for r in records):

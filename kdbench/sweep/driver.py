@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import KDBenchError, StoreError
+from ..errors import ConfigError, KDBenchError, StoreError
 from ..progress import Progress
 from ..store import SCHEMA_VERSION, Store, atomic_write_json, read_json
 from .executors import Executor, Job, Outcome
@@ -123,28 +123,50 @@ def teacher_spec(teacher: PlannedTeacher) -> dict[str, Any]:
 
 
 def run_lockstep(spec_files: list[str | Path], results_dir: str | Path,
-                 progress: bool = True) -> list[dict[str, Any]]:
+                 progress: bool = True, changed: str = "ask") -> list[dict[str, Any]]:
     """Run the specs together (one data pass and teacher forward per batch for all); their
     records, each the one the run would get alone."""
-    return run_specs(spec_files, results_dir, progress, lockstep=True)
+    return run_specs(spec_files, results_dir, progress, lockstep=True, changed=changed)
 
 
 # ============================== the sweep ======================================================
 
 
 def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
-              lockstep: bool = False, warn: Callable[[str], None] | None = None) -> Summary:
-    """Run every run of ``plan`` that is not done: its teachers first, each once."""
+              lockstep: bool = False, warn: Callable[[str], None] | None = None,
+              changed: str = "ask") -> Summary:
+    """Run every run of ``plan`` that is not done: its teachers first, each once.
+
+    A done record made by other code follows the rule of :func:`kdbench.runner.run`:
+    ``changed="ask"`` (the default) is an error naming the change before any job starts,
+    ``"rerun"`` makes it again, ``"reuse"`` keeps it (skipped, said in one line)."""
+    from ..runner.record import code_changes, code_identity
+
     store = plan.store
     store.check_writable()
     summary = Summary(plan)
     pending: list[PlannedRun] = []
+    other_code: list[tuple[PlannedRun, list[str]]] = []
     for run in plan.runs:
-        if run.status(store) == "done":
+        record = _safe_record(store, run.run_id) if run.status(store) == "done" else None
+        changes = code_changes(record, code_identity(run.config)) if record else []
+        if record is not None and (not changes or changed == "reuse"):
             summary.results[run.run_id] = RunResult("skipped", **_metrics(store, run.run_id))
         else:
             summary.results[run.run_id] = RunResult("pending")
             pending.append(run)
+        if changes:
+            other_code.append((run, changes))
+    if other_code:
+        first, changes = other_code[0]
+        what = (f"{len(other_code)} of the sweep's {len(plan.runs)} runs have finished records "
+                f"made by other code (the first, {first.run_id}: {'; '.join(changes)})")
+        if changed == "ask":
+            raise ConfigError(f"{what}: choose --reuse to keep them or --rerun-changed to make "
+                              f"them again with this code")
+        if warn is not None:
+            warn(f"kdbench: {what}; " + ("they are reused" if changed == "reuse" else
+                                         "they are made again with this code"))
     needed = _unique(key for run in pending for key in run.teachers)
     teachers = [plan.teachers[k] for k in needed if plan.teachers[k].status(store) != "done"]
 

@@ -63,7 +63,10 @@ class Job:
         head = {"run": ["run", "--spec", *paths[:1]],
                 "teacher": ["sweep", "train-teacher", *paths[:1]],
                 "lockstep": ["sweep", "run-lockstep", *paths]}[self.kind]
-        return [*head, "--results-dir", str(results_dir), "--quiet"]
+        # the driver has decided about records made by other code (kdbench.sweep.run_sweep):
+        # a job it sends is made
+        again = ["--rerun-changed"] if self.kind in ("run", "lockstep") else []
+        return [*head, "--results-dir", str(results_dir), *again, "--quiet"]
 
     @property
     def log_name(self) -> str:
