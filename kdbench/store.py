@@ -322,6 +322,8 @@ class Store:
             return None
         try:
             return validate_record(read_json(path, "record", follow=False), path)
+        except NewerRecordError:
+            raise  # not damaged: left alone
         except StoreError as exc:
             if not set_aside_corrupt or not os.path.lexists(path):
                 raise
@@ -394,11 +396,55 @@ class Store:
                 yield path, exc
 
 
+class NewerRecordError(StoreError):
+    """A record of a schema newer than this kdbench reads: left alone, never set aside."""
+
+
+#: the statuses a record can have
+STATUSES = ("running", "done", "failed", "interrupted")
+
+
 def validate_record(record: Any, path: Path) -> dict[str, Any]:
+    """``record`` if it has the shape of a record filed at ``path``: the keys every record has,
+    a readable schema, the run id it is filed under, a config with the fields a table and a run
+    read, metrics as a mapping. A StoreError says what is wrong; a record of a newer schema is
+    a :class:`NewerRecordError`."""
+    path = Path(path)
     if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
         missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
         raise StoreError(f"corrupt record {str(path)!r}: missing {missing}")
-    if record["schema"] not in READABLE_SCHEMAS:
-        raise StoreError(f"record {str(path)!r} has schema {record['schema']!r}; this kdbench "
+    schema = record["schema"]
+    if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
+        raise NewerRecordError(f"record {str(path)!r} was made by a newer kdbench (schema "
+                               f"{schema}; this one reads schemas "
+                               f"{', '.join(map(str, READABLE_SCHEMAS))}); it is left as it is: "
+                               f"upgrade kdbench to use it, or give another --results-dir")
+    if schema not in READABLE_SCHEMAS:
+        raise StoreError(f"record {str(path)!r} has schema {schema!r}; this kdbench "
                          f"reads schemas {', '.join(map(str, READABLE_SCHEMAS))}")
+    if path.suffix == ".json" and record["run_id"] != path.stem:
+        raise StoreError(f"corrupt record {str(path)!r}: it is filed under {path.stem} but says "
+                         f"it is run {record['run_id']!r}")
+    problem = _shape_problem(record)
+    if problem:
+        raise StoreError(f"corrupt record {str(path)!r}: {problem}")
     return record
+
+
+def _shape_problem(record: dict[str, Any]) -> str | None:
+    """What a table, a run or the report would trip over in a record, or None."""
+    if record["status"] not in STATUSES:
+        return f"status {record['status']!r} is not one of {', '.join(STATUSES)}"
+    cfg = record["config"]
+    if not isinstance(cfg, dict):
+        return "its config is not a mapping"
+    for key, kind in (("student", str), ("seed", int), ("loss", dict), ("data", dict)):
+        if not isinstance(cfg.get(key), kind):
+            return f"its config has no {key} ({kind.__name__})"
+    for section in ("loss", "data"):
+        if not isinstance(cfg[section].get("name"), str):
+            return f"its config's {section} has no name"
+    for key in ("metrics", "cost", "env", "extra", "data", "teacher", "code"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"its {key} is a {type(record[key]).__name__}, not a mapping"
+    return None

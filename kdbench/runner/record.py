@@ -15,7 +15,7 @@ from ..device import environment
 from ..errors import KDBenchError, UnknownNameError
 from ..evaluators import Suite, summarize
 from ..models import count_parameters
-from ..store import SCHEMA_VERSION, Store
+from ..store import SCHEMA_VERSION, Store, set_aside
 
 
 def existing_record(store: Store, cfg: RunConfig, run_id: str) -> dict[str, Any] | None:
@@ -24,7 +24,22 @@ def existing_record(store: Store, cfg: RunConfig, run_id: str) -> dict[str, Any]
     record = store.load_record(run_id, set_aside_corrupt=True)
     if record is None:
         record = store.adopt(legacy_run_id(cfg), run_id)
+    if record is not None and not _is_run(record, run_id):
+        set_aside(store.record_path(run_id), f"is not the record of run {run_id} (its config "
+                  f"does not hash to that id: edited, or put there by hand); the run is made "
+                  f"again")
+        return None
     return record
+
+
+def _is_run(record: dict[str, Any], rid: str) -> bool:
+    """The record's config hashes to the id it is filed under."""
+    from ..config import run_id
+
+    try:
+        return run_id(RunConfig.from_dict(record["config"])) == rid
+    except Exception:  # noqa: BLE001 - a config that is not one cannot be this run's
+        return False
 
 
 def state_binding(cfg: RunConfig, run_id: str) -> dict[str, str]:

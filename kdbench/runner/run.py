@@ -121,7 +121,7 @@ def _run_configs(configs: list[RunConfig | dict[str, Any]], *, force: bool, prog
             for cfg in sorted((todo[i] for i in group), key=run_id):
                 store, rid = Store(cfg.results_dir), run_id(cfg)
                 locks.enter_context(store.run_lock(rid, say=_say))
-                done = store.load_record(rid, set_aside_corrupt=True)
+                done = existing_record(store, cfg, rid)
                 if done is not None and done["status"] == "done" and not force \
                         and _reuse(done, cfg, changed, remake, quiet=rid in remake):
                     out[rid] = (done, None)

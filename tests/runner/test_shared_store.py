@@ -217,3 +217,77 @@ def test_a_teacher_state_of_another_trajectory_is_set_aside(stopper, results, tm
         [t] = manage.train(cfg, progress=False)
     assert t.manifest["curve"] == reference.manifest["curve"]
     assert t.manifest["checkpoints"] == reference.manifest["checkpoints"]
+
+
+# ============================== 3. records checked against the run they are looked up for =======
+
+
+def _record_of(results, **extra):
+    cfg = tiny(results, **extra)
+    return cfg, run(cfg, progress=False)
+
+
+@pytest.mark.parametrize("how", ["copied", "relabelled"])
+def test_a_record_of_another_run_is_not_returned_as_this_one(results, how):
+    other_cfg, other = _record_of(results, seed=1)
+    cfg = tiny(results)
+    path = Store(results).record_path(cfg.run_id)
+    planted = dict(other, run_id=cfg.run_id) if how == "relabelled" else other
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(planted))
+    why = "filed under" if how == "copied" else "config does not hash to that id"
+    with pytest.warns(RuntimeWarning, match=why):
+        record = run(cfg, progress=False)
+    assert record["run_id"] == cfg.run_id and record["config"]["seed"] == 0
+    assert list(Store(results).runs.glob(f"{cfg.run_id}.json.corrupt-*"))
+
+
+def test_a_record_of_a_newer_schema_is_left_alone(results, cli_runner):
+    cfg, record = _record_of(results)
+    path = Store(results).record_path(cfg.run_id)
+    path.write_text(json.dumps(dict(record, schema=3)))
+    with pytest.raises(StoreError, match="made by a newer kdbench"):
+        run(cfg, progress=False)
+    assert json.loads(path.read_text())["schema"] == 3
+    assert not list(Store(results).runs.glob("*.corrupt-*"))
+
+
+# ============================== 4. no traceback from a damaged store ============================
+
+
+def _spec(results, cfg):
+    spec = results.parent / "spec.json"
+    spec.write_text(json.dumps(cfg.to_dict()))
+    return spec
+
+
+@pytest.mark.parametrize("damage", ["folder", "dangling link", "looping link", "config {}",
+                                    "string metrics"])
+def test_a_damaged_record_is_set_aside_by_run_and_skipped_by_table(results, cli_runner,
+                                                                   damage):
+    _record_of(results, seed=1)  # a good one beside it
+    cfg, record = _record_of(results)
+    path = Store(results).record_path(cfg.run_id)
+    path.unlink()
+    if damage == "folder":
+        path.mkdir()
+    elif damage == "dangling link":
+        path.symlink_to(results / "nowhere.json")
+    elif damage == "looping link":
+        path.symlink_to(path)
+    else:
+        path.write_text(json.dumps(dict(record, config={}) if damage == "config {}"
+                                   else dict(record, metrics="97.5")))
+    table = cli_runner("table", "--results-dir", results)
+    assert table.exit_code == 0 and "Traceback" not in table.output, table.output
+    assert str(path) in table.output  # skipped, and named
+    again = cli_runner("run", "--spec", _spec(results, cfg), "--quiet", "--force")
+    assert again.exit_code == 0, again.output
+    assert Store(results).load_record(cfg.run_id)["status"] == "done"
+
+
+def test_a_pipe_named_like_a_record_does_not_hang_a_reader(results, cli_runner):
+    cfg, _ = _record_of(results)
+    os.mkfifo(Store(results).runs / ("f" * 16 + ".json"))
+    table = cli_runner("table", "--results-dir", results)  # hangs on the old code
+    assert table.exit_code == 0 and "not a regular file" in table.output
