@@ -455,9 +455,13 @@ def behaviour_overrides(warmups, evals, best_metric, transforms, teacher_transfo
 
 
 def _several(values: tuple[str, ...]) -> list[str]:
-    """Repeated and comma-separated option values, in order, without repeats."""
+    """Repeated and comma-separated option values, in order, without repeats (an empty one,
+    ``--loss ''``, is an error: it would silently mean the default)."""
     out: list[str] = []
     for v in values:
+        if not v.strip(" ,"):
+            raise ConfigError(f"an empty name ({v!r}) was given; name a registered item "
+                              f"(`kdbench plugins` lists them)")
         for item in v.split(","):
             if item.strip() and item.strip() not in out:
                 out.append(item.strip())

@@ -298,12 +298,17 @@ class Store:
         try:
             self.runs.mkdir(parents=True, exist_ok=True)
             self.teachers.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.runs, prefix=".probe.")
-            os.close(fd)
-            os.unlink(tmp)
         except OSError as exc:
             raise StoreError(f"results dir {str(self.root)!r} is not writable: "
                              f"{exc.strerror or exc}") from None
+        for folder in (self.runs, self.teachers):  # a teacher is written as a record is
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe.")
+                os.close(fd)
+                os.unlink(tmp)
+            except OSError as exc:
+                raise StoreError(f"results dir {str(self.root)!r} is not writable: "
+                                 f"{str(folder)!r}: {exc.strerror or exc}") from None
 
     # -- run records -----------------------------------------------------------------------------
     def record_path(self, run_id: str) -> Path:

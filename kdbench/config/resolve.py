@@ -25,6 +25,12 @@ from .presets import PRESETS
 TEACHER_EVALUATE = ("epochs", "checkpoints")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: sane upper bounds: beyond them a value is a typo, and honouring it fills the machine (a
+#: process table, a disk, years of training)
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 20
+#: threads per core at most (``engine.threads``)
+THREADS_PER_CORE = 4
 #: when a stage's optimiser is re-created (:attr:`kdbench.config.Recipe.reset_optimizer`)
 RESET_OPTIMIZER = ("never", "lr_change", "epoch")
 
@@ -88,6 +94,11 @@ def _steps(c: Any) -> list[Any]:
             c.loss.name, c.loss.weights, c.loss.options, student=c.student,
             teacher=c.teacher.arch if c.teacher is not None else None)
         done["loss"] = entry
+        weights = {k: v for k, v in c.loss.weights.items() if isinstance(v, (int, float))}
+        if weights and not any(weights.values()):
+            raise ConfigError(f"every weight of loss {c.loss.name!r} is 0 "
+                              f"({', '.join(sorted(weights))}): nothing would be trained; "
+                              f"give one a value > 0")
 
     def teacher() -> None:
         entry = done.get("loss")
@@ -118,9 +129,21 @@ def _steps(c: Any) -> list[Any]:
         c.log = _resolve_loggers(c.log)
 
     def engine() -> None:
+        import os
+
         if c.engine.threads < 0:
             raise ConfigError(f"engine.threads must be >= 0 (0: all cores), got "
                               f"{c.engine.threads}")
+        cores = os.cpu_count() or 1
+        if c.engine.threads > THREADS_PER_CORE * cores:
+            raise ConfigError(f"engine.threads {c.engine.threads} is more than "
+                              f"{THREADS_PER_CORE} per core of the {cores} here (valid: "
+                              f"0..{THREADS_PER_CORE * cores}; 0: all cores)")
+
+    def paths() -> None:
+        if not str(c.results_dir).strip():
+            raise ConfigError("results_dir is empty; give a folder (e.g. --results-dir "
+                              "results)")
 
     def precision() -> None:
         if c.precision not in PRECISIONS:
@@ -131,7 +154,7 @@ def _steps(c: Any) -> list[Any]:
             raise UnknownNameError("device", c.device, DEVICES)
 
     return [preset, student, data, loss, teacher, recipe, seeds, warmup, evaluators, log,
-            engine, precision, device]
+            engine, paths, precision, device]
 
 
 def _resolve_teacher(c: Any, loss: Any) -> None:
@@ -278,7 +301,15 @@ def check_recipe(r: Any, where: str) -> None:
             return None
 
     check(r.epochs >= 1, f"{where}.epochs must be >= 1, got {r.epochs}")
+    check(r.epochs <= MAX_EPOCHS, f"{where}.epochs {r.epochs} is beyond any sane run "
+                                  f"(valid: 1..{MAX_EPOCHS})")
     check(r.batch_size >= 2, f"{where}.batch_size must be >= 2, got {r.batch_size}")
+    check(r.batch_size <= MAX_BATCH_SIZE, f"{where}.batch_size {r.batch_size} is beyond any "
+                                          f"sane batch (valid: 2..{MAX_BATCH_SIZE})")
+    check(r.momentum < 1, f"{where}.momentum must be < 1 (SGD diverges at 1 and above), got "
+                          f"{r.momentum}")
+    bad = [m for m in r.milestones if not isinstance(m, int) or m < 0]
+    check(not bad, f"{where}.milestones must be epochs >= 0, got {bad}")
     check(r.lr > 0, f"{where}.lr must be > 0, got {r.lr}")
     opt = named("optimizer", r.optimizer, "optimizer")
     if opt is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -291,3 +292,45 @@ def test_a_pipe_named_like_a_record_does_not_hang_a_reader(results, cli_runner):
     os.mkfifo(Store(results).runs / ("f" * 16 + ".json"))
     table = cli_runner("table", "--results-dir", results)  # hangs on the old code
     assert table.exit_code == 0 and "not a regular file" in table.output
+
+
+# ============================== 5. bounded sizes and honest values ==============================
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "recipe.optimizer=adam", "--set", "recipe.optimizer_options.eps=-1"],
+     "recipe.optimizer 'adam' refuses its options"),
+    (["--threads", "1000000"], "engine.threads 1000000 is more than 4 per core"),
+    (["--epochs", "1000000"], "recipe.epochs 1000000 is beyond any sane run"),
+    (["--batch-size", "100000000"], "recipe.batch_size 100000000 is beyond any sane batch"),
+    (["--set", "recipe.momentum=1"], "recipe.momentum must be < 1"),
+    (["--w", "w_ce=0", "--w", "w_kd=0"], "every weight of loss 'kd' is 0"),
+    (["--results-dir", ""], "results_dir is empty"),
+    (["--loss", ""], "an empty name ('')"),
+    (["--student", " "], "an empty name (' ')"),
+    (["--set", "recipe.milestones=[-1]"], "recipe.milestones must be epochs >= 0, got [-1]"),
+])
+def test_out_of_bounds_values_are_refused_in_one_line(args, message, results, cli_runner,
+                                                      monkeypatch):
+    monkeypatch.chdir(results.parent)
+    result = cli_runner("run", "--dataset", "synthetic", "--student", "resnet8",
+                        "--teacher-arch", "resnet8", "--epochs", "1", "--results-dir", results,
+                        "--quiet", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not list(results.parent.glob("**/*.json")) and not list(results.glob("teachers/*"))
+
+
+def test_a_read_only_teachers_folder_is_found_before_any_work(results, monkeypatch):
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def read_only(*a, dir=None, **k):  # root writes anywhere: refuse as a read-only folder
+        if dir is not None and Path(dir).name == "teachers":
+            raise PermissionError(13, "Permission denied")
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(StoreError, match="teachers'.*Permission denied"):
+        Store(results).check_writable()
