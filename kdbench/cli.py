@@ -1099,23 +1099,30 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
         atomic_write_json(json_path, result)
 
 
+#: the signal that stopped the run (None: Ctrl-C), for the exit code
+_stopped_by: list[int] = []
+
+
 def _terminated(signum, frame) -> None:
-    """SIGTERM (a scheduler, a dying sweep driver) stops a run as Ctrl-C does: its record says
-    ``interrupted`` and the next attempt resumes it."""
+    """SIGTERM (a scheduler, a dying sweep driver) and SIGHUP (a closed terminal) stop a run as
+    Ctrl-C does: its record says ``interrupted`` and the next attempt resumes it."""
+    _stopped_by.append(signum)
     raise KeyboardInterrupt
 
 
 def main() -> None:
     """Console-script entry point: exit 0, 1 (a run failed), 2 (bad input), 130 (interrupted:
-    Ctrl-C or SIGTERM)."""
+    Ctrl-C or SIGTERM), 129 (SIGHUP: the terminal closed)."""
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice is kept
+        signal.signal(signal.SIGHUP, _terminated)
     try:
         code = cli.main(prog_name="kdbench", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(129 if _stopped_by and _stopped_by[0] == signal.SIGHUP else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

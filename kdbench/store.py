@@ -336,9 +336,11 @@ class Store:
             return None
 
     @contextlib.contextmanager
-    def run_lock(self, run_id: str, *, say: Any = None) -> Iterator[None]:
+    def run_lock(self, run_id: str, *, say: Any = None, wait: bool = True) -> Iterator[str]:
         """Hold ``.locks/<run_id>.lock`` (one process per run). When another process holds it,
-        ``say`` (a one-line message callable) is told, then this process waits its turn."""
+        ``say`` (a one-line message callable) is told, then this process waits its turn; with
+        ``wait=False`` it does not wait and yields who holds the lock instead ("" once it is
+        held here)."""
         import fcntl
 
         locks = self.root / ".locks"
@@ -350,13 +352,16 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = read_holder(fd) or "another process"
+                if not wait:
+                    yield holder
+                    return
                 if say is not None:
                     say(f"kdbench: run {run_id} is being trained by {holder}; waiting for it "
                         f"to finish")
                 fcntl.flock(fd, fcntl.LOCK_EX)
             write_holder(fd)
             try:
-                yield
+                yield ""
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

@@ -257,15 +257,30 @@ def settle(store: Store, run: PlannedRun, outcome: Outcome) -> RunResult:
     error = (record or {}).get("error") if (record or {}).get("status") == "failed" else None
     error = error or outcome.error or "no record written"
     if record is None or record["status"] in ("running", "interrupted"):
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        base = record or {"schema": SCHEMA_VERSION, "run_id": run.run_id, "created": now,
-                          "config": run.config.to_dict(), "metrics": {}, "teacher": None,
-                          "cost": {}, "env": {}, "extra": {}}
-        failed = {**base, "status": "failed", "error": error, "finished": now}
-        failed.setdefault("extra", {})["sweep"] = {"returncode": outcome.returncode,
-                                                   "attempts": outcome.attempts,
-                                                   "log": outcome.log}
-        store.write_record(failed)
+        # under the run's lock, never beside a process still training it (an orphaned or
+        # retried child): its record is its own to write
+        with store.run_lock(run.run_id, wait=False) as holder:
+            if holder:
+                return RunResult("failed", f"{error} (the run is still being trained by "
+                                 f"{holder}; its record is left to it)",
+                                 seconds=outcome.seconds)
+            try:
+                record = store.load_record(run.run_id)
+            except KDBenchError as exc:
+                return RunResult("failed", str(exc), seconds=outcome.seconds)
+            if record is not None and record["status"] == "done":
+                return RunResult("done", **_metrics(store, run.run_id, record))
+            if record is None or record["status"] in ("running", "interrupted"):
+                now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                base = record or {"schema": SCHEMA_VERSION, "run_id": run.run_id,
+                                  "created": now, "config": run.config.to_dict(),
+                                  "metrics": {}, "teacher": None, "cost": {}, "env": {},
+                                  "extra": {}}
+                failed = {**base, "status": "failed", "error": error, "finished": now}
+                failed.setdefault("extra", {})["sweep"] = {"returncode": outcome.returncode,
+                                                           "attempts": outcome.attempts,
+                                                           "log": outcome.log}
+                store.write_record(failed)
     return RunResult("failed", error, seconds=outcome.seconds)
 
 

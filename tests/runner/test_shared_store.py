@@ -334,3 +334,57 @@ def test_a_read_only_teachers_folder_is_found_before_any_work(results, monkeypat
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     with pytest.raises(StoreError, match="teachers'.*Permission denied"):
         Store(results).check_writable()
+
+
+# ============================== 7. signals, and the sweep's settle =============================
+
+
+def test_a_closed_terminal_sighup_leaves_an_interrupted_record_and_exits_129(results):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    cfg = tiny(results, **{"recipe.epochs": 40, "data.options.train_size": 2048})
+    spec = _spec(results, cfg)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "KDBENCH_LOAD_PLUGINS": ""}
+
+    def default_signals():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    proc = subprocess.Popen([sys.executable, "-m", "kdbench", "run", "--spec", str(spec),
+                             "--quiet"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    state = Store(results).state_path(cfg.run_id)
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 129, err
+    assert Store(results).load_record(cfg.run_id)["status"] == "interrupted"
+
+
+def test_settle_writes_no_failed_record_while_the_run_is_still_held(results):
+    from kdbench.sweep import expand
+    from kdbench.sweep.driver import settle
+    from kdbench.sweep.executors import Outcome
+
+    cfg = tiny(results)
+    plan = expand({"base": {k: v for k, v in cfg.to_dict().items() if k != "results_dir"}},
+                  results_dir=results)
+    [planned] = plan.runs
+    store = Store(results)
+    running = {"schema": 2, "run_id": planned.run_id, "status": "running",
+               "config": planned.config.to_dict(), "metrics": {}}
+    store.write_record(running)
+    with store.run_lock(planned.run_id):  # an orphaned child still training it
+        result = settle(store, planned, Outcome(1, "exit status 1"))
+    assert result.status == "failed" and "still being trained" in result.error
+    assert store.load_record(planned.run_id)["status"] == "running"
+    assert settle(store, planned, Outcome(1, "exit status 1")).status == "failed"
+    assert store.load_record(planned.run_id)["status"] == "failed"
