@@ -563,7 +563,7 @@ def _fmt(value: Any, digits: int = 2) -> Any:
               show_default=_from_preset("teacher.recipe.epochs"), help="Teacher training epochs.")
 def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teacher_arch,
                   teacher_seed, members_count, save_every, save_epochs, device, precision, sets,
-                  results_dir, quiet):
+                  results_dir, quiet, threads):
     """Train the teacher trajectories a run needs, ahead of it (each trained once, then reused):
     one, or K for --teacher independent (seeds s..s+K-1)."""
     from .config import build_config, load_spec, parse_assignments
@@ -574,7 +574,7 @@ def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teach
                  "teacher.seed": teacher_seed, "teacher.options.members_count": members_count,
                  "teacher.recipe.epochs": epochs, "teacher.save_every": save_every,
                  "teacher.save_epochs": save_epochs, "device": device, "precision": precision,
-                 "results_dir": results_dir}
+                 "results_dir": results_dir, "engine.threads": threads}
     config = build_config(overrides, load_spec(spec) if spec else None,
                           parse_assignments(sets, "--set"))
     for t in manage.train(config, progress=not quiet):
@@ -588,7 +588,7 @@ def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teach
 teacher_train.params += [copy.copy(next(p for p in run.params if p.name == name)) for name in (
     "spec", "preset", "dataset", "data_dir", "teacher_source", "teacher_arch", "teacher_seed",
     "members_count", "save_every", "save_epochs", "device", "precision", "sets", "results_dir",
-    "quiet")]
+    "quiet", "threads")]
 # ... but one spec (run takes several, one run each)
 _spec = next(p for p in teacher_train.params if p.name == "spec")
 _spec.multiple, _spec.default = False, None

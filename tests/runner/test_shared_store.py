@@ -388,3 +388,27 @@ def test_settle_writes_no_failed_record_while_the_run_is_still_held(results):
     assert store.load_record(planned.run_id)["status"] == "running"
     assert settle(store, planned, Outcome(1, "exit status 1")).status == "failed"
     assert store.load_record(planned.run_id)["status"] == "failed"
+
+
+# ============================== 6. a way out: repairs that can be checked =======================
+
+
+def test_teacher_train_takes_threads_and_the_record_keeps_the_checkpoint_sha(results, tiny,
+                                                                           cli_runner,
+                                                                           monkeypatch):
+    from kdbench import device
+    from kdbench.teachers.trajectory import Trajectory
+
+    asked = []
+    real = device.set_threads
+    monkeypatch.setattr(device, "set_threads", lambda n: (asked.append(n), real(n))[1])
+    out = cli_runner("teacher", "train", "--dataset", "synthetic", "--teacher-arch", "resnet8",
+                     "--epochs", "2", "--set", "teacher.save_every=2", "--threads", "1",
+                     "--results-dir", results, "--quiet")
+    assert out.exit_code == 0, out.output
+    assert asked == [1]
+    cfg = tiny(**{"teacher.recipe.epochs": 2, "loss.name": "kd", "recipe.epochs": 1})
+    record = run(cfg, progress=False)
+    t = record["teacher"]
+    manifest = Trajectory(results / "teachers" / t["trajectory"]).manifest
+    assert t["checkpoint_sha256"] == manifest["checkpoints"][str(t["epochs"][0])]["sha256"]
