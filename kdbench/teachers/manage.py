@@ -131,20 +131,27 @@ def remove(store: Store, key: str, *, force: bool = False) -> Path:
                       f"{target!r}; removed the link, its target is left alone",
                       RuntimeWarning, stacklevel=2)
         return link
-    t = get(store, key)
-    used = references(store).get(key, [])
+    folder = store.teachers / key
+    try:
+        t = get(store, key)
+    except StoreError:
+        # a manifest too damaged to read: removed with --force (nothing can reference it)
+        if not force or not key or "/" in key or key in (".", "..") or not folder.is_dir():
+            raise
+        t = None
+    used = references(store).get(key, []) if t is not None else []
     if used and not force:
         shown = ", ".join(used[:5]) + (f", ... ({len(used)} in all)" if len(used) > 5 else "")
         raise ConfigError(f"teacher trajectory {key!r} is referenced by {len(used)} run "
                           f"record(s) ({shown}); use --force to delete it anyway")
-    fd = open_lock(t.folder / ".lock")
+    fd = open_lock(folder / ".lock")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreError(f"teacher trajectory {key!r} is being trained by another process; "
                              f"not deleting it") from None
-        shutil.rmtree(t.folder)
+        shutil.rmtree(folder)
     finally:
         os.close(fd)
-    return t.folder
+    return folder

@@ -79,6 +79,11 @@ class Trajectory:
         except FileNotFoundError:
             raise StoreError(f"no teacher trajectory {self.key!r} in "
                              f"{str(self.folder.parent)!r}") from None
+        problem = manifest_problem(self.manifest)
+        if problem:
+            raise StoreError(f"corrupt manifest {str(self.folder / MANIFEST)!r}: {problem} "
+                             f"(`kdbench teacher train` trains it again, `kdbench teacher rm "
+                             f"{self.key} --force` removes it)")
 
     @property
     def done(self) -> bool:
@@ -163,6 +168,30 @@ class Trajectory:
         return sum(p.lstat().st_size for p in self.folder.iterdir() if is_regular(p))
 
 
+def manifest_problem(m: Any) -> str | None:
+    """What a reader of a manifest would trip over (a list where a mapping belongs, a string
+    spec), or None."""
+    if not isinstance(m, dict):
+        return "it is not a mapping"
+    spec = m.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("recipe"), dict) \
+            or any(k not in spec for k in ("arch", "dataset", "seed")):
+        return "its spec is not a trajectory's (arch, dataset, seed, recipe)"
+    checkpoints = m.get("checkpoints", {})
+    if not isinstance(checkpoints, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("file"), str)
+            and isinstance(e.get("sha256"), str) and str(k).isdigit()
+            for k, e in checkpoints.items()):
+        return "its checkpoints are not {epoch: {file, sha256}}"
+    if not isinstance(m.get("curve", []), list) or not all(
+            isinstance(r, dict) for r in m.get("curve", [])):
+        return "its curve is not a list of epochs"
+    if not isinstance(m.get("save_epochs", []), list) or not all(
+            isinstance(e, int) for e in m.get("save_epochs", [])):
+        return "its save_epochs are not epochs"
+    return None
+
+
 def inside(name: Any) -> bool:
     """A manifest's file entry names a plain file of its own folder (not ``../x``, not a path)."""
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
@@ -223,7 +252,13 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
     key = trajectory_key(spec)
     folder = store.teachers / key
     with locked(folder):
-        if (folder / MANIFEST).exists() and (problems := Trajectory(folder).problems()):
+        problems = []
+        if os.path.lexists(folder / MANIFEST):
+            try:
+                problems = Trajectory(folder).problems()
+            except StoreError as exc:
+                problems = [str(exc)]
+        if problems:
             if not repair:
                 raise StoreError(f"teacher trajectory {key!r} is damaged: {'; '.join(problems)}"
                                  f" (`kdbench teacher train` with the run's options trains it "

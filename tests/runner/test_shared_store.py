@@ -412,3 +412,38 @@ def test_teacher_train_takes_threads_and_the_record_keeps_the_checkpoint_sha(res
     t = record["teacher"]
     manifest = Trajectory(results / "teachers" / t["trajectory"]).manifest
     assert t["checkpoint_sha256"] == manifest["checkpoints"][str(t["epochs"][0])]["sha256"]
+
+
+@pytest.mark.parametrize("damage", ["list checkpoints", "string spec", "truncated"])
+def test_a_damaged_manifest_is_named_and_can_be_rebuilt_or_removed(results, cli_runner,
+                                                                   damage):
+    from kdbench.teachers.trajectory import MANIFEST
+
+    base = ["--dataset", "synthetic", "--teacher-arch", "resnet8", "--epochs", "2",
+            "--results-dir", results, "--quiet"]
+    assert cli_runner("teacher", "train", *base).exit_code == 0
+    [folder] = (results / "teachers").iterdir()
+    text = (folder / MANIFEST).read_text()
+    manifest = json.loads(text)
+    if damage == "list checkpoints":
+        manifest["checkpoints"] = [1, 2]
+    elif damage == "string spec":
+        manifest["spec"] = "x"
+    (folder / MANIFEST).write_text(text[:100] if damage == "truncated" else json.dumps(manifest))
+    listed = cli_runner("teacher", "list", "--results-dir", results)
+    assert listed.exit_code in (0, 2) and "manifest" in listed.output, listed.output
+    ran = cli_runner("run", "--dataset", "synthetic", "--student", "resnet8", "--teacher-arch",
+                     "resnet8", "--epochs", "1", "--set", "teacher.recipe.epochs=2",
+                     "--results-dir", results, "--quiet")
+    assert ran.exit_code == 2 and "manifest" in ran.output, ran.output
+    assert len(ran.output.strip().splitlines()) == 1
+    if damage == "truncated":
+        removed = cli_runner("teacher", "rm", folder.name, "--force", "--results-dir", results)
+        assert removed.exit_code == 0, removed.output
+        assert not folder.exists()
+    else:
+        again = cli_runner("teacher", "train", *base)
+        assert again.exit_code == 0, again.output
+        assert "is damaged" in again.output and "trained again" in again.output
+        assert json.loads((folder / MANIFEST).read_text())["checkpoints"] \
+            == json.loads(text)["checkpoints"]
