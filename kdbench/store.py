@@ -78,6 +78,9 @@ def open_lock(path: Path) -> int:
     return fd
 
 
+#: age (seconds) beyond which a temporary file of an atomic write is a crash's leftover
+TMP_AGE = 600
+
 #: the holder's line in a lock file, written over the first bytes (the file is never truncated)
 LOCK_NOTE = 32
 
@@ -309,6 +312,38 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"results dir {str(self.root)!r} is not writable: "
                                  f"{str(folder)!r}: {exc.strerror or exc}") from None
+        self.clean_leftovers()
+
+    def clean_leftovers(self) -> list[Path]:
+        """Remove what a crash leaves behind (the store is about to be written): temporary
+        files of an atomic write older than :data:`TMP_AGE` seconds (no write takes that long),
+        and the resume state of a run whose record is ``done`` while no process holds the
+        run (a forced rerun in progress keeps its state). Returns what was removed."""
+        import time
+
+        removed: list[Path] = []
+        folders = [self.runs] + ([f for f in self.teachers.iterdir() if f.is_dir()
+                                  and not f.is_symlink()] if self.teachers.is_dir() else [])
+        now = time.time()
+        for folder in folders:
+            for tmp in folder.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    if is_regular(tmp) and now - tmp.lstat().st_mtime > TMP_AGE:
+                        tmp.unlink()
+                        removed.append(tmp)
+        for state in self.runs.glob("*.state.pt"):
+            run_id = state.name[:-len(".state.pt")]
+            try:
+                record = self.load_record(run_id)
+            except StoreError:
+                continue
+            if record is None or record["status"] != "done":
+                continue
+            with self.run_lock(run_id, wait=False) as holder:
+                if not holder:
+                    remove_resume(state)
+                    removed.append(state)
+        return removed
 
     # -- run records -----------------------------------------------------------------------------
     def record_path(self, run_id: str) -> Path:

@@ -447,3 +447,24 @@ def test_a_damaged_manifest_is_named_and_can_be_rebuilt_or_removed(results, cli_
         assert "is damaged" in again.output and "trained again" in again.output
         assert json.loads((folder / MANIFEST).read_text())["checkpoints"] \
             == json.loads(text)["checkpoints"]
+
+
+def test_crash_leftovers_are_cleaned_when_the_store_is_next_written(results):
+    import time
+
+    cfg, record = _record_of(results)
+    store = Store(results)
+    state = store.state_path(cfg.run_id)
+    save_resume({"epoch": 1}, state)  # a crash between the done record and the state's removal
+    old_tmp = store.runs / f".{cfg.run_id}.json.abc.tmp"
+    new_tmp = store.runs / f".{cfg.run_id}.json.def.tmp"
+    old_tmp.write_text("half")
+    new_tmp.write_text("being written")
+    hour_ago = time.time() - 3600
+    os.utime(old_tmp, (hour_ago, hour_ago))
+    with store.run_lock(cfg.run_id):  # a forced rerun holding the run keeps its state
+        store.check_writable()
+    assert state.exists() and not old_tmp.exists() and new_tmp.exists()
+    store.check_writable()
+    assert not state.exists() and not Path(f"{state}.sha256").exists()
+    assert store.load_record(cfg.run_id)["status"] == "done"
