@@ -724,7 +724,8 @@ def plot_curves(run_ids, results_dir, out, metric):
               show_envvar=True, default=None, show_default="the study's own",
               help="Folder holding the dataset's files.")
 @click.option("--executor", default="local", help="Sweep executor for the study's runs.")
-@click.option("--jobs", type=int, default=None, help="local: runs in parallel.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="local: runs in parallel.")
 @click.option("--root", type=click.Path(file_okay=False), default="results",
               help="Where studies live (STUDY may also be a folder).")
 @changed_options

@@ -468,3 +468,8 @@ def test_crash_leftovers_are_cleaned_when_the_store_is_next_written(results):
     store.check_writable()
     assert not state.exists() and not Path(f"{state}.sha256").exists()
     assert store.load_record(cfg.run_id)["status"] == "done"
+
+
+def test_reproduce_refuses_zero_jobs_in_one_line(cli_runner, tmp_path):
+    out = cli_runner("reproduce", "checkpoint-kd-cifar10", "--jobs", "0", "--root", tmp_path)
+    assert out.exit_code == 2 and "--jobs" in out.output and "0" in out.output
