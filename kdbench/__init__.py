@@ -36,6 +36,7 @@ MOVED: dict[str, str | tuple[str, ...]] = {
 }
 
 __all__ = ["__version__", "hookimpl", "create_model", "run", "load_records", "build_config",
+           "resolve_config",
            "RunConfig"]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,11 +54,22 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs: Any) 
 
 
 def run(config: RunConfig | dict[str, Any], *, force: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """Run one configuration (a RunConfig or its dict form) and return the result record."""
+        progress: bool = True, changed: str = "ask") -> dict[str, Any]:
+    """Run one configuration (a RunConfig or its dict form) and return the result record
+    (``changed``: what is done with a finished record made by other code, see
+    :func:`kdbench.runner.run`)."""
     from .runner import run as _run
 
-    return _run(config, force=force, progress=progress)
+    return _run(config, force=force, progress=progress, changed=changed)
+
+
+def resolve_config(config: RunConfig | dict[str, Any]) -> RunConfig:
+    """The fully resolved config, as a run would use and record it; every error found is
+    reported (one ConfigError listing them), nothing is trained or written."""
+    from .config import RunConfig as _RunConfig
+    from .config import resolve_config as _resolve
+
+    return _resolve(_RunConfig.from_dict(config) if isinstance(config, dict) else config)
 
 
 def load_records(results_dir: str = "results") -> pd.DataFrame:

@@ -202,6 +202,16 @@ def engine_options(f):
 # ============================== run ============================================================
 
 
+def changed_options(f):
+    """--reuse / --rerun-changed: what is done with a finished record made by other code."""
+    f = click.option("--rerun-changed", is_flag=True,
+                     help="Make a run again when its finished record was made by other code "
+                          "(kdbench, a plugin, torch, torchvision or timm at another version).")(f)
+    return click.option("--reuse", is_flag=True,
+                        help="Keep a finished record made by other code (announced). Without "
+                             "either flag such a record is an error that names the change.")(f)
+
+
 @cli.command()
 @click.option("--spec", type=click.Path(dir_okay=False), multiple=True,
               help="Run spec (YAML/JSON of config fields, or a record); flags override it. "
@@ -273,6 +283,10 @@ def engine_options(f):
 @click.option("--force", is_flag=True, help="Rerun even if a finished record exists.")
 @click.option("--keep/--no-keep", default=None, show_default="keep",
               help="Keep the student's last and best weights beside the record.")
+@changed_options
+@click.option("--dry-run", is_flag=True,
+              help="Print the fully resolved config, the run id and whether a record exists "
+                   "(and by which code); train nothing, write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @engine_options
@@ -280,8 +294,9 @@ def engine_options(f):
 def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
         lr, seed, device, precision, warmups, evals, best_metric, transforms,
-        teacher_transforms, loggers, sets, results_dir, force, keep, quiet, as_json, lockstep,
-        compile_, channels_last, threads, fuse_teacher, **teacher_flags):
+        teacher_transforms, loggers, sets, results_dir, force, keep, reuse, rerun_changed,
+        dry_run, quiet, as_json, lockstep, compile_, channels_last, threads, fuse_teacher,
+        **teacher_flags):
     """Train (or reuse) the teacher, distil the student, write the run record.
 
     Several --student/--loss values make one run per combination; runs that share teacher,
@@ -291,6 +306,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
     from .runner import run as run_config
 
     students, losses = _several(students), _several(losses)
+    changed = _changed(reuse, rerun_changed)
     overrides: dict[str, Any] = {
         "preset": preset, "data.name": dataset, "data.dir": data_dir,
         "student": students[0] if students else None,
@@ -330,24 +346,88 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
             raise ConfigError("--teacher-epoch all takes one --student, --loss and --spec")
         configs = [build_config({**overrides, "student": st, "loss.name": lo}, sp, explicit)
                    for sp in specs for st in students or [None] for lo in losses or [None]]
+        if dry_run:
+            return _dry_run(configs, as_json)
         _check_teacher_flags(configs, teacher_given)
-        _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep)
+        _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep,
+                     changed=changed)
         return
     config = build_config(overrides, spec_dict, explicit)
+    if dry_run:
+        return _dry_run([config], as_json)
     _check_teacher_flags([config], teacher_given)
     if teacher_epoch == "all":
         from .teachers.curve import run_each_checkpoint
 
         records = run_each_checkpoint(config, force=force, progress=not quiet, on_record=(
-            None if as_json else lambda r: click.echo(summary_line(r))))
+            None if as_json else lambda r: click.echo(summary_line(r))), changed=changed)
         if as_json:
             click.echo(json.dumps(records, indent=2))
         return
-    record = run_config(config, force=force, progress=not quiet)
+    record = run_config(config, force=force, progress=not quiet, changed=changed)
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
         click.echo(summary_line(record))
+
+
+def _changed(reuse: bool, rerun_changed: bool) -> str:
+    if reuse and rerun_changed:
+        raise ConfigError("give --reuse or --rerun-changed, not both")
+    return "reuse" if reuse else "rerun" if rerun_changed else "ask"
+
+
+def _dry_run(configs, as_json: bool) -> None:
+    """``run --dry-run``: every config resolved (every error found, one line), described."""
+    from .config import resolve_config, run_id
+    from .runner.record import describe_run
+
+    resolved, errors = [], []
+    for cfg in configs:
+        try:
+            resolved.append(resolve_config(cfg))
+        except ConfigError as exc:
+            errors += [str(e) for e in getattr(exc, "errors", [exc]) if str(e) not in errors]
+    if errors:
+        raise ConfigError(f"{len(errors)} problems: "
+                          + " ".join(f"({i}) {e}" for i, e in enumerate(errors, 1))
+                          if len(errors) > 1 else errors[0])
+    described = [{**describe_run(cfg, run_id(cfg)), "config": cfg.to_dict()} for cfg in resolved]
+    if as_json:
+        click.echo(json.dumps(described if len(described) > 1 else described[0], indent=2))
+        return
+    for item in described:
+        click.echo(_dry_run_text(item))
+
+
+def _dry_run_text(item: dict[str, Any]) -> str:
+    record = item["record"]
+    if record is None:
+        status = "no record yet: it would be trained"
+    elif record["status"] == "unreadable":
+        status = f"unreadable record ({record['error']})"
+    else:
+        code = record["code"] or {}
+        status = (f"{record['status']} record, {record['made']} by kdbench "
+                  f"{code.get('kdbench', '?')}" + (f" (git {code['git']})" if code.get("git")
+                                                   else "")
+                  + ("; same code as now" if record["same_code"] else
+                     f"; other code: {'; '.join(record['changes'])}"))
+    lines = [f"run {item['run_id']} (preset {item['preset']})", f"record: {item['record_path']}",
+             f"status: {status}"]
+    t = item.get("teacher")
+    if t:
+        where = (f"weights {t['weights']}" if t["weights"] else
+                 f"trajectory {t.get('trajectory', '?')} ({t.get('trained', '?')} trained), "
+                 f"epoch {t['epoch'] if t['epoch'] is not None else 'as the source picks'}")
+        lines.append(f"teacher: {t['source']} {t['arch']} seed {t['seed']}, {where}")
+    plugins_ = item["code"]["plugins"]
+    lines.append("code: kdbench " + str(item["code"]["kdbench"])
+                 + (f", git {item['code']['git']}" if item["code"]["git"] else "")
+                 + f", torch {item['code']['torch']}"
+                 + "".join(f", {k} {v}" for k, v in plugins_.items()))
+    lines.append("config: " + json.dumps(item["config"], indent=2))
+    return "\n".join(lines)
 
 
 def _check_teacher_flags(configs, given: list[str]) -> None:
@@ -385,20 +465,26 @@ def behaviour_overrides(warmups, evals, best_metric, transforms, teacher_transfo
 
 
 def _several(values: tuple[str, ...]) -> list[str]:
-    """Repeated and comma-separated option values, in order, without repeats."""
+    """Repeated and comma-separated option values, in order, without repeats (an empty one,
+    ``--loss ''``, is an error: it would silently mean the default)."""
     out: list[str] = []
     for v in values:
+        if not v.strip(" ,"):
+            raise ConfigError(f"an empty name ({v!r}) was given; name a registered item "
+                              f"(`kdbench plugins` lists them)")
         for item in v.split(","):
             if item.strip() and item.strip() not in out:
                 out.append(item.strip())
     return out
 
 
-def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: bool) -> None:
+def _run_several(configs, *, force: bool, quiet: bool, as_json: bool, lockstep: bool,
+                 changed: str = "ask") -> None:
     from .errors import TrainingError
     from .runner import run_many
 
-    records = run_many(configs, force=force, progress=not quiet, lockstep=lockstep)
+    records = run_many(configs, force=force, progress=not quiet, lockstep=lockstep,
+                       changed=changed)
     if as_json:
         click.echo(json.dumps(records, indent=2))
     else:
@@ -575,7 +661,7 @@ def _fmt(value: Any, digits: int = 2) -> Any:
               show_default=_from_preset("teacher.recipe.epochs"), help="Teacher training epochs.")
 def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teacher_arch,
                   teacher_seed, members_count, save_every, save_epochs, device, precision, sets,
-                  results_dir, quiet):
+                  results_dir, quiet, threads):
     """Train the teacher trajectories a run needs, ahead of it (each trained once, then reused):
     one, or K for --teacher independent (seeds s..s+K-1)."""
     from .config import build_config, load_spec, parse_assignments
@@ -586,7 +672,7 @@ def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teach
                  "teacher.seed": teacher_seed, "teacher.options.members_count": members_count,
                  "teacher.recipe.epochs": epochs, "teacher.save_every": save_every,
                  "teacher.save_epochs": save_epochs, "device": device, "precision": precision,
-                 "results_dir": results_dir}
+                 "results_dir": results_dir, "engine.threads": threads}
     config = build_config(overrides, load_spec(spec) if spec else None,
                           parse_assignments(sets, "--set"))
     for t in manage.train(config, progress=not quiet):
@@ -600,7 +686,7 @@ def teacher_train(epochs, spec, preset, dataset, data_dir, teacher_source, teach
 teacher_train.params += [copy.copy(next(p for p in run.params if p.name == name)) for name in (
     "spec", "preset", "dataset", "data_dir", "teacher_source", "teacher_arch", "teacher_seed",
     "members_count", "save_every", "save_epochs", "device", "precision", "sets", "results_dir",
-    "quiet")]
+    "quiet", "threads")]
 # ... but one spec (run takes several, one run each)
 _spec = next(p for p in teacher_train.params if p.name == "spec")
 _spec.multiple, _spec.default = False, None
@@ -736,11 +822,13 @@ def plot_curves(run_ids, results_dir, out, metric):
               show_envvar=True, default=None, show_default="the study's own",
               help="Folder holding the dataset's files.")
 @click.option("--executor", default="local", help="Sweep executor for the study's runs.")
-@click.option("--jobs", type=int, default=None, help="local: runs in parallel.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="local: runs in parallel.")
 @click.option("--root", type=click.Path(file_okay=False), default="results",
               help="Where studies live (STUDY may also be a folder).")
+@changed_options
 @click.option("--quiet", is_flag=True, help="No progress.")
-def reproduce(study, render_only, data_dir, executor, jobs, root, quiet):
+def reproduce(study, render_only, data_dir, executor, jobs, root, reuse, rerun_changed, quiet):
     """Remake a study of results/ from nothing: its sweeps (finished runs reused), its teacher
     selections, then every table and figure from the records (study.yaml says which)."""
     from .report.reproduce import find_study, render, run_study
@@ -748,7 +836,8 @@ def reproduce(study, render_only, data_dir, executor, jobs, root, quiet):
     found = find_study(study, root)
     if not render_only:
         run_study(found, data=data_dir, executor=executor, jobs=jobs, progress=not quiet,
-                  say=lambda msg: click.echo(msg, err=True))
+                  say=lambda msg: click.echo(msg, err=True),
+                  changed=_changed(reuse, rerun_changed))
     for path in render(found):
         click.echo(f"wrote {path}")
 
@@ -869,10 +958,11 @@ def _sweep_inputs(f):
               help="Any other executor option, e.g. -X account=abc -X cluster=local.")
 @click.option("--lockstep", is_flag=True,
               help="Train runs that share teacher, data, seed and recipe together.")
+@changed_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sweep_run(file, sets, results_dir, data_dir, list_sweeps, dry_run, executor, jobs, gpus,
               runs_per_gpu, retries, partition, time_limit, gpus_per_run, cpus_per_run,
-              array_parallelism, address, executor_opts, lockstep, quiet):
+              array_parallelism, address, executor_opts, lockstep, reuse, rerun_changed, quiet):
     """Run a sweep file (a path, or the name of a shipped sweep)."""
     from .config import parse_assignments
     from .sweep import dry_run_report, make_executor, run_sweep, summary_report
@@ -896,7 +986,8 @@ def sweep_run(file, sets, results_dir, data_dir, list_sweeps, dry_run, executor,
     options.update(parse_assignments(executor_opts, "-X"))
     runner = make_executor(executor, **options)
     summary = run_sweep(plan, runner, progress=not quiet, lockstep=lockstep,
-                        warn=lambda msg: click.echo(msg, err=True))
+                        warn=lambda msg: click.echo(msg, err=True),
+                        changed=_changed(reuse, rerun_changed))
     click.echo(summary_report(summary))
     if summary.exit_code:
         click.get_current_context().exit(summary.exit_code)
@@ -929,12 +1020,14 @@ def sweep_train_teacher(spec, results_dir, quiet):
 @sweep.command("run-lockstep", hidden=True)
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @results_dir_option
+@changed_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep_run_lockstep(specs, results_dir, quiet):
+def sweep_run_lockstep(specs, results_dir, reuse, rerun_changed, quiet):
     """Train several run spec files together, in lockstep (what executors run for --lockstep)."""
     from .sweep import run_lockstep
 
-    records = run_lockstep(list(specs), results_dir, progress=not quiet)
+    records = run_lockstep(list(specs), results_dir, progress=not quiet,
+                           changed=_changed(reuse, rerun_changed))
     for record in records:
         click.echo(summary_line(record))
     if any(r["status"] != "done" for r in records):
@@ -1110,23 +1203,30 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
         atomic_write_json(json_path, result)
 
 
+#: the signal that stopped the run (None: Ctrl-C), for the exit code
+_stopped_by: list[int] = []
+
+
 def _terminated(signum, frame) -> None:
-    """SIGTERM (a scheduler, a dying sweep driver) stops a run as Ctrl-C does: its record says
-    ``interrupted`` and the next attempt resumes it."""
+    """SIGTERM (a scheduler, a dying sweep driver) and SIGHUP (a closed terminal) stop a run as
+    Ctrl-C does: its record says ``interrupted`` and the next attempt resumes it."""
+    _stopped_by.append(signum)
     raise KeyboardInterrupt
 
 
 def main() -> None:
     """Console-script entry point: exit 0, 1 (a run failed), 2 (bad input), 130 (interrupted:
-    Ctrl-C or SIGTERM)."""
+    Ctrl-C or SIGTERM), 129 (SIGHUP: the terminal closed)."""
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice is kept
+        signal.signal(signal.SIGHUP, _terminated)
     try:
         code = cli.main(prog_name="kdbench", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(129 if _stopped_by and _stopped_by[0] == signal.SIGHUP else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -29,11 +30,77 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: a reader
-    sees the old file or the new one, never half of one. The file gets the umask's mode."""
+def refuse_link(path: Path, what: str = "file") -> None:
+    """A store path that is a symbolic link is refused: kdbench never writes through (nor
+    replaces) a link someone put in a shared store."""
+    if os.path.islink(path):
+        raise StoreError(f"{what} {str(path)!r} is a symbolic link; kdbench does not write "
+                         f"through links in its store (remove the link, or use the real path)")
+
+
+def _open_nofollow(path: Path, flags: int, what: str, mode: int = 0o666) -> int:
+    """``os.open`` that does not follow a symbolic link at ``path`` and does not block on a
+    pipe; the file must be a regular one (a device, pipe or folder is refused)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise StoreError(f"{what} {str(path)!r} is a symbolic link; kdbench does not "
+                             f"follow links in its store (remove the link)") from None
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise StoreError(f"cannot open {what} {str(path)!r}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or "
+                         f"device); remove it")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def open_append(path: Path, what: str = "log") -> Any:
+    """A text file opened for appending, never through a symbolic link (a log)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what, _file_mode())
+    return os.fdopen(fd, "a", newline="")
+
+
+def open_lock(path: Path) -> int:
+    """The descriptor of a lock file, opened without following a symbolic link and never
+    truncated; a lock that is a link, not a regular file, or a file with other names (a hard
+    link to someone's file) is refused."""
+    fd = _open_nofollow(Path(path), os.O_RDWR | os.O_CREAT, "lock file", _file_mode())
+    if os.fstat(fd).st_nlink != 1:
+        os.close(fd)
+        raise StoreError(f"lock file {str(path)!r} has other names (a hard link); kdbench "
+                         f"does not write to it (remove it)")
+    return fd
+
+
+#: age (seconds) beyond which a temporary file of an atomic write is a crash's leftover
+TMP_AGE = 600
+
+#: the holder's line in a lock file, written over the first bytes (the file is never truncated)
+LOCK_NOTE = 32
+
+
+def write_holder(fd: int) -> None:
+    os.pwrite(fd, f"pid {os.getpid()}".ljust(LOCK_NOTE).encode(), 0)
+
+
+def read_holder(fd: int) -> str:
+    text = os.pread(fd, LOCK_NOTE, 0).decode("ascii", "replace").strip()
+    return text if text.startswith("pid ") and text[4:].isdigit() else ""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: a reader
+    sees the old file or the new one, never half of one. The file gets the umask's mode. A
+    ``path`` that is a symbolic link is refused (:func:`refuse_link`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -82,9 +149,9 @@ def save_resume(obj: Any, path: Path) -> None:
     data = buf.getvalue()
     sidecar = Path(str(path) + ".sha256")
     digests = [hashlib.sha256(data).hexdigest()]
-    if Path(path).is_file() and sidecar.is_file():
-        with contextlib.suppress(OSError, ValueError, StoreError):
-            old = read_json(sidecar, "checksum").get("sha256", [])
+    if is_regular(Path(path)) and is_regular(sidecar):
+        with contextlib.suppress(OSError, ValueError, StoreError, AttributeError):
+            old = read_json(sidecar, "checksum", follow=False).get("sha256", [])
             digests += [d for d in old[:1] if d != digests[0]]
     atomic_write_json(sidecar, {"sha256": digests})
     atomic_write_bytes(Path(path), data)
@@ -107,37 +174,77 @@ def load_resume(path: Path, device: Any = "cpu") -> dict[str, Any] | None:
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
     sidecar = Path(str(path) + ".sha256")
     why = None
     try:
-        expected = read_json(sidecar, "checksum")["sha256"] if sidecar.is_file() else None
+        expected = read_json(sidecar, "checksum", follow=False)["sha256"] \
+            if os.path.lexists(sidecar) else None
     except (StoreError, KeyError, TypeError):
         expected = None
-    if expected is None:
+    if not is_regular(path):
+        why = "it is not a regular file"
+    elif not isinstance(expected, list):
         why = "it has no valid checksum file"
-    elif sha256_file(path) not in expected:
+    elif hashlib.sha256(data := _read_bytes(path)).hexdigest() not in expected:
         why = "its SHA-256 does not match its checksum file"
     else:
-        try:
+        import io
+
+        try:  # the bytes that were checked, not the file again
             with warnings.catch_warnings():  # torch's pickle-protocol notes: not ours to show
                 warnings.simplefilter("ignore", UserWarning)
-                return torch.load(path, map_location=device, weights_only=True)
+                return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - unreadable or not plain tensors and values
             why = f"it cannot be read as plain tensors ({type(exc).__name__})"
-    set_aside(path, f"is not a trusted resume file ({why}); the run starts afresh")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(sidecar)
+    reject_resume(path, why)
     return None
 
 
-def sha256_file(path: Path) -> str:
+def reject_resume(path: Path, why: str) -> None:
+    """Set a resume file aside (``*.corrupt-<time>``, with a warning naming it and ``why``)
+    and drop its checksum: training starts afresh."""
+    path = Path(path)
+    set_aside(path, f"is not a trusted resume file ({why}); training starts afresh",
+              stacklevel=4)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(str(path) + ".sha256")
+
+
+def sha256_file(path: Path, *, follow: bool = True) -> str:
+    """The SHA-256 of a regular file (a pipe or folder is a StoreError, never a hang); without
+    ``follow``, a symbolic link is refused too (a file of the store)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(_read_fd(Path(path), "file", follow), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _read_fd(path: Path, what: str, follow: bool) -> int:
+    if not follow:
+        return _open_nofollow(path, os.O_RDONLY, what)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or "
+                         f"device); remove it")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_bytes(path: Path, what: str = "file") -> bytes:
+    with open(_read_fd(Path(path), what, follow=False), "rb") as f:
+        return f.read()
+
+
+def is_regular(path: Path) -> bool:
+    """``path`` is a regular file itself (not a link to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _json_default(obj: Any) -> Any:
@@ -150,18 +257,25 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: Path, what: str = "file") -> Any:
+def read_json(path: Path, what: str = "file", *, follow: bool = True) -> Any:
+    """A JSON file's content. Only a regular file is read (a pipe named like one is an error,
+    not a hang); without ``follow`` (the store's own files) a symbolic link is refused too."""
     try:
-        return json.loads(Path(path).read_text())
+        with open(_read_fd(Path(path), what, follow), "rb") as f:
+            return json.loads(f.read().decode())
     except FileNotFoundError:
         raise
     except PermissionError:
         raise StoreError(f"cannot read {what} {str(path)!r}: permission denied") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise StoreError(f"{what} {str(path)!r} is a folder, not a file; remove it") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise StoreError(f"corrupt {what} {str(path)!r}: {exc}") from None
 
 
-def set_aside(path: Path, why: str) -> Path:
+def set_aside(path: Path, why: str, stacklevel: int = 3) -> Path:
     """Rename a damaged file to ``<name>.corrupt-<time>`` (kept for inspection, out of the way)
     and warn, naming it; returns the new path."""
     import time
@@ -170,7 +284,7 @@ def set_aside(path: Path, why: str) -> Path:
     aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(path, aside)
     warnings.warn(f"kdbench: {str(path)!r} {why}; set aside as {aside.name}", RuntimeWarning,
-                  stacklevel=3)
+                  stacklevel=stacklevel)
     return aside
 
 
@@ -187,12 +301,49 @@ class Store:
         try:
             self.runs.mkdir(parents=True, exist_ok=True)
             self.teachers.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.runs, prefix=".probe.")
-            os.close(fd)
-            os.unlink(tmp)
         except OSError as exc:
             raise StoreError(f"results dir {str(self.root)!r} is not writable: "
                              f"{exc.strerror or exc}") from None
+        for folder in (self.runs, self.teachers):  # a teacher is written as a record is
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe.")
+                os.close(fd)
+                os.unlink(tmp)
+            except OSError as exc:
+                raise StoreError(f"results dir {str(self.root)!r} is not writable: "
+                                 f"{str(folder)!r}: {exc.strerror or exc}") from None
+        self.clean_leftovers()
+
+    def clean_leftovers(self) -> list[Path]:
+        """Remove what a crash leaves behind (the store is about to be written): temporary
+        files of an atomic write older than :data:`TMP_AGE` seconds (no write takes that long),
+        and the resume state of a run whose record is ``done`` while no process holds the
+        run (a forced rerun in progress keeps its state). Returns what was removed."""
+        import time
+
+        removed: list[Path] = []
+        folders = [self.runs] + ([f for f in self.teachers.iterdir() if f.is_dir()
+                                  and not f.is_symlink()] if self.teachers.is_dir() else [])
+        now = time.time()
+        for folder in folders:
+            for tmp in folder.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    if is_regular(tmp) and now - tmp.lstat().st_mtime > TMP_AGE:
+                        tmp.unlink()
+                        removed.append(tmp)
+        for state in self.runs.glob("*.state.pt"):
+            run_id = state.name[:-len(".state.pt")]
+            try:
+                record = self.load_record(run_id)
+            except StoreError:
+                continue
+            if record is None or record["status"] != "done":
+                continue
+            with self.run_lock(run_id, wait=False) as holder:
+                if not holder:
+                    remove_resume(state)
+                    removed.append(state)
+        return removed
 
     # -- run records -----------------------------------------------------------------------------
     def record_path(self, run_id: str) -> Path:
@@ -207,42 +358,49 @@ class Store:
         with ``set_aside_corrupt`` is set aside with a warning and counts as absent (the run
         that is about to replace it)."""
         path = self.record_path(run_id)
-        if not path.exists():
+        if not os.path.lexists(path):
             return None
         try:
-            return validate_record(read_json(path, "record"), path)
+            return validate_record(read_json(path, "record", follow=False), path)
+        except NewerRecordError:
+            raise  # not damaged: left alone
         except StoreError as exc:
-            if not set_aside_corrupt or not path.exists():
+            if not set_aside_corrupt or not os.path.lexists(path):
                 raise
             set_aside(path, f"is unreadable ({exc}); the run is made again")
             return None
 
     @contextlib.contextmanager
-    def run_lock(self, run_id: str, *, say: Any = None) -> Iterator[None]:
+    def run_lock(self, run_id: str, *, say: Any = None, wait: bool = True) -> Iterator[str]:
         """Hold ``.locks/<run_id>.lock`` (one process per run). When another process holds it,
-        ``say`` (a one-line message callable) is told, then this process waits its turn."""
+        ``say`` (a one-line message callable) is told, then this process waits its turn; with
+        ``wait=False`` it does not wait and yields who holds the lock instead ("" once it is
+        held here)."""
         import fcntl
 
         locks = self.root / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{run_id}.lock", "a+") as fh:
+        refuse_link(locks, "lock folder")
+        fd = open_lock(locks / f"{run_id}.lock")
+        try:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
+                holder = read_holder(fd) or "another process"
+                if not wait:
+                    yield holder
+                    return
                 if say is not None:
                     say(f"kdbench: run {run_id} is being trained by {holder}; waiting for it "
                         f"to finish")
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()}")
-            fh.flush()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            write_holder(fd)
             try:
-                yield
+                yield ""
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def adopt(self, old_id: str, run_id: str) -> dict[str, Any] | None:
         """Move a record stored under an older id of the same run (``legacy_run_id``) to
@@ -278,16 +436,60 @@ class Store:
             return
         for path in sorted(self.runs.glob("*.json")):
             try:
-                yield path, validate_record(read_json(path, "record"), path)
+                yield path, validate_record(read_json(path, "record", follow=False), path)
             except StoreError as exc:
                 yield path, exc
 
 
+class NewerRecordError(StoreError):
+    """A record of a schema newer than this kdbench reads: left alone, never set aside."""
+
+
+#: the statuses a record can have
+STATUSES = ("running", "done", "failed", "interrupted")
+
+
 def validate_record(record: Any, path: Path) -> dict[str, Any]:
+    """``record`` if it has the shape of a record filed at ``path``: the keys every record has,
+    a readable schema, the run id it is filed under, a config with the fields a table and a run
+    read, metrics as a mapping. A StoreError says what is wrong; a record of a newer schema is
+    a :class:`NewerRecordError`."""
+    path = Path(path)
     if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
         missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
         raise StoreError(f"corrupt record {str(path)!r}: missing {missing}")
-    if record["schema"] not in READABLE_SCHEMAS:
-        raise StoreError(f"record {str(path)!r} has schema {record['schema']!r}; this kdbench "
+    schema = record["schema"]
+    if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
+        raise NewerRecordError(f"record {str(path)!r} was made by a newer kdbench (schema "
+                               f"{schema}; this one reads schemas "
+                               f"{', '.join(map(str, READABLE_SCHEMAS))}); it is left as it is: "
+                               f"upgrade kdbench to use it, or give another --results-dir")
+    if schema not in READABLE_SCHEMAS:
+        raise StoreError(f"record {str(path)!r} has schema {schema!r}; this kdbench "
                          f"reads schemas {', '.join(map(str, READABLE_SCHEMAS))}")
+    if path.suffix == ".json" and record["run_id"] != path.stem:
+        raise StoreError(f"corrupt record {str(path)!r}: it is filed under {path.stem} but says "
+                         f"it is run {record['run_id']!r}")
+    problem = _shape_problem(record)
+    if problem:
+        raise StoreError(f"corrupt record {str(path)!r}: {problem}")
     return record
+
+
+def _shape_problem(record: dict[str, Any]) -> str | None:
+    """What a table, a run or the report would trip over in a record, or None."""
+    if record["status"] not in STATUSES:
+        return f"status {record['status']!r} is not one of {', '.join(STATUSES)}"
+    cfg = record["config"]
+    if not isinstance(cfg, dict):
+        return "its config is not a mapping"
+    for key, kind in (("student", str), ("seed", int), ("loss", dict), ("data", dict)):
+        if not isinstance(cfg.get(key), kind):
+            return f"its config has no {key} ({kind.__name__})"
+    for section in ("loss", "data"):
+        if not isinstance(cfg[section].get("name"), str):
+            return f"its config's {section} has no name"
+    for key in ("metrics", "cost", "env", "extra", "data", "teacher", "code"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"its {key} is a {type(record[key]).__name__}, not a mapping"
+    return None

@@ -42,6 +42,7 @@ from .resolve import (
     TEACHER_EVALUATE,
     check_recipe,
     resolve,
+    resolve_config,
     resolve_items,
 )
 from .schema import (
@@ -60,5 +61,5 @@ __all__ = [
     "LossConfig", "Recipe", "RunConfig", "TeacherConfig", "build_config", "canonical_json",
     "check_recipe", "dealias", "deep_merge", "drop_later_defaults", "identity",
     "later_defaults", "legacy_run_id", "load_spec", "parse_assignments", "parse_plugin_item",
-    "preset_default", "resolve", "resolve_items", "run_id", "unflatten",
+    "preset_default", "resolve", "resolve_config", "resolve_items", "run_id", "unflatten",
 ]

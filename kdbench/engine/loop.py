@@ -55,6 +55,9 @@ class FitOptions:
     #: one file for the full training state of all trainees, written after every epoch and
     #: resumed from when present; None: each trainee's own ``state_path`` (lockstep runs)
     state_path: Path | None = None
+    #: what that state file is bound to (a run's id and config digest, a teacher trajectory's
+    #: key and spec digest): saved in it, and a file bound to anything else is not resumed
+    state_bind: dict[str, Any] | None = None
     #: after each epoch, what must be on disk before the state (e.g. a teacher's checkpoint)
     before_save: Callable[[int, list[Trainee]], None] | None = None
     #: after each epoch, once the state is saved
@@ -132,14 +135,16 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
     own_streams = len(trainees) > 1 and not o.online
     # a teacher whose BatchNorm statistics move (teacher.bn=checkpointkd) resumes with them
     moving = teacher if teacher is not None and o.teacher_bn == "checkpointkd" else None
-    start = state.load_state(trainees, o.state_path, device, own_streams, teacher=moving)
+    start = state.load_state(trainees, o.state_path, device, own_streams, o.state_bind,
+                             teacher=moving)
     if own_streams:
         for t in trainees:
             if t.rng is None:
                 t.rng = rng_state(device)
 
     def save(epoch: int) -> None:
-        state.save_state(trainees, epoch, o.state_path, device, own_streams, teacher=moving)
+        state.save_state(trainees, epoch, o.state_path, device, own_streams, o.state_bind,
+                         teacher=moving)
 
     if teacher is not None:
         teacher.eval()

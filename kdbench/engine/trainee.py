@@ -35,6 +35,9 @@ class Trainee:
     rng: dict[str, Any] | None = None
     #: lockstep: where this trainee's resumable state goes (one file per run, as when alone)
     state_path: Path | None = None
+    #: lockstep: what that file is bound to (its run id and config digest), saved in it and
+    #: required of it when resumed
+    state_bind: dict[str, Any] | None = None
     #: lockstep with isolated failures: the exception that stopped this trainee
     error: BaseException | None = None
     online: bool = False

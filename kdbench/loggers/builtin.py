@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..store import atomic_write_bytes
+from ..store import atomic_write_bytes, open_append
 from .common import final_metrics, flatten, numbers, outcome, run_logs_dir
 
 # ============================== csv ============================================================
@@ -55,7 +55,7 @@ class CsvLogger:
         stale = any(int(r["epoch"]) >= epoch for r in self.rows)
         self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [dict(row)]
         if self.columns and not stale and set(row) <= set(self.columns):
-            with open(self.path, "a", newline="") as f:
+            with open_append(self.path) as f:
                 f.write(write_csv([row], self.columns, header=False))
             return
         self.columns = csv_columns(self.rows)

@@ -85,8 +85,9 @@ def data_dir(study: Study, given: str | None = None) -> str | None:
 
 def run_study(study: Study, *, data: str | None = None, executor: str = "local",
               jobs: int | None = None, progress: bool = True,
-              say: Any = print) -> None:
-    """Run the study's sweeps and selections (what is done already is reused)."""
+              say: Any = print, changed: str = "ask") -> None:
+    """Run the study's sweeps and selections (what is done already is reused; a finished
+    record made by other code as ``changed`` says, see :func:`kdbench.sweep.run_sweep`)."""
     from ..sweep import expand, load_sweep, make_executor, run_sweep, summary_report
 
     for sweep_file in study.sweeps:
@@ -94,7 +95,7 @@ def run_study(study: Study, *, data: str | None = None, executor: str = "local",
                       data_dir=data_dir(study, data))
         options = {"jobs": jobs} if jobs and executor == "local" else {}
         summary = run_sweep(plan, make_executor(executor, **options), progress=progress,
-                            warn=say)
+                            warn=say, changed=changed)
         say(summary_report(summary))
         if summary.exit_code:
             raise KDBenchError(f"study {study.name}: sweep {sweep_file} did not finish "

@@ -58,6 +58,9 @@ def check_loss(cfg: RunConfig, dataset: Any) -> None:
     from ..models import create_model
 
     check_index(cfg, dataset)
+    check_optimizer(cfg.recipe, "recipe")
+    if cfg.teacher is not None:
+        check_optimizer(cfg.teacher.recipe, "teacher.recipe")
     student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
     teacher = (create_model(cfg.teacher.arch, dataset.num_classes, dataset.in_chans)
                if cfg.teacher is not None else None)
@@ -133,6 +136,23 @@ def check_terms(cfg: RunConfig, student: Any, teacher: Any, distiller: Any,
                           f"weight w_{missing[0]} (its weights: {weights}; terms returned: "
                           f"{', '.join(terms)}): register the loss with a default for "
                           f"w_{missing[0]}, or return terms named as its weights")
+
+
+def check_optimizer(recipe: Any, where: str = "recipe") -> None:
+    """Build the recipe's optimiser once over a stand-in parameter, so that an option it
+    refuses (Adam's ``eps=-1``, a negative beta) is bad input before any training, not a
+    ``failed`` record after a teacher has trained."""
+    import torch
+
+    from ..stages.optim import make_optimizer
+
+    try:
+        make_optimizer(recipe.optimizer, [torch.zeros(1, requires_grad=True)], lr=recipe.lr,
+                       momentum=recipe.momentum, nesterov=recipe.nesterov,
+                       weight_decay=recipe.weight_decay, options=recipe.optimizer_options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}.optimizer {recipe.optimizer!r} refuses its options "
+                          f"{recipe.optimizer_options}: {exc}") from None
 
 
 def check_stages(cfg: RunConfig, trainee: Any) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 
 from ..config import RunConfig, canonical_json, run_id
 from ..store import Store, load_resume
+from .record import state_binding
 
 
 def _group_key(cfg: RunConfig) -> str:
@@ -57,5 +58,9 @@ def by_resume_epoch(cfgs: list[RunConfig], force: bool) -> list[list[RunConfig]]
     by_epoch: dict[int, list[RunConfig]] = {}
     for cfg in cfgs:
         state = None if force else load_resume(Store(cfg.results_dir).state_path(run_id(cfg)))
-        by_epoch.setdefault(int(state["epoch"]) if state else 0, []).append(cfg)
+        epoch = state.get("epoch") if isinstance(state, dict) else 0
+        # a state that will not be resumed (checked then) groups as a fresh start here
+        fits = isinstance(state, dict) and isinstance(epoch, int) and epoch >= 0 \
+            and state.get("bind") == state_binding(cfg, run_id(cfg))
+        by_epoch.setdefault(epoch if fits else 0, []).append(cfg)
     return list(by_epoch.values())

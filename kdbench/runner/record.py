@@ -4,16 +4,18 @@ ends, its failure; and the one-line summary of a record."""
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import os
 import time
 import traceback
 from typing import Any
 
-from ..config import RunConfig, legacy_run_id
+from ..config import RunConfig, canonical_json, identity, legacy_run_id
 from ..device import environment
 from ..errors import KDBenchError, UnknownNameError
 from ..evaluators import Suite, summarize
 from ..models import count_parameters
-from ..store import SCHEMA_VERSION, Store
+from ..store import SCHEMA_VERSION, Store, set_aside
 
 
 def existing_record(store: Store, cfg: RunConfig, run_id: str) -> dict[str, Any] | None:
@@ -22,7 +24,219 @@ def existing_record(store: Store, cfg: RunConfig, run_id: str) -> dict[str, Any]
     record = store.load_record(run_id, set_aside_corrupt=True)
     if record is None:
         record = store.adopt(legacy_run_id(cfg), run_id)
+    if record is not None and not _is_run(record, run_id):
+        set_aside(store.record_path(run_id), f"is not the record of run {run_id} (its config "
+                  f"does not hash to that id: edited, or put there by hand); the run is made "
+                  f"again")
+        return None
     return record
+
+
+def _is_run(record: dict[str, Any], rid: str) -> bool:
+    """The record's config hashes to the id it is filed under."""
+    from ..config import run_id
+
+    try:
+        return run_id(RunConfig.from_dict(record["config"])) == rid
+    except Exception:  # noqa: BLE001 - a config that is not one cannot be this run's
+        return False
+
+
+def state_binding(cfg: RunConfig, run_id: str) -> dict[str, str]:
+    """What a run's resume state is bound to: its id and the digest of its whole identity (a
+    state file of another run, or of a config that only shares a prefix of the id, is never
+    resumed)."""
+    import hashlib
+
+    return {"run_id": run_id,
+            "config_sha256": hashlib.sha256(canonical_json(identity(cfg)).encode()).hexdigest()}
+
+
+# ============================== code identity ==================================================
+
+#: the parts of the code identity that decide whether a record was made by the same code (git
+#: is recorded, not compared: a checkout's every commit would otherwise remake every run)
+COMPARED = ("kdbench", "plugins", "torch", "torchvision", "timm")
+
+
+def used_items(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(kind, name) of every registered item a resolved config uses."""
+    out = [("model", cfg.student), ("dataset", cfg.data.name),
+           ("augmentation", cfg.data.augmentation), ("optimizer", cfg.recipe.optimizer),
+           ("schedule", cfg.recipe.schedule)]
+    out += [("loss", part) for part in cfg.loss.name.split("+")]
+    out += [("data_transform", _name(t)) for t in cfg.data.transforms]
+    out += [("stage", _name(w)) for w in cfg.warmup]
+    out += [("evaluator", _name(e)) for e in cfg.eval.evaluators]
+    if cfg.teacher is not None:
+        t = cfg.teacher
+        out += [("model", t.arch), ("teacher_source", t.source),
+                ("optimizer", t.recipe.optimizer), ("schedule", t.recipe.schedule)]
+        if t.data is not None:
+            out += [("dataset", t.data.name), ("augmentation", t.data.augmentation)]
+            out += [("data_transform", _name(x)) for x in t.data.transforms]
+    return list(dict.fromkeys(out))
+
+
+def _name(item: Any) -> str:
+    return item["name"] if isinstance(item, dict) else str(item)
+
+
+def plugin_versions(cfg: RunConfig) -> dict[str, str | None]:
+    """Every plugin that registered something the run uses, other than kdbench's built-ins:
+    an installed distribution by its version, a local plugin file (``--plugins-dir``) by the
+    SHA-256 of its text (an edit shows without a version to bump)."""
+    import hashlib
+    import importlib.metadata
+    import re
+
+    from ..plugins import get
+
+    out: dict[str, str | None] = {}
+    for kind, name in used_items(cfg):
+        try:
+            source = get(kind, name).source
+        except Exception:  # noqa: BLE001 - not registered here (a modifier, a composite)
+            continue
+        if not source or source.startswith("builtin"):
+            continue
+        local = re.fullmatch(r"local \((.*)\)", source)
+        if local:
+            try:
+                with open(local.group(1), "rb") as f:
+                    out[f"local:{os.path.basename(local.group(1))}"] = \
+                        "sha256:" + hashlib.sha256(f.read()).hexdigest()[:16]
+            except OSError:
+                out[f"local:{os.path.basename(local.group(1))}"] = None
+            continue
+        try:
+            out[source] = importlib.metadata.version(source)
+        except importlib.metadata.PackageNotFoundError:
+            out[source] = None
+    return dict(sorted(out.items()))
+
+
+def code_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The code that makes a run: kdbench's version and git revision (commit, ``+dirty`` for
+    local changes; None outside a checkout), the plugins that registered what it uses, and
+    the versions of torch, torchvision and timm."""
+    import importlib.metadata
+
+    from ..version import __version__
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    import torch
+
+    # torch as it says itself (with its local build tag, as ``env.torch`` always said); the
+    # others from their installed metadata, without importing them
+    return {"kdbench": __version__, "git": _git_revision(), "plugins": plugin_versions(cfg),
+            "torch": torch.__version__, "torchvision": version("torchvision"),
+            "timm": version("timm")}
+
+
+@functools.lru_cache(maxsize=1)
+def _git_revision() -> str | None:
+    """kdbench's git revision, asked once per process (a sweep asks for every run)."""
+    from ..device import git_revision
+
+    return git_revision()
+
+
+def record_code(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A record's code identity; for a record made before records held one, what its ``env``
+    says (kdbench's and torch's versions; None when it says neither)."""
+    code = record.get("code")
+    if isinstance(code, dict):
+        return code
+    env = record.get("env") if isinstance(record.get("env"), dict) else {}
+    known = {k: env[k] for k in ("kdbench", "torch") if k in env}
+    return known or None
+
+
+def code_changes(record: dict[str, Any], code: dict[str, Any]) -> list[str]:
+    """How the code that made ``record`` differs from ``code`` (empty: the same, as far as the
+    record knows), one short phrase each, e.g. ``plugin kdbench-example 0.1 → 0.2``."""
+    old = record_code(record) or {}
+    out = []
+    for key in COMPARED:
+        if key not in old:
+            continue
+        if key == "plugins":
+            before, now_ = old.get(key) or {}, code.get(key) or {}
+            for name in sorted(set(before) | set(now_)):
+                if before.get(name, "absent") != now_.get(name, "absent"):
+                    out.append(f"plugin {name} {before.get(name, 'absent')} → "
+                               f"{now_.get(name, 'absent')}")
+        elif old[key] != code.get(key):
+            out.append(f"{key} {old[key]} → {code.get(key)}")
+    return out
+
+
+def made(record: dict[str, Any]) -> str:
+    """When a record was made and its wall time: ``made 2026-12-07T12:00:00+00:00 in 5.8 s``."""
+    cost = record.get("cost") if isinstance(record.get("cost"), dict) else {}
+    wall = cost.get("wall_seconds")
+    return f"made {record.get('finished') or record.get('created') or 'at an unknown time'}" + (
+        f" in {wall:.1f} s" if isinstance(wall, (int, float)) else "")
+
+
+def reused_line(record: dict[str, Any], changes: list[str] | None = None) -> str:
+    """The line that announces a reused record: its id, when it was made and how long it took
+    (and, when reused over changed code, what changed)."""
+    made_ = made(record)
+    if changes:
+        return (f"kdbench: run {record['run_id']} reused although its record was made by other "
+                f"code ({'; '.join(changes)}); {made_} (--rerun-changed remakes it)")
+    return f"kdbench: run {record['run_id']} reused: its record was {made_} (--force reruns it)"
+
+
+def describe_run(cfg: RunConfig, run_id: str) -> dict[str, Any]:
+    """What ``kdbench run --dry-run`` shows of a resolved config, reading the store only: the
+    run id, where its record goes, whether one exists (its status, when and by which code it
+    was made, and how that code differs from this one), and the teacher it would distil from.
+    Nothing is written (no folder is made, no damaged file set aside)."""
+    from ..errors import KDBenchError
+
+    store = Store(cfg.results_dir)
+    path = store.record_path(run_id)
+    out: dict[str, Any] = {"run_id": run_id, "record_path": str(path), "preset": cfg.preset}
+    code = code_identity(cfg)
+    try:
+        record = store.load_record(run_id)
+    except KDBenchError as exc:
+        out["record"] = {"status": "unreadable", "error": str(exc)}
+    else:
+        if record is None:
+            out["record"] = None
+        else:
+            changes = code_changes(record, code)
+            out["record"] = {"status": record["status"], "made": made(record),
+                             "code": record_code(record),
+                             "same_code": not changes, "changes": changes}
+    out["code"] = code
+    t = cfg.teacher
+    if t is not None:
+        teacher: dict[str, Any] = {"source": t.source, "arch": t.arch, "seed": t.seed,
+                                   "epoch": t.epoch, "weights": t.weights}
+        if t.weights is None:
+            from ..teachers import trajectory as traj
+
+            try:
+                spec = traj.trajectory_spec(cfg)
+                key = traj.trajectory_key(spec)
+                found = traj.find(store, spec)
+                teacher.update(trajectory=key, save_epochs=t.checkpoint_epochs(),
+                               trained=("done" if found is not None and found.done else
+                                        "partly" if found is not None else "not yet"))
+            except (KDBenchError, KeyError, TypeError, ValueError):
+                pass
+        out["teacher"] = teacher
+    return out
 
 
 def now() -> str:
@@ -50,7 +264,8 @@ def new_record(cfg: RunConfig, run_id: str, device: Any, dataset: Any,
             "created": (previous or {}).get("created") or attempts[0]["started"],
             "finished": None, "config": cfg.to_dict(), "metrics": {}, "teacher": None,
             "data": data_summary(dataset), "stages": [], "cost": {"attempts": attempts},
-            "env": {**environment(device), "precision": cfg.resolved_precision}, "extra": {}}
+            "env": {**environment(device), "precision": cfg.resolved_precision},
+            "code": code_identity(cfg), "extra": {}}
 
 
 def describe_setup(record: dict[str, Any], cfg: RunConfig, trainee: Any, teacher: Any,

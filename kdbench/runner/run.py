@@ -25,7 +25,7 @@ from ..config import RunConfig, resolve, run_id
 from ..data import load_data
 from ..data.augment import make_augment
 from ..engine import FitOptions, Trainee, fit
-from ..errors import KDBenchError
+from ..errors import ConfigError, KDBenchError
 from ..evaluators import EvalContext, build_suite
 from ..loggers import Loggers
 from ..losses import DistillContext, build
@@ -39,30 +39,42 @@ from .groups import by_resume_epoch, lockstep_groups
 from .keep import keep_student, pending_best_path, save_best_if_new
 from .opening import opening_line
 from .record import (
+    code_changes,
+    code_identity,
     describe_setup,
     end_attempt,
     existing_record,
     finish_failed,
+    made,
     metrics_of,
     new_record,
     now,
+    reused_line,
+    state_binding,
 )
 
 
 def run(config: RunConfig | dict[str, Any], *, force: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """Run one configuration and return its record (the existing one if it is already done).
+        progress: bool = True, changed: str = "ask") -> dict[str, Any]:
+    """Run one configuration and return its record (the existing one if it is already done,
+    announced as reused).
 
-    A run that fails gets a ``failed`` record and its error is raised.
+    A ``done`` record made by other code (:func:`~.record.code_changes`: kdbench's, a plugin's,
+    torch's, torchvision's or timm's version) is never reused silently: by default
+    (``changed="ask"``) that is an error naming the change, nothing trained;
+    ``changed="rerun"`` makes it again with this code, ``changed="reuse"`` keeps it (both
+    announced). A run that fails gets a ``failed`` record and its error is raised.
     """
-    [(record, error)] = _run_configs([config], force=force, progress=progress, lockstep=False)
+    [(record, error)] = _run_configs([config], force=force, progress=progress, lockstep=False,
+                                     changed=changed)
     if error is not None:
         raise error
     return record
 
 
 def run_many(configs: list[RunConfig | dict[str, Any]], *, force: bool = False,
-             progress: bool = True, lockstep: bool = True) -> list[dict[str, Any]]:
+             progress: bool = True, lockstep: bool = True,
+             changed: str = "ask") -> list[dict[str, Any]]:
     """Run several configurations; returns their records in order.
 
     With ``lockstep``, runs that share data, seed, recipe, stages, evaluators, precision, device
@@ -70,17 +82,22 @@ def run_many(configs: list[RunConfig | dict[str, Any]], *, force: bool = False,
     and one teacher forward per batch feed all their students, and each record is the one the
     run would get alone. Bad input in any config is raised before anything is written; a run
     that fails during training gets a ``failed`` record and the others go on (look at each
-    record's ``status``).
+    record's ``status``). ``changed``: as for :func:`run`.
     """
     return [record for record, _ in _run_configs(configs, force=force, progress=progress,
-                                                 lockstep=lockstep)]
+                                                 lockstep=lockstep, changed=changed)]
 
 
 def _run_configs(configs: list[RunConfig | dict[str, Any]], *, force: bool, progress: bool,
-                 lockstep: bool) -> list[tuple[dict[str, Any], BaseException | None]]:
+                 lockstep: bool, changed: str = "ask"
+                 ) -> list[tuple[dict[str, Any], BaseException | None]]:
+    if changed not in CHANGED:
+        raise ConfigError(f"changed={changed!r} is not one of {', '.join(CHANGED)}")
+    asked: list[tuple[dict[str, Any], list[str]]] = []
     resolved = [resolve(RunConfig.from_dict(c) if isinstance(c, dict) else c) for c in configs]
     out: dict[str, tuple[dict[str, Any], BaseException | None]] = {}
     todo: list[RunConfig] = []
+    remake: set[str] = set()  # done records made by other code, made again with this code
     for cfg in resolved:
         rid = run_id(cfg)
         if rid in out or any(run_id(c) == rid for c in todo):
@@ -89,9 +106,16 @@ def _run_configs(configs: list[RunConfig | dict[str, Any]], *, force: bool, prog
         store.check_writable()
         existing = existing_record(store, cfg, rid)
         if existing is not None and existing["status"] == "done" and not force:
-            out[rid] = (existing, None)
-        else:
-            todo.append(cfg)
+            changes = code_changes(existing, code_identity(cfg))
+            if changes and changed == "ask":
+                asked.append((existing, changes))
+                continue
+            if _reuse(existing, cfg, changed, remake):
+                out[rid] = (existing, None)
+                continue
+        todo.append(cfg)
+    if asked:  # nothing is trained before the user chose
+        raise CodeChangedError(asked)
     groups = lockstep_groups(todo) if lockstep else [[i] for i in range(len(todo))]
     for group in groups:
         with contextlib.ExitStack() as locks:
@@ -100,16 +124,54 @@ def _run_configs(configs: list[RunConfig | dict[str, Any]], *, force: bool, prog
             for cfg in sorted((todo[i] for i in group), key=run_id):
                 store, rid = Store(cfg.results_dir), run_id(cfg)
                 locks.enter_context(store.run_lock(rid, say=_say))
-                done = store.load_record(rid, set_aside_corrupt=True)
-                if done is not None and done["status"] == "done" and not force:
+                done = existing_record(store, cfg, rid)
+                if done is not None and done["status"] == "done" and not force \
+                        and _reuse(done, cfg, changed, remake, quiet=rid in remake):
                     out[rid] = (done, None)
                 else:
                     cfgs.append(cfg)
             cfgs.sort(key=todo.index)  # the order they were asked for, as without locks
-            for sub in by_resume_epoch(cfgs, force) if cfgs else []:
-                for job in _run_group(sub, force=force, progress=progress):
-                    out[job.rid] = (job.record, job.error)
+            # a run made again over changed code starts afresh, as a forced one
+            for part, again in (([c for c in cfgs if run_id(c) not in remake], force),
+                                ([c for c in cfgs if run_id(c) in remake], True)):
+                for sub in by_resume_epoch(part, again) if part else []:
+                    for job in _run_group(sub, force=again, progress=progress):
+                        out[job.rid] = (job.record, job.error)
     return [out[run_id(cfg)] for cfg in resolved]
+
+
+#: what is done with a ``done`` record made by other code: ask (the default: an error that
+#: names the change and the two choices, nothing trained), made again, or reused
+CHANGED = ("ask", "rerun", "reuse")
+
+
+class CodeChangedError(ConfigError):
+    """Done records made by other code, and the user did not say whether to reuse them."""
+
+    def __init__(self, asked: list[tuple[dict[str, Any], list[str]]]):
+        record, changes = asked[0]
+        what = (f"run {record['run_id']} has a record" if len(asked) == 1 else
+                f"{len(asked)} runs (the first {record['run_id']}) have records")
+        super().__init__(f"{what} made by other code ({'; '.join(changes)}; "
+                         f"{made(record)}): choose --reuse to keep it or --rerun-changed to make "
+                         f"it again with this code (changed='reuse' or 'rerun' in Python)")
+
+
+def _reuse(record: dict[str, Any], cfg: RunConfig, changed: str, remake: set[str], *,
+           quiet: bool = False) -> bool:
+    """Whether a ``done`` record is reused, announced either way: as reused (with when it was
+    made and its wall time), or as made by other code and made again (``remake``)."""
+    rid = record["run_id"]
+    changes = code_changes(record, code_identity(cfg))
+    if changes and changed != "reuse":
+        if not quiet:
+            _say(f"kdbench: run {rid} has a record made by other code ({'; '.join(changes)}); "
+                 f"it is made again with this code (--reuse keeps the old record)")
+        remake.add(rid)
+        return False
+    remake.discard(rid)
+    _say(reused_line(record, changes))
+    return True
 
 
 def _say(message: str) -> None:
@@ -257,6 +319,7 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         precision=precision, augment=augment, teacher=engine_teacher,
         teacher_bn=first.teacher.bn if first.teacher is not None else "eval",
         state_path=None if lockstep else jobs[0].store.state_path(jobs[0].rid),
+        state_bind=None if lockstep else state_binding(first, jobs[0].rid),
         before_save=keep_best, on_epoch_end=on_epoch_end, progress=progress,
         desc=f"lockstep ×{len(jobs)}" if lockstep else f"{first.loss.name} {first.student}",
         online=online, update=teacher.update if online else "alternate",
@@ -332,6 +395,7 @@ def _trainees(job: _Job, dataset: Any, device: Any, teacher: Any,
         trainee.rng = dev.rng_state(device)
         trainee.name = f"{cfg.loss.name}:{cfg.student}"
         trainee.state_path = job.store.state_path(run_id(cfg))
+        trainee.state_bind = state_binding(cfg, run_id(cfg))
     describe_setup(job.record, cfg, trainee, teacher if mine else None,
                    dev.default_channels_last(device) if cfg.engine.channels_last is None
                    else cfg.engine.channels_last, lockstep)

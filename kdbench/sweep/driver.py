@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import KDBenchError, StoreError
+from ..errors import ConfigError, KDBenchError, StoreError
 from ..progress import Progress
 from ..store import SCHEMA_VERSION, Store, atomic_write_json, read_json
 from .executors import Executor, Job, Outcome
@@ -123,28 +123,50 @@ def teacher_spec(teacher: PlannedTeacher) -> dict[str, Any]:
 
 
 def run_lockstep(spec_files: list[str | Path], results_dir: str | Path,
-                 progress: bool = True) -> list[dict[str, Any]]:
+                 progress: bool = True, changed: str = "ask") -> list[dict[str, Any]]:
     """Run the specs together (one data pass and teacher forward per batch for all); their
     records, each the one the run would get alone."""
-    return run_specs(spec_files, results_dir, progress, lockstep=True)
+    return run_specs(spec_files, results_dir, progress, lockstep=True, changed=changed)
 
 
 # ============================== the sweep ======================================================
 
 
 def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
-              lockstep: bool = False, warn: Callable[[str], None] | None = None) -> Summary:
-    """Run every run of ``plan`` that is not done: its teachers first, each once."""
+              lockstep: bool = False, warn: Callable[[str], None] | None = None,
+              changed: str = "ask") -> Summary:
+    """Run every run of ``plan`` that is not done: its teachers first, each once.
+
+    A done record made by other code follows the rule of :func:`kdbench.runner.run`:
+    ``changed="ask"`` (the default) is an error naming the change before any job starts,
+    ``"rerun"`` makes it again, ``"reuse"`` keeps it (skipped, said in one line)."""
+    from ..runner.record import code_changes, code_identity
+
     store = plan.store
     store.check_writable()
     summary = Summary(plan)
     pending: list[PlannedRun] = []
+    other_code: list[tuple[PlannedRun, list[str]]] = []
     for run in plan.runs:
-        if run.status(store) == "done":
+        record = _safe_record(store, run.run_id) if run.status(store) == "done" else None
+        changes = code_changes(record, code_identity(run.config)) if record else []
+        if record is not None and (not changes or changed == "reuse"):
             summary.results[run.run_id] = RunResult("skipped", **_metrics(store, run.run_id))
         else:
             summary.results[run.run_id] = RunResult("pending")
             pending.append(run)
+        if changes:
+            other_code.append((run, changes))
+    if other_code:
+        first, changes = other_code[0]
+        what = (f"{len(other_code)} of the sweep's {len(plan.runs)} runs have finished records "
+                f"made by other code (the first, {first.run_id}: {'; '.join(changes)})")
+        if changed == "ask":
+            raise ConfigError(f"{what}: choose --reuse to keep them or --rerun-changed to make "
+                              f"them again with this code")
+        if warn is not None:
+            warn(f"kdbench: {what}; " + ("they are reused" if changed == "reuse" else
+                                         "they are made again with this code"))
     needed = _unique(key for run in pending for key in run.teachers)
     teachers = [plan.teachers[k] for k in needed if plan.teachers[k].status(store) != "done"]
 
@@ -235,15 +257,30 @@ def settle(store: Store, run: PlannedRun, outcome: Outcome) -> RunResult:
     error = (record or {}).get("error") if (record or {}).get("status") == "failed" else None
     error = error or outcome.error or "no record written"
     if record is None or record["status"] in ("running", "interrupted"):
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        base = record or {"schema": SCHEMA_VERSION, "run_id": run.run_id, "created": now,
-                          "config": run.config.to_dict(), "metrics": {}, "teacher": None,
-                          "cost": {}, "env": {}, "extra": {}}
-        failed = {**base, "status": "failed", "error": error, "finished": now}
-        failed.setdefault("extra", {})["sweep"] = {"returncode": outcome.returncode,
-                                                   "attempts": outcome.attempts,
-                                                   "log": outcome.log}
-        store.write_record(failed)
+        # under the run's lock, never beside a process still training it (an orphaned or
+        # retried child): its record is its own to write
+        with store.run_lock(run.run_id, wait=False) as holder:
+            if holder:
+                return RunResult("failed", f"{error} (the run is still being trained by "
+                                 f"{holder}; its record is left to it)",
+                                 seconds=outcome.seconds)
+            try:
+                record = store.load_record(run.run_id)
+            except KDBenchError as exc:
+                return RunResult("failed", str(exc), seconds=outcome.seconds)
+            if record is not None and record["status"] == "done":
+                return RunResult("done", **_metrics(store, run.run_id, record))
+            if record is None or record["status"] in ("running", "interrupted"):
+                now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                base = record or {"schema": SCHEMA_VERSION, "run_id": run.run_id,
+                                  "created": now, "config": run.config.to_dict(),
+                                  "metrics": {}, "teacher": None, "cost": {}, "env": {},
+                                  "extra": {}}
+                failed = {**base, "status": "failed", "error": error, "finished": now}
+                failed.setdefault("extra", {})["sweep"] = {"returncode": outcome.returncode,
+                                                           "attempts": outcome.attempts,
+                                                           "log": outcome.log}
+                store.write_record(failed)
     return RunResult("failed", error, seconds=outcome.seconds)
 
 

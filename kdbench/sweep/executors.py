@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, UnknownNameError
+from ..store import atomic_write_bytes, open_append
 from .work import execute
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,7 +63,10 @@ class Job:
         head = {"run": ["run", "--spec", *paths[:1]],
                 "teacher": ["sweep", "train-teacher", *paths[:1]],
                 "lockstep": ["sweep", "run-lockstep", *paths]}[self.kind]
-        return [*head, "--results-dir", str(results_dir), "--quiet"]
+        # the driver has decided about records made by other code (kdbench.sweep.run_sweep):
+        # a job it sends is made
+        again = ["--rerun-changed"] if self.kind in ("run", "lockstep") else []
+        return [*head, "--results-dir", str(results_dir), *again, "--quiet"]
 
     @property
     def log_name(self) -> str:
@@ -163,7 +167,7 @@ class InlineExecutor(Executor):
             t0 = time.perf_counter()
             code, output = execute(job.argv(results_dir))
             log = log_dir / job.log_name
-            log.write_text(output)
+            atomic_write_bytes(log, output.encode())
             report(job, Outcome(code, None if code == 0 else error_line(output),
                                 seconds=time.perf_counter() - t0, log=str(log)))
 
@@ -334,7 +338,7 @@ class LocalExecutor(Executor):
         attempt = 0
         while True:
             attempt += 1
-            with open(log, "a") as fh:
+            with open_append(log) as fh:
                 fh.write(f"# attempt {attempt}: {' '.join(kdbench_command(job.argv(results_dir)))}"
                          f"\n")
                 fh.flush()

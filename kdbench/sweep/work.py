@@ -42,7 +42,8 @@ def train_teacher(spec_file: str | Path, results_dir: str | Path, progress: bool
 
 
 def run_specs(spec_files: Sequence[str | Path], results_dir: str | Path | None,
-              progress: bool = True, lockstep: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, lockstep: bool = True,
+              changed: str = "ask") -> list[dict[str, Any]]:
     """Run spec files (together, in lockstep where they can share); their records, each the one
     the run would get alone."""
     from ..config import build_config, load_spec
@@ -50,7 +51,7 @@ def run_specs(spec_files: Sequence[str | Path], results_dir: str | Path | None,
 
     over = {"results_dir": str(results_dir)} if results_dir is not None else {}
     configs = [build_config(over, load_spec(p)) for p in spec_files]
-    return run_many(configs, progress=progress, lockstep=lockstep)
+    return run_many(configs, progress=progress, lockstep=lockstep, changed=changed)
 
 
 def execute(argv: Sequence[str]) -> tuple[int, str]:
@@ -70,7 +71,8 @@ def execute(argv: Sequence[str]) -> tuple[int, str]:
         results_dir = args[i + 1]
         del args[i:i + 2]
     progress = "--quiet" not in args
-    args = [a for a in args if a != "--quiet"]
+    changed = "rerun" if "--rerun-changed" in args else "reuse" if "--reuse" in args else "ask"
+    args = [a for a in args if a not in ("--quiet", "--rerun-changed", "--reuse")]
     buf = io.StringIO()
     code = 0
     try:
@@ -80,7 +82,8 @@ def execute(argv: Sequence[str]) -> tuple[int, str]:
             elif args[:2] == ["sweep", "run-lockstep"] or (args[:2] == ["run", "--spec"]
                                                          and len(args) == 3):
                 specs = args[2:]
-                records = run_specs(specs, results_dir, progress, lockstep=len(specs) > 1)
+                records = run_specs(specs, results_dir, progress, lockstep=len(specs) > 1,
+                                    changed=changed)
                 for record in records:
                     print(summary_line(record))
                 code = 1 if any(r["status"] != "done" for r in records) else 0

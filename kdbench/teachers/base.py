@@ -69,6 +69,8 @@ class TeacherContext:
             "source": source, "arch": trajectory.spec["arch"], "trajectory": trajectory.key,
             "trajectories": [trajectory.key], "epochs": [epoch],
             "trained_epochs": trajectory.trained_epochs,
+            # the weights distilled from: a later repair that differs shows against it
+            "checkpoint_sha256": trajectory.manifest["checkpoints"][str(epoch)]["sha256"],
             **{f"teacher_{k}": v for k, v in trajectory.accuracy(epoch).items()}})
 
     def evaluate(self, module: nn.Module) -> dict[str, float]:
@@ -122,5 +124,6 @@ class TeacherContext:
             "trained_epochs": sum(trained.values()), "ensemble_mode": mode,
             "ensemble_temperature": temperature,
             "members": [{"trajectory": tr.key, "seed": tr.spec["seed"], "epoch": e,
+                         "checkpoint_sha256": tr.manifest["checkpoints"][str(e)]["sha256"],
                          **tr.accuracy(e)} for tr, e in members],
             **{f"teacher_{k}": v for k, v in accuracy.items()}})

@@ -31,10 +31,11 @@ def saved_epochs(config: RunConfig) -> list[int]:
 
 
 def run_each_checkpoint(config: RunConfig, *, force: bool = False, progress: bool = True,
-                        on_record: Callable[[dict[str, Any]], None] | None = None
-                        ) -> list[dict[str, Any]]:
+                        on_record: Callable[[dict[str, Any]], None] | None = None,
+                        changed: str = "ask") -> list[dict[str, Any]]:
     """Distil one student from every saved checkpoint of the teacher trajectory, in epoch order
-    (the first run trains the trajectory, the others reuse it)."""
+    (the first run trains the trajectory, the others reuse it); ``changed`` as for
+    :func:`kdbench.runner.run`."""
     from ..runner import run
 
     t = config.teacher
@@ -48,7 +49,7 @@ def run_each_checkpoint(config: RunConfig, *, force: bool = False, progress: boo
         one = copy.deepcopy(config)
         assert one.teacher is not None
         one.teacher.epoch = epoch
-        record = run(one, force=force, progress=progress)
+        record = run(one, force=force, progress=progress, changed=changed)
         records.append(record)
         if on_record is not None:
             on_record(record)

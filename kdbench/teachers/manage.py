@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from ..config import RunConfig, resolve
 from ..errors import ConfigError, StoreError, UnknownNameError
-from ..store import Store
+from ..store import Store, open_lock
 from . import trajectory as traj
 
 
@@ -121,17 +122,36 @@ def detail(t: traj.Trajectory) -> list[dict[str, Any]]:
 def remove(store: Store, key: str, *, force: bool = False) -> Path:
     """Delete a trajectory folder; refuses while run records reference it (unless ``force``)
     and while another process holds its lock (training it)."""
-    t = get(store, key)
-    used = references(store).get(key, [])
+    link = store.teachers / key
+    if key and "/" not in key and key not in (".", "..") and link.is_symlink():
+        # a link put in the store: removed, never followed (its target is not ours to delete)
+        target = os.readlink(link)
+        link.unlink()
+        warnings.warn(f"kdbench: teacher trajectory {key!r} was a symbolic link to "
+                      f"{target!r}; removed the link, its target is left alone",
+                      RuntimeWarning, stacklevel=2)
+        return link
+    folder = store.teachers / key
+    try:
+        t = get(store, key)
+    except StoreError:
+        # a manifest too damaged to read: removed with --force (nothing can reference it)
+        if not force or not key or "/" in key or key in (".", "..") or not folder.is_dir():
+            raise
+        t = None
+    used = references(store).get(key, []) if t is not None else []
     if used and not force:
         shown = ", ".join(used[:5]) + (f", ... ({len(used)} in all)" if len(used) > 5 else "")
         raise ConfigError(f"teacher trajectory {key!r} is referenced by {len(used)} run "
                           f"record(s) ({shown}); use --force to delete it anyway")
-    with open(t.folder / ".lock", "w") as fh:
+    fd = open_lock(folder / ".lock")
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreError(f"teacher trajectory {key!r} is being trained by another process; "
                              f"not deleting it") from None
-        shutil.rmtree(t.folder)
-    return t.folder
+        shutil.rmtree(folder)
+    finally:
+        os.close(fd)
+    return folder

@@ -9,13 +9,14 @@ auxiliary teacher is. Where it is kept (checkpoints, manifest, lock, resume file
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import Recipe
+from ..config import Recipe, canonical_json
 from ..data.augment import DEFAULT, make_augment
 from ..device import seed_everything
 from ..engine import FitOptions, Trainee, fit
@@ -74,6 +75,8 @@ def train(key: str, spec: dict[str, Any], dataset: Any, device: torch.device, *,
         batch_size=recipe.batch_size, seed=spec["seed"], device=device, evaluators=suite,
         precision=spec["precision"], augment=augment,
         teacher=teacher if distill is not None else None, state_path=state_path,
+        state_bind={"key": key, "spec_sha256": hashlib.sha256(
+            canonical_json(spec).encode()).hexdigest()},
         before_save=lambda epoch, trainees: keep(epoch, trainee), on_epoch_end=on_epoch_end,
         progress=progress, desc=f"teacher {spec['arch']} s{spec['seed']}"))
     return trainee

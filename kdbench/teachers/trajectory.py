@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,10 @@ from ..store import (
     Store,
     atomic_torch_save,
     atomic_write_json,
+    is_regular,
+    open_lock,
     read_json,
+    refuse_link,
     remove_resume,
     sha256_file,
 )
@@ -70,10 +74,16 @@ class Trajectory:
         self.folder = Path(folder)
         self.key = self.folder.name
         try:
-            self.manifest: dict[str, Any] = read_json(self.folder / MANIFEST, "manifest")
+            self.manifest: dict[str, Any] = read_json(self.folder / MANIFEST, "manifest",
+                                                      follow=False)
         except FileNotFoundError:
             raise StoreError(f"no teacher trajectory {self.key!r} in "
                              f"{str(self.folder.parent)!r}") from None
+        problem = manifest_problem(self.manifest)
+        if problem:
+            raise StoreError(f"corrupt manifest {str(self.folder / MANIFEST)!r}: {problem} "
+                             f"(`kdbench teacher train` trains it again, `kdbench teacher rm "
+                             f"{self.key} --force` removes it)")
 
     @property
     def done(self) -> bool:
@@ -92,9 +102,13 @@ class Trajectory:
             out.append(f"checkpoint of epoch {epoch} is not in the manifest")
         for _, entry in sorted(recorded.items(), key=lambda kv: int(kv[0])):
             path = self.folder / entry["file"]
-            if not path.is_file():
-                out.append(f"{entry['file']} is missing")
-            elif hashes and sha256_file(path) != entry["sha256"]:
+            if not inside(entry["file"]):
+                out.append(f"the manifest names {entry['file']!r}, a file outside the "
+                           f"trajectory's folder")
+            elif not is_regular(path):
+                out.append(f"{entry['file']} is missing" if not os.path.lexists(path) else
+                           f"{entry['file']} is not a regular file")
+            elif hashes and sha256_file(path, follow=False) != entry["sha256"]:
                 out.append(f"{entry['file']} does not match its SHA-256")
         return out
 
@@ -131,46 +145,85 @@ class Trajectory:
                               f"(saved: {', '.join(map(str, self.epochs)) or 'none'})")
 
     def checkpoint_path(self, epoch: int) -> Path:
-        return self.folder / self.manifest["checkpoints"][str(epoch)]["file"]
+        name = self.manifest["checkpoints"][str(epoch)]["file"]
+        if not inside(name):
+            raise StoreError(f"the manifest of teacher trajectory {self.key!r} names "
+                             f"{name!r}, a file outside its folder (`kdbench teacher rm "
+                             f"{self.key}` removes it)")
+        return self.folder / name
 
     def state_dict(self, epoch: int, device: torch.device | str = "cpu") -> dict[str, Any]:
         """The checkpoint's weights, after checking its SHA-256 against the manifest."""
         self.check_epoch(epoch)
         path = self.checkpoint_path(epoch)
         expected = self.manifest["checkpoints"][str(epoch)]["sha256"]
-        if not path.is_file():
+        if not is_regular(path):
             raise StoreError(f"missing checkpoint {str(path)!r} of trajectory {self.key!r}")
-        if sha256_file(path) != expected:
+        if sha256_file(path, follow=False) != expected:
             raise StoreError(f"corrupt checkpoint {str(path)!r}: SHA-256 does not match the "
                              f"manifest (delete the trajectory and retrain it)")
         return torch.load(path, map_location=device, weights_only=True)
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        return sum(p.lstat().st_size for p in self.folder.iterdir() if is_regular(p))
+
+
+def manifest_problem(m: Any) -> str | None:
+    """What a reader of a manifest would trip over (a list where a mapping belongs, a string
+    spec), or None."""
+    if not isinstance(m, dict):
+        return "it is not a mapping"
+    spec = m.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("recipe"), dict) \
+            or any(k not in spec for k in ("arch", "dataset", "seed")):
+        return "its spec is not a trajectory's (arch, dataset, seed, recipe)"
+    checkpoints = m.get("checkpoints", {})
+    if not isinstance(checkpoints, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("file"), str)
+            and isinstance(e.get("sha256"), str) and str(k).isdigit()
+            for k, e in checkpoints.items()):
+        return "its checkpoints are not {epoch: {file, sha256}}"
+    if not isinstance(m.get("curve", []), list) or not all(
+            isinstance(r, dict) for r in m.get("curve", [])):
+        return "its curve is not a list of epochs"
+    if not isinstance(m.get("save_epochs", []), list) or not all(
+            isinstance(e, int) for e in m.get("save_epochs", [])):
+        return "its save_epochs are not epochs"
+    return None
+
+
+def inside(name: Any) -> bool:
+    """A manifest's file entry names a plain file of its own folder (not ``../x``, not a path)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
+        and "\\" not in name and "\0" not in name
 
 
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
-    """Exclusive lock on a trajectory folder (blocks while another process trains it)."""
+    """Exclusive lock on a trajectory folder (blocks while another process trains it). A
+    folder that is a symbolic link is refused: its files would be written elsewhere."""
+    refuse_link(folder, "teacher trajectory folder")
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    fd = open_lock(folder / ".lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _set_aside_damaged(folder: Path, problems: list[str]) -> None:
     """Move a damaged trajectory's files into ``damaged-<time>/`` inside its folder (kept for
     inspection) so that it is trained again from the start; say so."""
-    import os
     import time
 
     aside = folder / f"damaged-{time.strftime('%Y%m%d-%H%M%S')}"
     aside.mkdir()
     for path in folder.iterdir():
-        if path.is_file() and path.name != ".lock":
+        if path.name != ".lock" and (is_regular(path) or path.is_symlink()):
             os.replace(path, aside / path.name)
     warnings.warn(f"kdbench: teacher trajectory {folder.name!r} is damaged ({'; '.join(problems)})"
                   f"; its files are set aside in {aside.name}/ and it is trained again",
@@ -199,7 +252,13 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
     key = trajectory_key(spec)
     folder = store.teachers / key
     with locked(folder):
-        if (folder / MANIFEST).exists() and (problems := Trajectory(folder).problems()):
+        problems = []
+        if os.path.lexists(folder / MANIFEST):
+            try:
+                problems = Trajectory(folder).problems()
+            except StoreError as exc:
+                problems = [str(exc)]
+        if problems:
             if not repair:
                 raise StoreError(f"teacher trajectory {key!r} is damaged: {'; '.join(problems)}"
                                  f" (`kdbench teacher train` with the run's options trains it "

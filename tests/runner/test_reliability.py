@@ -283,14 +283,14 @@ def test_files_follow_the_umask_and_unreadable_records_warn(results, monkeypatch
     assert path.stat().st_mode & 0o777 == 0o644
     from kdbench.report.records import load_records
 
-    real = Path.read_text
+    real = os.open
 
-    def denied(self, *a, **k):
-        if self == path:
+    def denied(file, *a, **k):  # root reads whatever its mode: deny it as another user's
+        if Path(file) == path:
             raise PermissionError(13, "Permission denied")
-        return real(self, *a, **k)
+        return real(file, *a, **k)
 
-    monkeypatch.setattr(Path, "read_text", denied)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.warns(RuntimeWarning, match=f"cannot read record '{path}': permission denied"):
         assert load_records(results).empty
 

@@ -13,7 +13,8 @@ from kdbench.store import SCHEMA_VERSION, Store, atomic_write_json
 
 def record(run_id="abc", status="done", **extra):
     return {"schema": SCHEMA_VERSION, "run_id": run_id, "status": status,
-            "config": {"seed": 0}, **extra}
+            "config": {"seed": 0, "student": "resnet8", "loss": {"name": "kd"},
+                       "data": {"name": "synthetic"}}, **extra}
 
 
 def test_record_round_trip(tmp_path):
