@@ -87,13 +87,13 @@ class TeacherContext:
         t = self.config.teacher
         assert t is not None and t.weights is not None
         model = create_model(t.arch, self.dataset.num_classes, self.dataset.in_chans)
-        load_weights(model, t.weights)
+        loaded = load_weights(model, t.weights, arch=t.arch)
         model = model.to(self.device)
         accuracy = self.evaluate(model)
         return Teacher(model, {
             "source": source, "arch": t.arch, "trajectory": None, "trajectories": [],
             "epochs": [], "trained_epochs": 0, "weights": str(Path(t.weights).resolve()),
-            "weights_sha256": sha256_file(Path(t.weights)),
+            "weights_sha256": sha256_file(Path(t.weights)), **loaded.provenance(),
             **{f"teacher_{k}": v for k, v in accuracy.items()}})
 
     def ensemble_teacher(self, members: list[tuple[traj.Trajectory, int]], source: str
