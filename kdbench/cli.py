@@ -155,9 +155,10 @@ def teacher_source_options(f):
                           "the last epoch is always saved)."),
         click.option("--save-epochs", default=None, callback=_int_list, metavar="E1,E2,...",
                      help="Explicit teacher checkpoint epochs (overrides --save-every)."),
-        click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
-                     help="--teacher full: a local teacher state dict or .safetensors instead of "
-                          "a trained trajectory (path and SHA-256 are recorded)."),
+        click.option("--teacher-weights", type=click.Path(), default=None,
+                     help="--teacher full: local teacher weights instead of a trained "
+                          "trajectory: a state dict, .safetensors, RepDistiller's/mdistiller's "
+                          "checkpoints, a timm hub-cache folder (format and SHA-256 recorded)."),
         click.option("--peers", type=int, default=None, show_default="2",
                      help="--teacher peers: cohort size for online distillation (deep mutual "
                           "learning), the student included."),
@@ -209,8 +210,8 @@ def engine_options(f):
 @click.option("--student", "students", multiple=True, show_default="resnet20",
               help="Student architecture; several (repeated or comma-separated) train in "
                    "lockstep, one run each.")
-@click.option("--student-weights", type=click.Path(dir_okay=False), default=None,
-              help="Initial student weights (local state dict or .safetensors).")
+@click.option("--student-weights", type=click.Path(), default=None,
+              help="Initial student weights (any file --teacher-weights reads).")
 @click.option("--teacher", "teacher_source", default=None, show_default="full",
               help="Teacher source (full, intermediate, ...; see `kdbench plugins`).")
 @click.option("--teacher-arch", default=None, show_default="resnet56",

@@ -129,9 +129,7 @@ def read(path: str | Path) -> Checkpoint:
     """Read a weights file without running any code from it; ``ConfigError`` (one line) for a
     missing file, a file that is not a checkpoint, or one holding objects beyond the allow-list.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"weights file {str(p)!r} does not exist")
+    p = resolve_path(path)
     if p.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -159,6 +157,37 @@ def read(path: str | Path) -> Checkpoint:
         raise ConfigError(f"weights file {str(p)!r} is not a PyTorch checkpoint "
                           f"({_first_line(exc)})") from None
     return _unpack(obj, p)
+
+
+#: weight files in a Hugging Face hub snapshot (where timm keeps what it downloads), by preference
+HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def resolve_path(path: str | Path) -> Path:
+    """The weights file ``path`` names: the file itself, or in a folder of timm's hub cache
+    layout (``models--timm--<name>/`` with ``refs/main`` and ``snapshots/<hash>/``, or one
+    snapshot folder) its ``model.safetensors`` (else ``pytorch_model.bin``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise ConfigError(f"weights file {str(p)!r} does not exist")
+    folder = p
+    snapshots = p / "snapshots"
+    if snapshots.is_dir():
+        ref = p / "refs" / "main"
+        revision = ref.read_text().strip() if ref.is_file() else ""
+        found = sorted(d for d in snapshots.iterdir() if d.is_dir())
+        chosen = [d for d in found if d.name == revision] or found[-1:]
+        if not chosen:
+            raise ConfigError(f"weights folder {str(p)!r} has no snapshot in snapshots/")
+        folder = chosen[0]
+    for name in HUB_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise ConfigError(f"weights folder {str(p)!r} holds none of {', '.join(HUB_FILES)} (a "
+                      f"timm hub cache folder is models--timm--<name>/ with "
+                      f"snapshots/<hash>/model.safetensors)")
 
 
 def _unpack(obj: Any, p: Path) -> Checkpoint:
@@ -251,9 +280,10 @@ def classifier_keys(model: nn.Module) -> list[str]:
     return [prefix + k for k, t in root.state_dict(keep_vars=True).items() if id(t) in ids]
 
 
-def candidates(model: nn.Module, state: dict[str, torch.Tensor]
+def candidates(model: nn.Module, state: dict[str, torch.Tensor], head: set[str] | None = None
                ) -> list[tuple[str, dict[str, torch.Tensor]]]:
-    """The ways a file's names may map onto ``model``: (layout, mapped state), in order."""
+    """The ways a file's names may map onto ``model``: (layout, mapped state), in order.
+    ``head``: classifier keys whose shape may differ (a fresh head)."""
     out = [("kdbench", state)]
     rules = KEY_MAPS.get(type(model).__name__)
     if rules is not None:
@@ -264,8 +294,9 @@ def candidates(model: nn.Module, state: dict[str, torch.Tensor]
             out.append(("timm", {f"model.{k}": v for k, v in state.items()}))
             import sys
 
-            filter_fn = getattr(sys.modules.get(type(inner).__module__), "checkpoint_filter_fn",
-                                None)
+            module = sys.modules.get(type(inner).__module__)
+            filter_fn = getattr(module, "checkpoint_filter_fn", None) or getattr(
+                module, "_filter_fn", None)
             if filter_fn is not None:
                 try:
                     converted = filter_fn(dict(state), inner)
@@ -273,6 +304,12 @@ def candidates(model: nn.Module, state: dict[str, torch.Tensor]
                     converted = None
                 if isinstance(converted, dict):
                     out.append(("original", {f"model.{k}": v for k, v in converted.items()}))
+    own = model.state_dict()
+    if len(own) == len(state) and all(a.shape == b.shape or k in (head or ()) for (k, a), b in zip(
+            own.items(), state.values())):
+        # another library's names for the same network, tensor for tensor in the same order
+        # (torchvision's MobileNetV2 for timm's): every shape must agree, in order
+        out.append(("positional", dict(zip(own, state.values()))))
     return out
 
 
@@ -307,14 +344,14 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str | None = None,
     By default only ``timm/<name>`` models keep a fresh head, as timm does. A file that fits
     in no layout is a one-line ``ConfigError`` naming the first mismatched key and shapes and,
     when it can tell, the architecture the file holds."""
-    p = Path(path)
+    p = resolve_path(path)
     ckpt = read(p)
     own = model.state_dict()
     if keep_fresh_head is None:
         keep_fresh_head = hasattr(model, "timm_name")
     head = set(classifier_keys(model)) if keep_fresh_head else set()
     best: tuple[int, str, dict[str, torch.Tensor], tuple[str, str]] | None = None
-    for layout, state in candidates(model, ckpt.state):
+    for layout, state in candidates(model, ckpt.state, head):
         bad = _mismatch(state, own)
         if bad is None:
             model.load_state_dict(state)

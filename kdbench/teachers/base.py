@@ -82,7 +82,6 @@ class TeacherContext:
         from pathlib import Path
 
         from ..models import create_model, load_weights
-        from ..store import sha256_file
 
         t = self.config.teacher
         assert t is not None and t.weights is not None
@@ -93,7 +92,7 @@ class TeacherContext:
         return Teacher(model, {
             "source": source, "arch": t.arch, "trajectory": None, "trajectories": [],
             "epochs": [], "trained_epochs": 0, "weights": str(Path(t.weights).resolve()),
-            "weights_sha256": sha256_file(Path(t.weights)), **loaded.provenance(),
+            **loaded.provenance(),
             **{f"teacher_{k}": v for k, v in accuracy.items()}})
 
     def ensemble_teacher(self, members: list[tuple[traj.Trajectory, int]], source: str
