@@ -19,12 +19,16 @@ import warnings
 from typing import Any
 
 from ..errors import ConfigError, UnknownNameError
+from ..models.options import check_model_options, get_model
 from ..spec import coerce_options
 from .presets import PRESETS
 
 TEACHER_EVALUATE = ("epochs", "checkpoints")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: what is done to a teacher from weights before use (kdbench.teachers.adapt)
+ADAPT_MODES = ("auto", "linear", "finetune", "none")
+
 #: when a stage's optimiser is re-created (:attr:`kdbench.config.Recipe.reset_optimizer`)
 RESET_OPTIMIZER = ("never", "lr_change", "epoch")
 
@@ -43,7 +47,8 @@ def resolve(config: Any) -> Any:
     c = copy.deepcopy(config)
     if c.preset not in PRESETS:
         raise UnknownNameError("preset", c.preset, PRESETS)
-    get("model", c.student)
+    get_model(c.student)
+    check_model_options(c.student, c.student_options, "student")
     _resolve_data(c.data, "data")
     loss = losses.entry(c.loss.name)
     c.loss.weights, c.loss.options = losses.resolve(
@@ -55,7 +60,8 @@ def resolve(config: Any) -> Any:
         raise ConfigError(f"loss {c.loss.name!r} needs a teacher but the config has none")
     else:
         source = get("teacher_source", c.teacher.source)
-        get("model", c.teacher.arch)
+        get_model(c.teacher.arch)
+        check_model_options(c.teacher.arch, c.teacher.model_options, "teacher")
         if loss.feature_taps and not source.features:
             from ..plugins import get_registry
 
@@ -77,6 +83,9 @@ def resolve(config: Any) -> Any:
             raise UnknownNameError("teacher.evaluate", c.teacher.evaluate, TEACHER_EVALUATE)
         if c.teacher.save_every < 0:
             raise ConfigError(f"teacher.save_every must be >= 0, got {c.teacher.save_every}")
+        if c.teacher.adapt not in ADAPT_MODES:
+            raise UnknownNameError("teacher.adapt mode", str(c.teacher.adapt), ADAPT_MODES)
+        check_recipe(c.teacher.adapt_recipe, "teacher.adapt_recipe")
     check_recipe(c.recipe, "recipe")
     for where, seed in (("seed", c.seed), ("teacher.seed", getattr(c.teacher, "seed", 0))):
         if not 0 <= seed < 2**63:

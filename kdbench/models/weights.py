@@ -352,10 +352,12 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str | None = None,
     head = set(classifier_keys(model)) if keep_fresh_head else set()
     best: tuple[int, str, dict[str, torch.Tensor], tuple[str, str]] | None = None
     for layout, state in candidates(model, ckpt.state, head):
+        state, adapted = _adapt_input_conv(model, state, own)
+        meta = {**ckpt.meta, "input_conv": adapted} if adapted else ckpt.meta
         bad = _mismatch(state, own)
         if bad is None:
             model.load_state_dict(state)
-            return Loaded(ckpt.format, layout, sha256_file(p), ckpt.meta, [])
+            return Loaded(ckpt.format, layout, sha256_file(p), meta, [])
         fresh = [k for k in head if k in state and k in own and state[k].shape != own[k].shape]
         if fresh:
             merged = {**state, **{k: own[k] for k in fresh}}
@@ -367,7 +369,7 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str | None = None,
                                   f"the weights' {', '.join(sorted(fresh))} have another shape "
                                   f"({tuple(state[k].shape)} vs {tuple(own[k].shape)})",
                                   RuntimeWarning, stacklevel=2)
-                return Loaded(ckpt.format, layout, sha256_file(p), ckpt.meta, sorted(fresh))
+                return Loaded(ckpt.format, layout, sha256_file(p), meta, sorted(fresh))
         score = len(set(state) & set(own))
         if best is None or score > best[0]:
             best = (score, layout, state, bad)
@@ -378,6 +380,26 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str | None = None,
     seems = f"; the file seems to hold {held}" if held and held != arch else ""
     raise ConfigError(f"cannot load weights {str(p)!r} ({ckpt.format} file, {layout} names) "
                       f"into {name}: {why}{seems}")
+
+
+def _adapt_input_conv(model: nn.Module, state: dict[str, torch.Tensor],
+                      own: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """RGB weights for a timm model of other input channels (grayscale digits): its first
+    convolution converted as timm does for pretrained weights (``adapt_input_conv``: summed to
+    one channel, or repeated and rescaled); says what it did ("" when nothing)."""
+    if not hasattr(model, "timm_name"):
+        return state, ""
+    first = next((k for k, v in own.items() if v.dim() == 4), None)
+    if first is None or first not in state:
+        return state, ""
+    w, mine = state[first], own[first]
+    if w.dim() != 4 or w.shape[1] != 3 or mine.shape[1] == 3 or \
+            (w.shape[0], *w.shape[2:]) != (mine.shape[0], *mine.shape[2:]):
+        return state, ""
+    from timm.models import adapt_input_conv
+
+    converted = adapt_input_conv(mine.shape[1], w.float()).to(w.dtype)
+    return {**state, first: converted}, f"{first}: 3 -> {mine.shape[1]} channels"
 
 
 def _label(model: nn.Module, arch: str | None) -> str:
