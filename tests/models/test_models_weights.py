@@ -212,17 +212,28 @@ def test_a_repdistiller_teacher_through_the_cli_is_recorded_with_its_format(tmp_
     path = tmp_path / "resnet8_vanilla" / "ckpt_epoch_240.pth"
     path.parent.mkdir()
     ref = repdistiller_file(path, "resnet8", num_classes=4, opt=False)
+    student = tmp_path / "student_best"  # an mdistiller student as the student's start
+    torch.save({"model": randomise(MODEL_DICT["resnet8"](4), seed=5).state_dict()}, student)
     results = tmp_path / "results"
     out = cli_runner("run", "--dataset", "synthetic", "--set", "data.options.size=32",
-                     "--student", "resnet8", "--teacher-arch", "resnet8", "--teacher-weights",
-                     path, "--epochs", "1", "--batch-size", "64", "--precision", "fp32",
-                     "--device", "cpu", "--results-dir", results, "--quiet")
+                     "--student", "resnet8", "--student-weights", student, "--teacher-arch",
+                     "resnet8", "--teacher-weights", path, "--epochs", "1",
+                     # random weights score at chance: refused unless asked for
+                     "--set", "teacher.allow_weak=true", "--batch-size", "64",
+                     "--precision", "fp32", "--device", "cpu", "--results-dir", results, "--quiet")
     assert out.exit_code == 0, out.output
     [record] = [json.loads(p.read_text()) for p in results.glob("runs/*.json")]
     t = record["teacher"]
     assert t["weights_format"] == "repdistiller" and t["weights_layout"] == "repdistiller"
     assert t["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert t["weights_meta"] == {"epoch": 240, "accuracy": pytest.approx(73.5)}
+    assert record["student_weights"] == {
+        "weights_format": "mdistiller", "weights_layout": "repdistiller",
+        "weights_sha256": hashlib.sha256(student.read_bytes()).hexdigest()}
+    from importlib.metadata import version
+
+    assert record["env"]["timm"] == version("timm")
+    assert record["env"]["torchvision"] == version("torchvision")
     # the teacher the run used predicts what RepDistiller's own model predicts
     data = load_data(build_config({"data.name": "synthetic", "data.options.size": 32}).data)
     x = Normalizer(data.mean, data.std, torch.device("cpu"))(data.test.images)
