@@ -103,3 +103,14 @@ def test_an_imagenet_model_on_8x8_images_is_warned_up_front(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_small_input(create_model("resnet8", 10, 1), "resnet8", digits)  # 4× of 8×8: fine
+
+
+def test_a_spec_file_may_give_the_student_as_name_and_options():
+    cfg = build_config(spec={"student": {"name": "timm/test_resnet",
+                                         "options": {"drop_rate": 0.1}}, "dataset": "digits"})
+    assert (cfg.student, cfg.student_options) == ("timm/test_resnet", {"drop_rate": 0.1})
+    assert cfg.run_id == build_config({"student": "timm/test_resnet", "data.name": "digits",
+                                       "student_options.drop_rate": 0.1}).run_id
+    with pytest.raises(ConfigError, match=r"student as a mapping takes name and options, got "
+                                          r"\['arch'\]"):
+        build_config(spec={"student": {"arch": "resnet8"}})
