@@ -229,11 +229,13 @@ def _unpack(obj: Any, p: Path) -> Checkpoint:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
+    """A JSON-friendly copy of what a checkpoint says about itself (a 1-element tensor: its
+    number)."""
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
     try:
-        return value.item() if hasattr(value, "item") else value
-    except (TypeError, ValueError):
+        return value.item()
+    except Exception:  # noqa: BLE001 - anything else is shown, not interpreted
         return str(value)
 
 
@@ -353,6 +355,9 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str | None = None,
     best: tuple[int, str, dict[str, torch.Tensor], tuple[str, str]] | None = None
     for layout, state in candidates(model, ckpt.state, head):
         state, adapted = _adapt_input_conv(model, state, own)
+        # files from before torch 0.4.1 lack BatchNorm's counters, which no forward reads
+        state = {**{k: v for k, v in own.items()
+                    if k.endswith("num_batches_tracked") and k not in state}, **state}
         meta = {**ckpt.meta, "input_conv": adapted} if adapted else ckpt.meta
         bad = _mismatch(state, own)
         if bad is None:

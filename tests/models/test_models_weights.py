@@ -68,6 +68,19 @@ def test_repdistiller_checkpoint_gives_the_original_logits(tmp_path, name):
     assert (want - got).abs().max().item() <= 1e-5
 
 
+def test_a_file_from_before_batchnorm_counted_batches_loads(tmp_path):
+    ref = randomise(MODEL_DICT["wrn_16_2"](100))
+    state = {k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"epoch": 240, "model": state, "accuracy": 70.0}, path,
+               _use_new_zipfile_serialization=False)
+    ours = create_model("wrn_16_2", 100)
+    assert load_weights(ours, str(path)).layout == "repdistiller"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (ref(x) - ours.eval()(x)).abs().max().item() <= 1e-5
+
+
 def test_every_shared_architecture_has_a_key_map():
     from kdbench.models.registry import ZOO
 
