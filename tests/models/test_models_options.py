@@ -114,3 +114,13 @@ def test_a_spec_file_may_give_the_student_as_name_and_options():
     with pytest.raises(ConfigError, match=r"student as a mapping takes name and options, got "
                                           r"\['arch'\]"):
         build_config(spec={"student": {"arch": "resnet8"}})
+
+
+def test_students_that_differ_in_their_options_train_in_lockstep():
+    from kdbench.runner.groups import lockstep_groups
+
+    base = {"data.name": "digits", "student": "wrn_16_1", "teacher.arch": "resnet8"}
+    configs = [resolve(build_config(base)),
+               resolve(build_config({**base, "student_options.drop_rate": 0.3})),
+               resolve(build_config({**base, "seed": 1}))]
+    assert lockstep_groups(configs) == [[0, 1], [2]]
