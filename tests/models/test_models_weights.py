@@ -172,7 +172,8 @@ def test_a_planted_payload_in_a_repdistiller_file_never_runs(tmp_path, where, cl
 # ---- bad input -------------------------------------------------------------------------------
 
 
-def test_a_file_for_another_architecture_names_the_key_the_shapes_and_what_it_holds(tmp_path):
+def test_a_file_for_another_architecture_names_the_key_the_shapes_and_what_it_holds(tmp_path,
+                                                                                   cli_runner):
     published = tmp_path / "ckpt_epoch_240.pth"  # no opt: the architecture is found by shape
     repdistiller_file(published, "resnet32x4", opt=False)
     with pytest.raises(ConfigError) as err:
@@ -186,6 +187,12 @@ def test_a_file_for_another_architecture_names_the_key_the_shapes_and_what_it_ho
     repdistiller_file(named, "vgg13", opt=True)
     with pytest.raises(ConfigError, match=r"into vgg8: .*seems to hold vgg13$"):
         load_weights(create_model("vgg8", 100), str(named), arch="vgg8")
+    results = tmp_path / "results"
+    out = cli_runner("run", "--dataset", "synthetic", "--student", "resnet8", "--teacher-arch",
+                     "vgg8", "--teacher-weights", named, "--results-dir", results, "--quiet")
+    assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1
+    assert "into vgg8: " in out.output and "seems to hold vgg13" in out.output
+    assert not list(results.glob("runs/*.json"))
 
 
 def test_not_a_checkpoint_is_one_clear_line(tmp_path, cli_runner):
