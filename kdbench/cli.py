@@ -163,9 +163,10 @@ def teacher_source_options(f):
                           "the last epoch is always saved)."),
         click.option("--save-epochs", default=None, callback=_int_list, metavar="E1,E2,...",
                      help="Explicit teacher checkpoint epochs (overrides --save-every)."),
-        click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
-                     help="--teacher full: a local teacher state dict or .safetensors instead of "
-                          "a trained trajectory (path and SHA-256 are recorded)."),
+        click.option("--teacher-weights", type=click.Path(), default=None,
+                     help="--teacher full: local teacher weights instead of a trained "
+                          "trajectory: a state dict, .safetensors, RepDistiller's/mdistiller's "
+                          "checkpoints, a timm hub-cache folder (format and SHA-256 recorded)."),
         click.option("--peers", type=int, default=None, show_default="2",
                      help="--teacher peers: cohort size for online distillation (deep mutual "
                           "learning), the student included."),
@@ -176,6 +177,27 @@ def teacher_source_options(f):
 
 def teacher_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     return {_TEACHER_FLAGS[k]: v for k, v in flags.items() if k in _TEACHER_FLAGS}
+
+
+def model_option_flags(f):
+    """--student-opt/--teacher-opt: an architecture's own options (timm's drop_path_rate)."""
+    f = click.option("--teacher-opt", "teacher_model_opts", multiple=True, metavar="NAME=VALUE",
+                     help="A teacher architecture option, e.g. --teacher-opt drop_rate=0.2 "
+                          "(teacher.model_options; the valid ones are listed on a bad name).")(f)
+    return click.option("--student-opt", "student_model_opts", multiple=True,
+                        metavar="NAME=VALUE",
+                        help="A student architecture option, e.g. --student-opt "
+                             "drop_path_rate=0.1 (student_options).")(f)
+
+
+def model_option_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """Take --student-opt/--teacher-opt out of ``flags``: dotted config overrides."""
+    from .config import parse_assignments
+
+    student = parse_assignments(flags.pop("student_model_opts", ()), "--student-opt")
+    teacher = parse_assignments(flags.pop("teacher_model_opts", ()), "--teacher-opt")
+    return {**{f"student_options.{k}": v for k, v in student.items()},
+            **{f"teacher.model_options.{k}": v for k, v in teacher.items()}}
 
 
 # ============================== engine flags of run ============================================
@@ -227,8 +249,8 @@ def changed_options(f):
 @click.option("--student", "students", multiple=True, show_default="resnet20",
               help="Student architecture; several (repeated or comma-separated) train in "
                    "lockstep, one run each.")
-@click.option("--student-weights", type=click.Path(dir_okay=False), default=None,
-              help="Initial student weights (local state dict or .safetensors).")
+@click.option("--student-weights", type=click.Path(), default=None,
+              help="Initial student weights (any file --teacher-weights reads).")
 @click.option("--teacher", "teacher_source", default=None, show_default="full",
               help="Teacher source (full, intermediate, ...; see `kdbench plugins`).")
 @click.option("--teacher-arch", default=None, show_default="resnet56",
@@ -291,6 +313,7 @@ def changed_options(f):
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @engine_options
 @teacher_source_options
+@model_option_flags
 def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
         teacher_arch, teacher_epoch, teacher_seed, losses, weights, options, epochs, batch_size,
         lr, seed, device, precision, warmups, evals, best_metric, transforms,
@@ -307,6 +330,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
 
     students, losses = _several(students), _several(losses)
     changed = _changed(reuse, rerun_changed)
+    model_opts = model_option_overrides(teacher_flags)  # --student-opt/--teacher-opt
     overrides: dict[str, Any] = {
         "preset": preset, "data.name": dataset, "data.dir": data_dir,
         "student": students[0] if students else None,
@@ -327,6 +351,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
     overrides.update({f"loss.options.{k}": v
                       for k, v in parse_assignments(options, "--opt").items()})
     overrides.update(teacher_overrides(teacher_flags))
+    overrides.update(model_opts)
     overrides.update(behaviour_overrides(warmups, evals, best_metric, transforms,
                                          teacher_transforms))
     if loggers:

@@ -172,10 +172,22 @@ def cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
+def dist_version(name: str) -> str | None:
+    """An installed distribution's version (None: not installed), without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """What a record says about the machine and software that made it."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    return {"kdbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
+    return {"kdbench": __version__, "torch": torch.__version__,
+            "torchvision": dist_version("torchvision"), "timm": dist_version("timm"),
+            "python": platform.python_version(),
             "platform": platform.platform(), "device": str(device), "device_name": name,
             "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "git": git_revision(),

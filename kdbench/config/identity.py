@@ -31,6 +31,9 @@ LATER_FIELDS: tuple[str, ...] = (
         "reset_optimizer")),
     "data.transforms", "data.augmentation", "data.augmentation_options", "teacher.data",
     "warmup", "eval", "teacher.bn",
+    # kdbench 0.3: published teachers (adapting a teacher from weights) and model options
+    "teacher.adapt", "teacher.adapt_recipe", "teacher.allow_weak", "teacher.model_options",
+    "student_options",
 )
 
 #: config class -> each later field's value in its resolved default config

@@ -72,7 +72,15 @@ def dealias(d: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     flat = {}
     for key, value in d.items():
-        if key in ALIASES and value is not None and not isinstance(value, dict):
+        if key == "student" and isinstance(value, dict):  # student: {name, options}
+            unknown = sorted(set(value) - {"name", "options"})
+            if unknown or "name" not in value:
+                raise ConfigError(f"student as a mapping takes name and options, got "
+                                  f"{sorted(value)}")
+            out["student"] = value["name"]
+            out["student_options"] = {**(d.get("student_options") or {}),
+                                      **(value.get("options") or {})}
+        elif key in ALIASES and value is not None and not isinstance(value, dict):
             flat[ALIASES[key]] = value
         else:
             out[key] = value

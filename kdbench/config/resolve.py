@@ -31,6 +31,9 @@ MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1 << 20
 #: threads per core at most (``engine.threads``)
 THREADS_PER_CORE = 4
+#: what is done to a teacher from weights before use (kdbench.teachers.adapt)
+ADAPT_MODES = ("auto", "linear", "finetune", "none")
+
 #: when a stage's optimiser is re-created (:attr:`kdbench.config.Recipe.reset_optimizer`)
 RESET_OPTIMIZER = ("never", "lr_change", "epoch")
 
@@ -74,7 +77,6 @@ def _steps(c: Any) -> list[Any]:
     """The independent checks of :func:`resolve`, in order, each completing its part of
     ``c``; a step that depends on an earlier one that failed does nothing."""
     from .. import losses
-    from ..plugins import get
 
     done: dict[str, Any] = {}
 
@@ -83,7 +85,10 @@ def _steps(c: Any) -> list[Any]:
             raise UnknownNameError("preset", c.preset, PRESETS)
 
     def student() -> None:
-        get("model", c.student)
+        from ..models.options import check_model_options, get_model  # torch: only here
+
+        get_model(c.student)
+        check_model_options(c.student, c.student_options, "student")
 
     def data() -> None:
         _resolve_data(c.data, "data")
@@ -158,10 +163,12 @@ def _steps(c: Any) -> list[Any]:
 
 
 def _resolve_teacher(c: Any, loss: Any) -> None:
+    from ..models.options import check_model_options, get_model
     from ..plugins import get
 
     source = get("teacher_source", c.teacher.source)
-    get("model", c.teacher.arch)
+    get_model(c.teacher.arch)
+    check_model_options(c.teacher.arch, c.teacher.model_options, "teacher")
     if loss.feature_taps and not source.features:
         from ..plugins import get_registry
 
@@ -186,6 +193,9 @@ def _resolve_teacher(c: Any, loss: Any) -> None:
         raise UnknownNameError("teacher.bn", c.teacher.bn, TEACHER_BN)
     if c.teacher.save_every < 0:
         raise ConfigError(f"teacher.save_every must be >= 0, got {c.teacher.save_every}")
+    if c.teacher.adapt not in ADAPT_MODES:
+        raise UnknownNameError("teacher.adapt mode", str(c.teacher.adapt), ADAPT_MODES)
+    check_recipe(c.teacher.adapt_recipe, "teacher.adapt_recipe")
 
 
 def resolve_items(items: list[Any], kind: str, where: str,

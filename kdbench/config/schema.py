@@ -90,6 +90,17 @@ class TeacherConfig:
     #: statistics, running ones left as they are) or "checkpointkd" (the official Checkpoint-KD
     #: code: train mode, running statistics updated, until the last 9 student epochs)
     bn: str = "eval"
+    #: a teacher from ``weights`` whose classifier does not fit the task is adapted before any
+    #: student sees it (kdbench.teachers.adapt): ``auto`` (a linear probe when the head does
+    #: not fit, nothing otherwise), ``linear``, ``finetune`` or ``none``, with its own recipe
+    adapt: str = "auto"
+    adapt_recipe: Recipe = field(default_factory=lambda: Recipe(
+        epochs=10, lr=0.05, schedule="cosine", weight_decay=0.0))
+    #: a teacher from weights whose test top-1 is within a few points of chance stops the run
+    #: unless this is set
+    allow_weak: bool = False
+    #: the teacher architecture's own options (timm's drop_path_rate, ...)
+    model_options: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint_epochs(self) -> list[int]:
         epochs = self.recipe.epochs
@@ -140,6 +151,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     student: str = "resnet20"
     student_weights: str | None = None
+    #: the student architecture's own options (timm's drop_path_rate, out_indices, ...)
+    student_options: dict[str, Any] = field(default_factory=dict)
     teacher: TeacherConfig | None = field(default_factory=TeacherConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     recipe: Recipe = field(default_factory=Recipe)

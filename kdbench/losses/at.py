@@ -41,7 +41,8 @@ def at(student_feat: torch.Tensor, teacher_feat: torch.Tensor, p: float = 2.0) -
     "at", family="feature", year=2017, repo=REPDISTILLER,
     description="attention transfer: L2-normalised spatial attention maps, every stage",
     paper="Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017",
-    defaults={"w_ce": 1.0, "w_at": 1000.0, "p": 2.0}, taps=("logits", "stages"))
+    defaults={"w_ce": 1.0, "w_at": 1000.0, "p": 2.0, "stages": None}, later=("stages",),
+    taps=("logits", "stages"))
 class AT(EveryStage):
     """Attention transfer on every stage, summed over stages."""
 

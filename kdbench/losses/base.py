@@ -324,8 +324,36 @@ class InitStage:
 INIT_DEFAULTS: dict[str, Any] = {"init_epochs": 30, "init_lr": None}
 
 
+def stage_pairs(value: Any, student: list[torch.Tensor], teacher: list[torch.Tensor],
+                loss: str) -> list[tuple[int, int]]:
+    """The (student stage, teacher stage) pairs of option ``stages``: None pairs them one to
+    one, shallow to deep; else ``[[s, t], ...]`` or ``"s:t,s:t"`` (0-based indices into the
+    models' stage lists: a timm model's ``out_indices`` choose what those are)."""
+    if value is None:
+        paired(student, teacher, loss)
+        return list(zip(range(len(student)), range(len(teacher))))
+    if isinstance(value, str):
+        items: Any = [p.split(":") for p in value.replace(" ", "").split(",") if p]
+    else:
+        items = value
+    try:
+        pairs = [(int(s), int(t)) for s, t in items]
+    except (TypeError, ValueError):
+        raise ConfigError(f"loss {loss!r} option stages must be pairs of stage indices, e.g. "
+                          f"[[0, 1], [2, 3]] or \"0:1,2:3\", got {value!r}") from None
+    if not pairs:
+        raise ConfigError(f"loss {loss!r} option stages names no pair")
+    for s, t in pairs:
+        for role, i, maps in (("student", s, student), ("teacher", t, teacher)):
+            if not 0 <= i < len(maps):
+                raise ConfigError(f"loss {loss!r} option stages pairs {role} stage {i}, but the "
+                                  f"{role} has stages 0..{len(maps) - 1}")
+    return pairs
+
+
 class EveryStage(Distiller):
-    """A term computed on each (student, teacher) stage pair, summed over the stages."""
+    """A term computed on each (student, teacher) stage pair, summed over the pairs: the
+    stages one to one by default, or the pairs of option ``stages`` (:func:`stage_pairs`)."""
 
     taps = frozenset({"logits", "stages"})
     name = ""
@@ -333,10 +361,12 @@ class EveryStage(Distiller):
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
         fs, ft = probe_pair(ctx, self.name)
-        paired(fs.stages, ft.stages, self.name)
+        # the terms pool both maps to the smaller one: any two stages can pair
+        self.pairs = stage_pairs(self.options.get("stages"), fs.stages, ft.stages, self.name)
 
     def pair(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
 
     def forward(self, student, teacher, target, index=None, epoch=0):
-        return {self.name: sum(self.pair(s, t) for s, t in zip(student.stages, teacher.stages))}
+        return {self.name: sum(self.pair(student.stages[s], teacher.stages[t])
+                               for s, t in self.pairs)}

@@ -38,7 +38,8 @@ def nst(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
     description="neuron selectivity transfer: polynomial-kernel MMD, every stage",
     paper="Huang & Wang, Like What You Like: Knowledge Distill via Neuron Selectivity "
           "Transfer, 2017",
-    defaults={"w_ce": 1.0, "w_nst": 50.0}, taps=("logits", "stages"))
+    defaults={"w_ce": 1.0, "w_nst": 50.0, "stages": None}, later=("stages",),
+    taps=("logits", "stages"))
 class NST(EveryStage):
     """Neuron selectivity transfer (polynomial-kernel MMD) on every stage, summed."""
 

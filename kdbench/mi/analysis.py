@@ -317,7 +317,8 @@ def load_checkpoint(trajectory: Trajectory, epoch: int, dataset: Dataset,
     """The trajectory's architecture with the (SHA-256 verified) weights of ``epoch``, eval mode."""
     from ..models import create_model
 
-    model = create_model(trajectory.spec["arch"], dataset.num_classes, dataset.in_chans)
+    model = create_model(trajectory.spec["arch"], dataset.num_classes, dataset.in_chans,
+                         **trajectory.spec.get("model_options", {}))
     model.load_state_dict(trajectory.state_dict(epoch, "cpu"))
     return model.to(device).eval()
 

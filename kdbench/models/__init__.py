@@ -57,41 +57,11 @@ def create_meta_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) 
         return entry.create(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def load_weights(model, path: str) -> None:
-    """Load a local state dict into ``model``: ``.pt``/``.pth`` (a state dict, or a checkpoint
-    holding one under ``state_dict``/``model``) or ``.safetensors`` (timm's format)."""
-    import warnings
-    from pathlib import Path
+def load_weights(model, path: str, **options):
+    """Load a local weights file into ``model``: a state dict (``.pt``/``.pth``, or a
+    checkpoint holding one), ``.safetensors``, RepDistiller's and mdistiller's checkpoints,
+    timm's; never running code from the file. Returns what was read (:class:`.weights.Loaded`:
+    format, key layout, SHA-256). See :mod:`.weights`."""
+    from . import weights
 
-    import torch
-
-    from ..errors import ConfigError
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"weights file {str(p)!r} does not exist")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(p))
-        else:
-            with warnings.catch_warnings():  # torch's pickle-protocol notes: not ours to show
-                warnings.simplefilter("ignore", UserWarning)
-                state = torch.load(p, map_location="cpu", weights_only=True)
-            for key in ("state_dict", "model"):
-                if isinstance(state, dict) and isinstance(state.get(key), dict):
-                    state = state[key]
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        model.load_state_dict(state)
-    except Exception as exc:
-        import pickle
-
-        if isinstance(exc, pickle.UnpicklingError):
-            raise ConfigError(f"cannot load weights {str(p)!r}: it holds Python objects beyond "
-                              f"tensors, which kdbench never unpickles (torch.load "
-                              f"weights_only=True); save a plain state dict or .safetensors"
-                              ) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot load weights {str(p)!r} into "
-                          f"{type(model).__name__}: {first}") from exc
+    return weights.load_weights(model, path, **options)

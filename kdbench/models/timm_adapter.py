@@ -110,6 +110,12 @@ class TimmModel(KDModel):
         self.min_input_size = fixed_size
         self.has_preact = False
         info = list(getattr(model, "feature_info", None) or [])
+        #: how much the network shrinks its input, and the input it was made for (timm's
+        #: pretrained config): what the up-front input-size warning says
+        self.reduction = max((int(i.get("reduction", 1)) for i in info), default=1)
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        size = cfg.get("input_size") if isinstance(cfg, dict) else None
+        self.expected_input_size = int(size[-1]) if size else None
         self.has_features = bool(info) and callable(getattr(model, "forward_intermediates", None))
         if not self.has_features:
             self.out_indices: list[int] = []

@@ -19,6 +19,24 @@ def check_input_size(model: Any, name: str, dataset: Any) -> None:
                           f"{dataset.name!r} has {h}×{w}")
 
 
+def warn_small_input(model: Any, name: str, dataset: Any) -> None:
+    """Warn up front when a model shrinks the data's images below 1×1 before its last stage
+    (an ImageNet network on 8×8 digits): it runs, padded, but learns little."""
+    import warnings
+
+    h, w = dataset.image_size
+    reduction = getattr(model, "reduction", None) or max(
+        (s.reduction for s in getattr(model, "stage_info", None) or []), default=1)
+    if min(h, w) >= reduction:
+        return
+    expected = getattr(model, "expected_input_size", None)
+    made_for = f"; it was made for {expected}×{expected} inputs" if expected else ""
+    warnings.warn(f"kdbench: model {name!r} reduces its input {reduction}× before its last "
+                  f"stage, so the {h}×{w} images of dataset {dataset.name!r} leave less than "
+                  f"1×1 there{made_for}; resize the data (at least {reduction}×{reduction}) or use "
+                  f"a model for small images", RuntimeWarning, stacklevel=2)
+
+
 def check_features(cfg: RunConfig, student: Any, teacher: Any) -> None:
     """A loss that taps features needs models that expose them (before any training)."""
     from ..losses import entry
@@ -61,13 +79,15 @@ def check_loss(cfg: RunConfig, dataset: Any) -> None:
     check_optimizer(cfg.recipe, "recipe")
     if cfg.teacher is not None:
         check_optimizer(cfg.teacher.recipe, "teacher.recipe")
-    student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
-    teacher = (create_model(cfg.teacher.arch, dataset.num_classes, dataset.in_chans)
-               if cfg.teacher is not None else None)
+    student = create_model(cfg.student, dataset.num_classes, dataset.in_chans,
+                           **cfg.student_options)
+    teacher = (create_model(cfg.teacher.arch, dataset.num_classes, dataset.in_chans,
+                            **cfg.teacher.model_options) if cfg.teacher is not None else None)
     check_features(cfg, student, SimpleNamespace(module=teacher) if teacher is not None else None)
     for name, model in ((cfg.student, student), (getattr(cfg.teacher, "arch", None), teacher)):
         if model is not None:
             check_input_size(model, name, dataset)
+            warn_small_input(model, name, dataset)
     check_teacher_evaluators(cfg)
     distiller = build(cfg.loss.name, DistillContext(student, teacher, dataset.num_classes,
                                                     dataset.input_shape, len(dataset.train),

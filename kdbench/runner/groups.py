@@ -15,6 +15,7 @@ def _group_key(cfg: RunConfig) -> str:
     d = cfg.to_dict()
     for k in ("student", "student_weights", "loss", "teacher", "preset"):
         d.pop(k)
+    d.pop("student_options", None)  # the student's own options are the student's
     return canonical_json(d)
 
 

@@ -369,9 +369,11 @@ def _trainees(job: _Job, dataset: Any, device: Any, teacher: Any,
     online = getattr(teacher, "online", False)
     fixed = teacher.module if teacher is not None and not online else None
     dev.seed_everything(cfg.seed)
-    student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
-    if cfg.student_weights:
-        load_weights(student, cfg.student_weights)
+    student = create_model(cfg.student, dataset.num_classes, dataset.in_chans,
+                           **cfg.student_options)
+    if cfg.student_weights:  # the record says what was read: format, key layout, SHA-256
+        loaded = load_weights(student, cfg.student_weights, arch=cfg.student)
+        job.record["student_weights"] = loaded.provenance()
     student = student.to(device)
     mine = cfg.teacher is not None and teacher is not None
     dctx = DistillContext(student, teacher.peers[0] if online else (fixed if mine else None),

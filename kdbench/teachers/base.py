@@ -59,7 +59,7 @@ class TeacherContext:
         from ..models import create_model
 
         model = create_model(trajectory.spec["arch"], self.dataset.num_classes,
-                             self.dataset.in_chans)
+                             self.dataset.in_chans, **trajectory.spec.get("model_options", {}))
         model.load_state_dict(trajectory.state_dict(epoch, "cpu"))
         return model.to(self.device)
 
@@ -80,23 +80,43 @@ class TeacherContext:
         return test_accuracy(module, self.dataset, self.config.resolved_precision)
 
     def weights_teacher(self, source: str) -> Teacher:
-        """The teacher architecture with ``teacher.weights`` (a local state dict), no trajectory."""
+        """The teacher architecture with ``teacher.weights`` (a local weights file, any format
+        :mod:`kdbench.models.weights` reads), adapted to the task first when its classifier
+        does not fit (:mod:`.adapt`), and refused when it scores near chance."""
         from pathlib import Path
 
         from ..models import create_model, load_weights
-        from ..store import sha256_file
+        from .adapt import adapt_spec, check_not_chance, chosen_mode
 
         t = self.config.teacher
         assert t is not None and t.weights is not None
-        model = create_model(t.arch, self.dataset.num_classes, self.dataset.in_chans)
-        load_weights(model, t.weights)
-        model = model.to(self.device)
-        accuracy = self.evaluate(model)
-        return Teacher(model, {
+        model = create_model(t.arch, self.dataset.num_classes, self.dataset.in_chans,
+                             **t.model_options)
+        loaded = load_weights(model, t.weights, arch=t.arch, keep_fresh_head=True, warn=False)
+        mode = chosen_mode(t.adapt, loaded.fresh_head)
+        provenance: dict[str, Any] = {
             "source": source, "arch": t.arch, "trajectory": None, "trajectories": [],
             "epochs": [], "trained_epochs": 0, "weights": str(Path(t.weights).resolve()),
-            "weights_sha256": sha256_file(Path(t.weights)),
-            **{f"teacher_{k}": v for k, v in accuracy.items()}})
+            **loaded.provenance()}
+        if mode != "none":
+            spec = adapt_spec(self.spec(), t.adapt_recipe, loaded.sha256, mode)
+            before = self.evaluate(model.to(self.device))
+            trajectory = traj.ensure(self.store, spec, [t.adapt_recipe.epochs], self.dataset,
+                                     self.device, progress=self.progress,
+                                     init={k: v.cpu() for k, v in model.state_dict().items()},
+                                     evaluate="checkpoints")
+            model = self.load(trajectory, t.adapt_recipe.epochs)
+            provenance.update(trajectory=trajectory.key, trajectories=[trajectory.key],
+                              epochs=[t.adapt_recipe.epochs],
+                              trained_epochs=trajectory.trained_epochs,
+                              adapt={"mode": mode, "epochs": t.adapt_recipe.epochs,
+                                     "top1_before": before["top1"]})
+        model = model.to(self.device)
+        accuracy = self.evaluate(model)
+        check_not_chance(accuracy["top1"], self.dataset.num_classes, arch=t.arch,
+                         weights=t.weights, mode=mode, allow_weak=t.allow_weak)
+        return Teacher(model, {**provenance,
+                               **{f"teacher_{k}": v for k, v in accuracy.items()}})
 
     def ensemble_teacher(self, members: list[tuple[traj.Trajectory, int]], source: str
                          ) -> Teacher:

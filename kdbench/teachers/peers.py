@@ -133,8 +133,8 @@ def peers(ctx: TeacherContext) -> Cohort:
     for i in range(1, k):
         # a seed per member, never the student's (seed_everything(cfg.seed) comes later)
         seed_everything(ctx.config.seed * 1000 + i)
-        members.append(create_model(t.arch, ctx.dataset.num_classes,
-                                     ctx.dataset.in_chans).to(ctx.device))
+        members.append(create_model(t.arch, ctx.dataset.num_classes, ctx.dataset.in_chans,
+                                     **t.model_options).to(ctx.device))
     provenance = {"source": "peers", "arch": t.arch, "peers": k, "update": options["update"],
                   "epochs": []}
     return Cohort(nn.ModuleList(members), provenance, update=options["update"])

@@ -9,6 +9,7 @@ auxiliary teacher is. Where it is kept (checkpoints, manifest, lock, resume file
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ from ..evaluators import EvalContext, build_suite
 from ..losses import DistillContext, build
 from ..losses.ce import CE
 from ..models import create_model
+from ..stages.base import main_stage
+from .adapt import probe_parameters
 
 
 def train(key: str, spec: dict[str, Any], dataset: Any, device: torch.device, *,
@@ -44,10 +47,12 @@ def train(key: str, spec: dict[str, Any], dataset: Any, device: torch.device, *,
 
     recipe = Recipe(**spec["recipe"])
     seed_everything(spec["seed"])
-    model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans)
+    model = create_model(spec["arch"], dataset.num_classes, dataset.in_chans,
+                         **spec.get("model_options", {}))
     if init is not None:
         model.load_state_dict(init)
     model = model.to(device)
+    adapt = (spec.get("adapt") or {}).get("mode")
     distill = spec.get("distill")
     if distill is None:
         distiller = CE(DistillContext(model, None, dataset.num_classes, dataset.input_shape,
@@ -59,7 +64,11 @@ def train(key: str, spec: dict[str, Any], dataset: Any, device: torch.device, *,
         distiller = build(distill["loss"], DistillContext(
             model, teacher, dataset.num_classes, dataset.input_shape, len(dataset.train),
             distill["weights"], distill["options"], dataset.train.labels)).to(device)
-    trainee = Trainee("teacher", model, distiller, recipe)
+    stages = []
+    if adapt == "linear":  # kdbench.teachers.adapt: the classifier on the frozen backbone
+        stages = [dataclasses.replace(main_stage(model, distiller, recipe), name="linear_probe",
+                                      parameters=probe_parameters(model), train_student=False)]
+    trainee = Trainee("teacher", model, distiller, recipe, stages=stages)
 
     def on_epoch_end(epoch: int, trainees: list[Trainee]) -> None:
         notify("kdbench_epoch_end", run_id=key, epoch=epoch,

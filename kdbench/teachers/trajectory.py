@@ -59,12 +59,16 @@ def trajectory_spec(config: RunConfig, seed: int | None = None) -> dict[str, Any
     later = drop_later_defaults({"data": dataclasses.asdict(data)}, config=config)["data"]
     spec.update({key: later[key] for key in ("transforms", "augmentation",
                                              "augmentation_options") if key in later})
+    if t.model_options:  # the architecture's own options, only when given
+        spec["model_options"] = dict(t.model_options)
     return spec
 
 
 def trajectory_key(spec: dict[str, Any]) -> str:
+    """``<arch>-<dataset>-s<seed>-<10 hex digits>``; a ``timm/<name>`` architecture is spelled
+    ``timm-<name>`` so that the key stays one folder name."""
     digest = hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:10]
-    return f"{spec['arch']}-{spec['dataset']}-s{spec['seed']}-{digest}"
+    return f"{spec['arch'].replace('/', '-')}-{spec['dataset']}-s{spec['seed']}-{digest}"
 
 
 class Trajectory:

@@ -265,8 +265,9 @@ def test_teacher_epoch_all_runs_one_student_per_checkpoint(store, cli_runner, tm
                        "--format", "csv")
     assert table.exit_code == 0, table.output
     rows = table.output.strip().splitlines()
-    assert rows[0].startswith("dataset,teacher_arch,student,loss,teacher_epochs,teacher,epoch")
-    assert [r.split(",")[5:7] for r in rows[1:]] == [["full", "4"], ["half", "2"],
+    assert rows[0].startswith("dataset,teacher_arch,student,loss,trajectory,teacher_epochs,"
+                              "teacher,epoch")
+    assert [r.split(",")[6:8] for r in rows[1:]] == [["full", "4"], ["half", "2"],
                                                     ["best", "2"]]
     for suffix in ("png", "pdf"):
         out = tmp_path / f"curve.{suffix}"
