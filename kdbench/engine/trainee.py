@@ -42,6 +42,8 @@ class Trainee:
     #: interrupted and resumed run accounts for all of its work)
     spent: dict[str, float] = field(default_factory=lambda: {
         "train_seconds": 0.0, "train_images": 0, "extra_seconds": 0.0, "extra_images": 0})
+    #: a distributed run: each optimiser step first averages the gradients over the ranks
+    averaged: bool = False
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -76,7 +78,12 @@ class Trainee:
 
     def optimizer(self, stage: Stage) -> torch.optim.Optimizer:
         if stage.name not in self.optimizers:
-            self.optimizers[stage.name] = stage.make_optimizer()
+            optimizer = stage.make_optimizer()
+            if self.averaged:
+                from .distributed import AveragedOptimizer
+
+                optimizer = AveragedOptimizer(optimizer)
+            self.optimizers[stage.name] = optimizer
         return self.optimizers[stage.name]
 
     def start_epoch(self, stage: Stage, lr: float) -> None:

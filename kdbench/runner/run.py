@@ -20,6 +20,7 @@ import warnings
 from typing import Any
 
 from .. import device as dev
+from .. import ranks
 from ..config import RunConfig, resolve, run_id
 from ..data import load_data
 from ..data.augment import make_augment
@@ -137,6 +138,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
     dev.set_threads(first.engine.threads)
     device = dev.resolve_device(first.device)
     dataset = load_data(first.data, device)
+    _scale_settings(first, dataset, device)
     jobs = []
     for cfg in cfgs:
         store, rid = Store(cfg.results_dir), run_id(cfg)
@@ -145,7 +147,40 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
         # a resumed attempt continues the record of the attempts before it
         resumed = existing if not (done or force) and store.state_path(rid).exists() else None
         jobs.append(_Job(cfg, store, done, new_record(cfg, rid, device, dataset, resumed)))
-    return _train_jobs(jobs, dataset, device, force=force, progress=progress)
+        jobs[-1].record["env"].update(scale_env(cfg, device))
+    return _train_jobs(jobs, dataset, device, force=force, progress=progress and
+                       ranks.is_primary())
+
+
+def _scale_settings(cfg: RunConfig, dataset: Any, device: Any) -> None:
+    """The speed settings of streamed data, cuDNN and a distributed run, applied."""
+    from ..data.stream import configure
+
+    configure(dataset, workers=cfg.engine.workers, pin_memory=cfg.engine.pin_memory)
+    if device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = cfg.engine.cudnn_benchmark
+    world = ranks.world()
+    if world is not None:
+        from ..engine.distributed import check_batch
+
+        check_batch(cfg.recipe.batch_size)
+        if cfg.engine.sync_bn and device.type != "cuda":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel; valid "
+                              f"on {device.type}: --no-sync-bn)")
+
+
+def scale_env(cfg: RunConfig, device: Any) -> dict[str, Any]:
+    """What the record's env says about how the run was spread and fed."""
+    world = ranks.world()
+    return {"world_size": world[1] if world else 1,
+            "backend": ranks.backend() if world else None,
+            "sync_bn": bool(cfg.engine.sync_bn and world),
+            "workers": cfg.engine.workers, "pin_memory": cfg.engine.pin_memory,
+            "cudnn_benchmark": bool(cfg.engine.cudnn_benchmark and device.type == "cuda")}
 
 
 def _train_jobs(jobs: list[_Job], dataset: Any, device: Any, *, force: bool, progress: bool,
@@ -222,7 +257,7 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         job.started = True
         notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid,
                record=job.record)
-        job.loggers = Loggers(job.cfg.log, job.cfg.results_dir)
+        job.loggers = Loggers(job.cfg.log if ranks.is_primary() else [], job.cfg.results_dir)
         job.loggers.start(job.record)
         if force:  # a forced rerun starts afresh rather than resuming an old attempt
             remove_resume(job.store.state_path(job.rid))
@@ -291,6 +326,10 @@ def _trainees(job: _Job, dataset: Any, device: Any, teacher: Any,
     student = create_model(cfg.student, dataset.num_classes, dataset.in_chans)
     if cfg.student_weights:
         load_weights(student, cfg.student_weights)
+    if cfg.engine.sync_bn and ranks.world() is not None:
+        import torch
+
+        student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
     student = student.to(device)
     mine = cfg.teacher is not None and teacher is not None
     dctx = DistillContext(student, teacher.peers[0] if online else (fixed if mine else None),
