@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .. import ranks
 from ..config import RunConfig, canonical_json, drop_later_defaults
 from ..errors import ConfigError, StoreError
 from ..store import (
@@ -153,6 +154,9 @@ class Trajectory:
 def locked(folder: Path) -> Iterator[None]:
     """Exclusive lock on a trajectory folder (blocks while another process trains it)."""
     folder.mkdir(parents=True, exist_ok=True)
+    if not ranks.is_primary():  # a distributed run: rank 0 holds the lock for every rank
+        yield
+        return
     with open(folder / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -238,4 +242,5 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
         manifest.update(status="done", train_seconds=trainee.spent["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)
         remove_resume(state_path)
+        ranks.barrier()  # a distributed run: rank 0 wrote the finished manifest
         return Trajectory(folder)
