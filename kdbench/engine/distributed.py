@@ -108,9 +108,17 @@ class AveragedOptimizer:
 
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.optimizer = optimizer
+        self._averaged = False
+
+    def average(self) -> None:
+        """Average now (before a gradient scaler looks for inf/nan), not again in ``step``."""
+        average_gradients(p for g in self.optimizer.param_groups for p in g["params"])
+        self._averaged = True
 
     def step(self, closure: Any = None) -> Any:
-        average_gradients(p for g in self.optimizer.param_groups for p in g["params"])
+        if not self._averaged:
+            self.average()
+        self._averaged = False
         return self.optimizer.step(closure)
 
     def __getattr__(self, name: str) -> Any:

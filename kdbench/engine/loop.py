@@ -137,6 +137,9 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
 
         for t in trainees:
             t.averaged = True
+    if precision == "fp16" and device.type == "cuda":  # fp16's range needs a loss scale
+        for t in trainees:
+            t.scaler = t.scaler or torch.amp.GradScaler("cuda")
     start = state.load_state(trainees, o.state_path, device, own_streams)
     if own_streams:
         for t in trainees:

@@ -180,7 +180,8 @@ def scale_env(cfg: RunConfig, device: Any) -> dict[str, Any]:
             "backend": ranks.backend() if world else None,
             "sync_bn": bool(cfg.engine.sync_bn and world),
             "workers": cfg.engine.workers, "pin_memory": cfg.engine.pin_memory,
-            "cudnn_benchmark": bool(cfg.engine.cudnn_benchmark and device.type == "cuda")}
+            "cudnn_benchmark": bool(cfg.engine.cudnn_benchmark and device.type == "cuda"),
+            "grad_scaler": cfg.resolved_precision == "fp16" and device.type == "cuda"}
 
 
 def _train_jobs(jobs: list[_Job], dataset: Any, device: Any, *, force: bool, progress: bool,

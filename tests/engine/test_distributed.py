@@ -185,3 +185,34 @@ def test_kill_9_of_a_rank_then_the_same_command_resumes(npz, tmp_path):
     assert len(done["cost"]["attempts"]) == 2
     assert [c["epoch"] for c in done["metrics"]["curve"]] == [1, 2, 3, 4]
     assert not list(runs.glob("*.state.pt"))
+
+
+def test_gradient_scaler_steps_through_the_averaging_optimizer():
+    """fp16's GradScaler (CUDA in runs; its CPU twin here) drives the averaging wrapper: the
+    unscaled step equals a plain step, and an inf gradient skips it."""
+    from kdbench.engine.distributed import AveragedOptimizer
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Linear(4, 2)
+
+    x, y = torch.randn(8, 4), torch.arange(8) % 2
+    plain, scaled = model(), model()
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(plain(x), y).backward()
+    opt.step()
+    wrapped = AveragedOptimizer(torch.optim.SGD(scaled.parameters(), lr=0.1))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(torch.nn.functional.cross_entropy(scaled(x), y)).backward()
+    wrapped.average()
+    scaler.step(wrapped)
+    scaler.update()
+    for a, b in zip(plain.parameters(), scaled.parameters()):
+        torch.testing.assert_close(a, b)
+    before = [p.detach().clone() for p in scaled.parameters()]
+    wrapped.zero_grad()
+    scaler.scale(scaled(x).sum() * float("inf")).backward()
+    scaler.step(wrapped)
+    scaler.update()
+    assert all(torch.equal(a, b) for a, b in zip(before, scaled.parameters()))
+    assert scaler.get_scale() == 512.0
