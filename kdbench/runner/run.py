@@ -152,6 +152,12 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
                        ranks.is_primary())
 
 
+def _notify(hook: str, **kwargs: Any) -> None:
+    """A lifecycle hook, called by rank 0 alone in a distributed run (plugins may write)."""
+    if ranks.is_primary():
+        notify(hook, **kwargs)
+
+
 def _scale_settings(cfg: RunConfig, dataset: Any, device: Any) -> None:
     """The speed settings of streamed data, cuDNN and a distributed run, applied."""
     from ..data.stream import configure
@@ -256,7 +262,7 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         if not job.keep_existing:  # a forced rerun leaves the done record until it is done
             job.store.write_record(job.record)
         job.started = True
-        notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid,
+        _notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid,
                record=job.record)
         job.loggers = Loggers(job.cfg.log if ranks.is_primary() else [], job.cfg.results_dir)
         job.loggers.start(job.record)
@@ -297,7 +303,7 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         job.record["cost"]["images_per_s"] = timing["images_per_s"]  # this attempt's speed
         end_attempt(job.record, "done", time.perf_counter() - t_start, trainee.spent)
         job.record.update(status="done", finished=now())
-        notify("kdbench_run_end", record=job.record)
+        _notify("kdbench_run_end", record=job.record)
         job.loggers.end(job.record)
         job.store.write_record(job.record)
         remove_resume(job.store.state_path(job.rid))

@@ -202,3 +202,13 @@ def test_decode_failure_after_header_stops_with_one_line(tree, tmp_path):
     with pytest.raises(DataError, match=r"cannot decode image .*on_error=skip"):
         for _ in StreamLoader(data, "train", 200, train=True):
             pass
+
+
+def test_mi_probe_set_decodes_a_streamed_split(tree):
+    from kdbench.mi.features import probe_set
+
+    stream = load_dataset("imagefolder", str(tree), size=32, load="stream")
+    resident = load_dataset("imagefolder", str(tree), size=32, load="resident")
+    a = probe_set(stream, 30, 0, torch.device("cpu"))
+    b = probe_set(resident, 30, 0, torch.device("cpu"))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
