@@ -98,11 +98,12 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of the runs (0: all)")
     args = p.parse_args()
 
     import torch
 
-    import kdbench
     from kdbench.data import load_dataset
     from kdbench.data.stream import configure, make_loader
 
@@ -118,6 +119,8 @@ def main() -> int:
                       args.throughput_images // 10)
 
     # ---- the loaders alone
+    if args.skip_throughput:
+        args.rounds = 0
     loader_rates: dict[str, list[float]] = {"stream": [], "resident": []}
     for _ in range(args.rounds):
         for load in ("stream", "resident"):
@@ -128,21 +131,31 @@ def main() -> int:
             for x, _, _ in loader.epoch(0):
                 n += x.shape[0]
             loader_rates[load].append(n / (time.perf_counter() - t0))
+    if args.rounds:
+        out.update(_throughput(args, tree, work, loader_rates))
+    return _memory(args, cifar, work, out, torch)
+
+
+def _throughput(args, tree, work, loader_rates) -> dict:
+    out: dict = {"threads": args.threads}
     out["loader_images_per_s"] = {k: statistics.median(v) for k, v in loader_rates.items()}
 
-    # ---- the same training run, fed each way
+    # ---- the same training run, fed each way: `kdbench run` as users start it (a fresh
+    # process, so each run chooses its OpenMP wait policy and starts its own workers)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     train_rates: dict[str, list[float]] = {"stream": [], "resident": []}
     for r in range(args.rounds):
         for load in ("stream", "resident"):
-            record = kdbench.run({
-                "data": {"name": "imagefolder", "dir": str(tree),
-                         "options": {"size": 32, "load": load}},
-                "loss": {"name": "ce"}, "teacher": None, "student": args.student,
-                "recipe": {"epochs": 1, "batch_size": 128, "milestones": []},
-                "precision": "fp32", "device": "cpu",
-                "engine": {"workers": args.workers},
-                "results_dir": str(work / f"results-{load}-{r}")}, progress=False, force=True)
+            cmd = [sys.executable, "-m", "kdbench", "run", "--dataset", "imagefolder",
+                   "--data-dir", str(tree), "--data-option", "size=32", "--data-option",
+                   f"load={load}", "--loss", "ce", "--student", args.student, "--epochs", "1",
+                   "--batch-size", "128", "--device", "cpu", "--precision", "fp32",
+                   "--workers", str(args.workers), "--threads", str(args.threads), "--quiet",
+                   "--force", "--json", "--results-dir", str(work / f"results-{load}-{r}")]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            record = json.loads(proc.stdout)
             train_rates[load].append(record["cost"]["images_per_s"])
+            print(load, r, train_rates[load][-1], flush=True)
     out["train_images_per_s"] = {k: statistics.median(v) for k, v in train_rates.items()}
     out["train_rounds"] = train_rates
     out["stream_over_resident"] = (out["train_images_per_s"]["stream"]
@@ -151,7 +164,10 @@ def main() -> int:
                                           / out["loader_images_per_s"]["resident"])
     print(json.dumps({k: out[k] for k in ("loader_images_per_s", "train_images_per_s",
                                           "stream_over_resident")}, indent=1), flush=True)
+    return out
 
+
+def _memory(args, cifar, work, out, torch) -> int:
     # ---- peak memory of a streamed run: small vs large
     if not args.skip_memory:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
