@@ -3,7 +3,16 @@ the timm adapter, the image-folder data at 224 and the per-method ImageNet value
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
 from kdbench.config import build_config, resolve
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+from imagetree import cifar_tree  # noqa: E402
 
 
 def test_the_imagenet_recipe_pair_and_data():
@@ -29,3 +38,25 @@ def test_per_method_imagenet_values_and_flags_still_win():
                                  "data.name": "cifar100", "recipe.epochs": 10}))
     assert mine.student == "timm/mobilenetv2_100" and mine.data.name == "cifar100"
     assert mine.recipe.milestones == [3, 6, 9]  # the preset's schedule follows the epochs
+
+
+@pytest.mark.slow
+def test_an_imagenet_protocol_run_end_to_end_on_real_images(cli_runner, tmp_path):
+    """The whole path at toy scale: timm's transforms on a streamed image folder (real CIFAR-10
+    images at 32 pixels), timm/resnet34 trained as the teacher, DKD with its ImageNet values."""
+    source = Path("/work/shared/data/cifar10")
+    if not (source / "train.npz").is_file():
+        pytest.skip("no CIFAR-10 copy here")
+    tree = cifar_tree(source, tmp_path, 10, 5)
+    out = cli_runner("run", "--preset", "imagenet", "--data-dir", tree, "--data-option",
+                     "size=32", "--loss", "dkd", "--epochs", "1", "--batch-size", "50",
+                     "--set", "teacher.recipe.epochs=1", "--set", "teacher.recipe.batch_size=50",
+                     "--set", "teacher.save_every=1", "--device", "cpu", "--precision", "fp32",
+                     "--workers", "2", "--quiet", "--json", "--results-dir", tmp_path / "r")
+    assert out.exit_code == 0, out.output
+    record = json.loads(out.stdout[out.stdout.index("{"):])
+    assert record["status"] == "done" and record["config"]["student"] == "timm/resnet18"
+    assert record["teacher"]["arch"] == "timm/resnet34"
+    info = record["data"]["info"]
+    assert info["augment"] == "timm" and info["load"] == "stream"
+    assert record["config"]["loss"]["options"]["beta"] == 0.5
