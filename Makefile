@@ -3,6 +3,7 @@
 #   make test    install (if needed) and run the test suite (the fast tier)
 #   make test-slow  the slow tier: engine fixture records, kill -9 fault injection
 #   make bench   throughput benchmark (classic loop vs kdbench engine vs compute bound)
+#   make gpu-check  on a CUDA machine (not in CI, < 10 min): bf16/fp16 runs, bench, 2-rank DDP
 #   make lint    static checks: ruff and the import-layer contract (CI runs it first)
 
 PYTHON    ?= python3
@@ -15,7 +16,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP     := $(VENV)/.kdbench-installed
 RESULTS   ?= demo-results
 
-.PHONY: install test test-slow demo reference bench lint clean
+.PHONY: install test test-slow demo reference bench gpu-check lint clean
 
 install: $(STAMP)
 
@@ -66,6 +67,10 @@ reference: install
 
 bench: install
 	$(VENV)/bin/kdbench bench
+
+# The CUDA path on the first GPU machine (scripts/gpu_check.py): one JSON of figures
+gpu-check: install
+	$(PY) scripts/gpu_check.py --out gpu-check.json
 
 # style (ruff, pinned in the dev extra of pyproject.toml, so a ruff release never changes the
 # verdict), and the import-layer contract (no cycles, nothing imports the CLI, layers point down)

@@ -221,6 +221,78 @@ def engine_options(f):
     return f
 
 
+#: the flags of scale_options, taken out of run's keyword arguments by name
+SCALE_FLAGS = ("nproc", "workers", "data_options", "pin_memory", "cudnn_benchmark", "sync_bn")
+
+
+def scale_options(f):
+    """Flags of one run on several processes, of streamed data and of CUDA (engine.* and
+    data.options; see the README's "Scaling up")."""
+    for option in reversed([
+        click.option("--nproc", type=int, default=None, show_default="1",
+                     help="Local ranks of one distributed run (torch.distributed: gloo on the "
+                          "CPU, NCCL on CUDA). Under torchrun or Slurm leave it out."),
+        click.option("--data-option", "data_options", multiple=True, metavar="NAME=VALUE",
+                     help="An option of the dataset plugin, e.g. size=224, load=stream."),
+        click.option("--workers", type=int, default=None,
+                     show_default="one per core, at most 8",
+                     help="DataLoader workers decoding a streamed dataset."),
+        click.option("--pin-memory/--no-pin-memory", default=None, show_default="on CUDA",
+                     help="Page-locked batches copied to the GPU without blocking."),
+        click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
+                     show_default="off", help="cuDNN picks its fastest kernels (CUDA)."),
+        click.option("--sync-bn/--no-sync-bn", default=None, show_default="off",
+                     help="BatchNorm statistics over all ranks of a distributed run (CUDA)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def scale_overrides(scale: dict[str, Any]) -> dict[str, Any]:
+    from .config import parse_assignments
+
+    out = {"engine.workers": scale["workers"], "engine.pin_memory": scale["pin_memory"],
+           "engine.cudnn_benchmark": scale["cudnn_benchmark"], "engine.sync_bn": scale["sync_bn"]}
+    out.update({f"data.options.{k}": v for k, v in
+                parse_assignments(scale["data_options"] or (), "--data-option").items()})
+    return out
+
+
+def _distributed(nproc: int | None, device: str | None, configs: list) -> bool:
+    """Start ``nproc`` local ranks of this same command (True: this process only waited for
+    them), or join the process group the environment describes (torchrun, Slurm, a rank
+    started here)."""
+    from .engine import distributed
+
+    _, env_size, _ = distributed.env_world()
+    if env_size > 1:
+        if nproc not in (None, env_size):
+            raise ConfigError(f"--nproc {nproc} disagrees with WORLD_SIZE {env_size} of the "
+                              f"launcher (valid: leave --nproc out under torchrun)")
+        distributed.setup(device or configs[0].device)
+        return False
+    if nproc is None or nproc == 1:
+        distributed.check_nproc(nproc or 1, device or configs[0].device)
+        return False
+    distributed.check_nproc(nproc, device or configs[0].device)
+    for cfg in configs:
+        if cfg.recipe.batch_size % nproc:
+            raise ConfigError(f"recipe.batch_size {cfg.recipe.batch_size} does not split over "
+                              f"--nproc {nproc} ranks (valid: a multiple of {nproc})")
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    code = distributed.launch(argv, nproc)
+    if code:
+        sys.exit(code)
+    return True
+
+
 # ============================== run ============================================================
 
 
@@ -312,6 +384,7 @@ def changed_options(f):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @engine_options
+@scale_options
 @teacher_source_options
 @model_option_flags
 def run(spec, preset, dataset, data_dir, download, students, student_weights, teacher_source,
@@ -328,6 +401,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
     from .config import build_config, load_spec, parse_assignments
     from .runner import run as run_config
 
+    scale = {k: teacher_flags.pop(k, None) for k in SCALE_FLAGS}
     students, losses = _several(students), _several(losses)
     changed = _changed(reuse, rerun_changed)
     model_opts = model_option_overrides(teacher_flags)  # --student-opt/--teacher-opt
@@ -354,6 +428,7 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
     overrides.update(model_opts)
     overrides.update(behaviour_overrides(warmups, evals, best_metric, transforms,
                                          teacher_transforms))
+    overrides.update(scale_overrides(scale))
     if loggers:
         from .config import parse_plugin_item
 
@@ -374,6 +449,8 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
         if dry_run:
             return _dry_run(configs, as_json)
         _check_teacher_flags(configs, teacher_given)
+        if _distributed(scale["nproc"], device, configs):
+            return
         _run_several(configs, force=force, quiet=quiet, as_json=as_json, lockstep=lockstep,
                      changed=changed)
         return
@@ -381,6 +458,8 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
     if dry_run:
         return _dry_run([config], as_json)
     _check_teacher_flags([config], teacher_given)
+    if _distributed(scale["nproc"], device, [config]):
+        return
     if teacher_epoch == "all":
         from .teachers.curve import run_each_checkpoint
 
@@ -390,6 +469,10 @@ def run(spec, preset, dataset, data_dir, download, students, student_weights, te
             click.echo(json.dumps(records, indent=2))
         return
     record = run_config(config, force=force, progress=not quiet, changed=changed)
+    from .ranks import is_primary
+
+    if not is_primary():  # rank 0 speaks for a distributed run
+        return
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:

@@ -22,6 +22,16 @@ READABLE_SCHEMAS = (1, 2)
 RECORD_KEYS = ("schema", "run_id", "status", "config")
 
 
+#: a distributed run's ranks other than 0 write nothing (rank 0 writes for all of them)
+_read_only = False
+
+
+def set_read_only(flag: bool) -> None:
+    """Make every write of this process a no-op (``True``: a distributed run's rank > 0)."""
+    global _read_only
+    _read_only = bool(flag)
+
+
 def _file_mode() -> int:
     """The mode a new file gets from the process's umask (mkstemp's 0600 would lock others out
     of a shared store)."""
@@ -97,7 +107,10 @@ def read_holder(fd: int) -> str:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: a reader
     sees the old file or the new one, never half of one. The file gets the umask's mode. A
-    ``path`` that is a symbolic link is refused (:func:`refuse_link`)."""
+    ``path`` that is a symbolic link is refused (:func:`refuse_link`). A read-only process (a
+    distributed run's ranks other than 0) writes nothing."""
+    if _read_only:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     refuse_link(path)
@@ -159,6 +172,8 @@ def save_resume(obj: Any, path: Path) -> None:
 
 def remove_resume(path: Path) -> None:
     """Delete a resume file and its checksum (a finished or restarted run's)."""
+    if _read_only:
+        return
     Path(path).unlink(missing_ok=True)
     Path(str(path) + ".sha256").unlink(missing_ok=True)
 
@@ -378,6 +393,9 @@ class Store:
         held here)."""
         import fcntl
 
+        if _read_only:  # a distributed run's other ranks: rank 0 holds the lock for them
+            yield
+            return
         locks = self.root / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
         refuse_link(locks, "lock folder")
@@ -405,6 +423,8 @@ class Store:
     def adopt(self, old_id: str, run_id: str) -> dict[str, Any] | None:
         """Move a record stored under an older id of the same run (``legacy_run_id``) to
         ``run_id``: the record says both ids, the old file goes once the new one is written."""
+        if _read_only:
+            return self.load_record(old_id) if old_id != run_id else None
         if old_id == run_id or self.record_path(run_id).exists():
             return None
         try:

@@ -19,6 +19,7 @@ TESTS = Path(__file__).resolve().parent
 #: import modules of its own layer and of lower ones.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("kdbench.errors", "kdbench.version", "kdbench.spec", "kdbench.hookspecs",
+                "kdbench.ranks",
                 "kdbench.kinds", "kdbench.coerce", "kdbench.progress", "kdbench.device",
                 "kdbench.store", "kdbench.plugins", "kdbench.openmp", "kdbench.compat")),
     ("blocks", ("kdbench.models", "kdbench.data", "kdbench.losses", "kdbench.evaluators",

@@ -41,7 +41,7 @@ def _preset_layers(preset: str, student: str, loss: str) -> list[dict[str, Any]]
     if preset not in PRESETS:
         raise UnknownNameError("preset", preset, PRESETS)
     p = PRESETS[preset]
-    layers = [{k: v for k, v in p.items() if k in ("recipe", "teacher")}]
+    layers = [{k: v for k, v in p.items() if k in ("recipe", "teacher", "data", "student")}]
     for prefix, extra in p.get("arch", {}).items():
         if student.startswith(prefix):
             layers.append(extra)

@@ -128,6 +128,11 @@ class EngineConfig:
     threads: int = 0  # torch threads; 0: every core the process may use
     ensemble_vmap: bool = False  # ensemble teachers of one architecture: one vmapped forward
     fuse_teacher: bool = False  # fold the frozen teacher's BatchNorm into its convolutions
+    #: DataLoader workers decoding a streamed dataset (0: one per core, at most 8)
+    workers: int = 0
+    pin_memory: bool | None = None  # page-locked batches, copied non-blocking; None: on CUDA
+    cudnn_benchmark: bool = False  # let cuDNN pick the fastest kernels (not bitwise repeatable)
+    sync_bn: bool = False  # a distributed run's BatchNorm statistics over all ranks (CUDA)
 
 
 def _default_evaluators() -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ the files below collects them, and the hooks hand them to the plugin registry.
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from . import augment, datasets, imbalance, label_noise, subset  # noqa: F401 - they register
+from . import augment, datasets, imagefolder, imbalance, label_noise, subset  # noqa: F401
 from .registry import register_augmentation, register_data_transform, register_dataset
 
 

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import ranks
 from ..data import BatchLoader, Dataset
+from ..data.stream import make_loader
 from ..device import default_channels_last, rng_state
 from ..errors import ConfigError
 from ..evaluators import EvalContext, Suite, build_suite
@@ -129,10 +131,20 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
                 if s.views and s.views != views:
                     raise ConfigError(f"trainees trained together must ask for the same extra "
                                       f"views, got {list(s.views)} and {list(views)}")
-    train_loader = BatchLoader(data, "train", o.batch_size, train=True, augment=o.augment,
+    # a distributed run: each rank trains on its part of every global batch (ranks.py)
+    dist = ranks.world()
+    train_loader = make_loader(data, "train", o.batch_size, train=True, augment=o.augment,
                                seed=o.seed, device=device, channels_last=channels_last,
-                               extra_views=extra_views)
+                               extra_views=extra_views, **({"dist": dist} if dist else {}))
     own_streams = len(trainees) > 1 and not o.online
+    if dist is not None:
+        from .distributed import broadcast_modules
+
+        for t in trainees:
+            t.averaged = True
+    if precision == "fp16" and device.type == "cuda":  # fp16's range needs a loss scale
+        for t in trainees:
+            t.scaler = t.scaler or torch.amp.GradScaler("cuda")
     # a teacher whose BatchNorm statistics move (teacher.bn=checkpointkd) resumes with them
     moving = teacher if teacher is not None and o.teacher_bn == "checkpointkd" else None
     start = state.load_state(trainees, o.state_path, device, own_streams, o.state_bind,
@@ -142,9 +154,13 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
             if t.rng is None:
                 t.rng = rng_state(device)
 
+    if dist is not None:  # every rank starts from rank 0's weights (DDP does the same)
+        broadcast_modules([m for t in trainees for m in (t.model, t.distiller)])
+
     def save(epoch: int) -> None:
         state.save_state(trainees, epoch, o.state_path, device, own_streams, o.state_bind,
                          teacher=moving)
+        ranks.barrier()  # rank 0 wrote the state (the others write nothing)
 
     if teacher is not None:
         teacher.eval()
@@ -170,7 +186,8 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
             active = [t for t in active if t.error is None]
 
         # ============================== the run's epochs, all trainees together ================
-        bar = Progress(epochs_total, o.desc, initial=start, enabled=o.progress)
+        bar = Progress(epochs_total, o.desc, initial=start,
+                       enabled=o.progress and ranks.is_primary())
         for epoch in range(start, epochs_total):
             if not active:
                 break
@@ -205,6 +222,11 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
                         break
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+            if dist is not None:  # the epoch's training metrics over every rank's samples
+                for acc in sums:
+                    acc.sums, total = ranks.sum_over_ranks(acc.sums, seen)
+                seen = total if sums else seen * dist[1]
+                broadcast_modules([t.model for t in active], buffers_only=True)
             epoch_seconds = time.perf_counter() - t0
             timing["train_seconds"] += epoch_seconds
             timing["train_images"] += seen
@@ -227,7 +249,7 @@ def fit(trainees: list[Trainee], data: Dataset, options: FitOptions | None = Non
             if o.before_save is not None:
                 o.before_save(epoch + 1, active)
             save(epoch + 1)
-            if o.on_epoch_end is not None:
+            if o.on_epoch_end is not None and ranks.is_primary():
                 o.on_epoch_end(epoch + 1, active)
             bar.update(_postfix(active, evaluators.best_metric))
         bar.close()

@@ -77,8 +77,15 @@ def distill_step(trainee: Trainee, stage: Stage, batch: Batch, acc: RunningSums,
         # ---- backward and update
         optimizer = trainee.optimizer(stage)
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        if trainee.scaler is None:
+            total.backward()
+            optimizer.step()
+        else:  # fp16 on CUDA: the loss scaled against underflow; a step with inf/nan skipped
+            trainee.scaler.scale(total).backward()
+            if hasattr(optimizer, "average"):  # every rank decides on the same gradients
+                optimizer.average()
+            trainee.scaler.step(optimizer)
+            trainee.scaler.update()
         # ---- metrics, summed on the device
         bs = batch.y.shape[0]
         acc.add("loss", total, bs)

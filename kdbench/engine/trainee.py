@@ -45,6 +45,10 @@ class Trainee:
     #: interrupted and resumed run accounts for all of its work)
     spent: dict[str, float] = field(default_factory=lambda: {
         "train_seconds": 0.0, "train_images": 0, "extra_seconds": 0.0, "extra_images": 0})
+    #: a distributed run: each optimiser step first averages the gradients over the ranks
+    averaged: bool = False
+    #: fp16 on CUDA: the gradient scaler (torch.amp.GradScaler) of every step; None: none
+    scaler: Any = None
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -79,7 +83,12 @@ class Trainee:
 
     def optimizer(self, stage: Stage) -> torch.optim.Optimizer:
         if stage.name not in self.optimizers:
-            self.optimizers[stage.name] = stage.make_optimizer()
+            optimizer = stage.make_optimizer()
+            if self.averaged:
+                from .distributed import AveragedOptimizer
+
+                optimizer = AveragedOptimizer(optimizer)
+            self.optimizers[stage.name] = optimizer
         return self.optimizers[stage.name]
 
     def start_epoch(self, stage: Stage, lr: float) -> None:
@@ -97,7 +106,8 @@ class Trainee:
         return {"model": self.model.state_dict(), "distiller": self.distiller.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "history": self.history, "stage_history": self.stage_history,
-                "spent": dict(self.spent)}
+                "spent": dict(self.spent),
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -108,3 +118,5 @@ class Trainee:
         self.history = list(state["history"])
         self.stage_history = {k: list(v) for k, v in state["stage_history"].items()}
         self.spent.update(state.get("spent", {}))
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import ranks
 from ..data import BatchLoader, Dataset
 from ..data.registry import Catalogue
+from ..data.stream import make_loader
 from ..device import autocast
 from ..errors import ConfigError
 
@@ -90,8 +92,11 @@ def model_outputs(model: nn.Module, loader: BatchLoader, precision: str, embeddi
                 out_logits.append(z.float())
     finally:
         model.train(was_training)
-    return (torch.cat(out_logits) if logits else None,
-            torch.cat(out_emb) if embedding else None)
+    out = (torch.cat(out_logits) if logits else None, torch.cat(out_emb) if embedding else None)
+    if getattr(loader, "sharded", False):  # each rank's contiguous part, gathered in order
+        n = len(loader.split)
+        out = tuple(None if t is None else ranks.gather_rows(t, n) for t in out)
+    return out
 
 
 class Suite:
@@ -107,8 +112,11 @@ class Suite:
         self.channels_last = channels_last
         self.lower_is_better = {m for spec, _, _ in items for m in spec.lower_is_better}
         data, dev = ctx.dataset, ctx.dataset.train.images.device
-        self.loaders = {split: BatchLoader(data, split, ctx.batch_size, train=False, device=dev,
-                                           channels_last=channels_last)
+        # a distributed run evaluates each rank's part of a split and gathers the outputs
+        dist = ranks.world()
+        self.loaders = {split: make_loader(data, split, ctx.batch_size, train=False, device=dev,
+                                           channels_last=channels_last,
+                                           **({"dist": dist} if dist else {}))
                         for split in ("train", "test")}
         self._teacher_logits: torch.Tensor | None = None  # the frozen teacher's: computed once
         if ctx.teacher is None:

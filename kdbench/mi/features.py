@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..data.base import Normalizer
+from ..data.base import Normalizer, Split
+from ..data.stream import decode_all
 from ..errors import ConfigError, UnknownNameError
 
 
@@ -50,6 +51,8 @@ def probe_set(dataset: Dataset, samples: int, seed: int, device: torch.device) -
     g = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(n, generator=g)[:samples].sort().values
     images = dataset.train.images.index_select(0, idx.to(dataset.train.images.device))
+    if not isinstance(images, torch.Tensor):  # a streamed split: decode the probe set once
+        images = decode_all(Split(images, dataset.train.labels[idx])).images
     x = Normalizer(dataset.mean, dataset.std, device)(images.to(device))
     return Probe(x, dataset.train.labels.index_select(0, idx.to(dataset.train.labels.device))
                  .to(device), idx)

@@ -21,6 +21,7 @@ import warnings
 from typing import Any
 
 from .. import device as dev
+from .. import ranks
 from ..config import RunConfig, resolve, run_id
 from ..data import load_data
 from ..data.augment import make_augment
@@ -202,6 +203,7 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
     dev.set_threads(first.engine.threads)
     device = dev.resolve_device(first.device)
     dataset = load_data(first.data, device)
+    _scale_settings(first, dataset, device)
     jobs = []
     for cfg in cfgs:
         store, rid = Store(cfg.results_dir), run_id(cfg)
@@ -210,7 +212,47 @@ def _run_group(cfgs: list[RunConfig], *, force: bool, progress: bool) -> list[_J
         # a resumed attempt continues the record of the attempts before it
         resumed = existing if not (done or force) and store.state_path(rid).exists() else None
         jobs.append(_Job(cfg, store, done, new_record(cfg, rid, device, dataset, resumed)))
-    return _train_jobs(jobs, dataset, device, force=force, progress=progress)
+        jobs[-1].record["env"].update(scale_env(cfg, device))
+    return _train_jobs(jobs, dataset, device, force=force, progress=progress and
+                       ranks.is_primary())
+
+
+def _notify(hook: str, **kwargs: Any) -> None:
+    """A lifecycle hook, called by rank 0 alone in a distributed run (plugins may write)."""
+    if ranks.is_primary():
+        notify(hook, **kwargs)
+
+
+def _scale_settings(cfg: RunConfig, dataset: Any, device: Any) -> None:
+    """The speed settings of streamed data, cuDNN and a distributed run, applied."""
+    from ..data.stream import configure
+
+    configure(dataset, workers=cfg.engine.workers, pin_memory=cfg.engine.pin_memory)
+    if device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = cfg.engine.cudnn_benchmark
+    world = ranks.world()
+    if world is not None:
+        from ..engine.distributed import check_batch
+
+        check_batch(cfg.recipe.batch_size)
+        if cfg.engine.sync_bn and device.type != "cuda":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel; valid "
+                              f"on {device.type}: --no-sync-bn)")
+
+
+def scale_env(cfg: RunConfig, device: Any) -> dict[str, Any]:
+    """What the record's env says about how the run was spread and fed."""
+    world = ranks.world()
+    return {"world_size": world[1] if world else 1,
+            "backend": ranks.backend() if world else None,
+            "sync_bn": bool(cfg.engine.sync_bn and world),
+            "workers": cfg.engine.workers, "pin_memory": cfg.engine.pin_memory,
+            "cudnn_benchmark": bool(cfg.engine.cudnn_benchmark and device.type == "cuda"),
+            "grad_scaler": cfg.resolved_precision == "fp16" and device.type == "cuda"}
 
 
 def _train_jobs(jobs: list[_Job], dataset: Any, device: Any, *, force: bool, progress: bool,
@@ -286,12 +328,12 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         if not job.keep_existing:  # a forced rerun leaves the done record until it is done
             job.store.write_record(job.record)
         job.started = True
-        if progress:
+        if progress and ranks.is_primary():
             print(opening_line(job.record, job.store.record_path(job.rid)), file=sys.stderr,
                   flush=True)
-        notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid,
+        _notify("kdbench_run_start", config=job.cfg.to_dict(), run_id=job.rid,
                record=job.record)
-        job.loggers = Loggers(job.cfg.log, job.cfg.results_dir)
+        job.loggers = Loggers(job.cfg.log if ranks.is_primary() else [], job.cfg.results_dir)
         job.loggers.start(job.record)
         if force:  # a forced rerun starts afresh rather than resuming an old attempt
             remove_resume(job.store.state_path(job.rid))
@@ -311,8 +353,9 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         for t in done:
             if id(t) in by_trainee:
                 job = by_trainee[id(t)]
-                save_best_if_new(job.store, job.cfg, job.rid, t, suite.best_metric,
-                                 suite.lower_is_better, dataset)
+                if ranks.is_primary():  # rank 0 alone writes
+                    save_best_if_new(job.store, job.cfg, job.rid, t, suite.best_metric,
+                                     suite.lower_is_better, dataset)
 
     timing = fit(trainees, dataset, FitOptions(
         batch_size=first.recipe.batch_size, seed=first.seed, device=device, evaluators=suite,
@@ -341,8 +384,9 @@ def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: f
         job.record["cost"]["images_per_s"] = timing["images_per_s"]  # this attempt's speed
         end_attempt(job.record, "done", time.perf_counter() - t_start, trainee.spent)
         job.record.update(status="done", finished=now())
-        keep_student(job.store, job.cfg, job.record, trainee, dataset)
-        notify("kdbench_run_end", record=job.record)
+        if ranks.is_primary():  # rank 0 alone writes (the weights too)
+            keep_student(job.store, job.cfg, job.record, trainee, dataset)
+        _notify("kdbench_run_end", record=job.record)
         job.loggers.end(job.record)
         job.store.write_record(job.record)
         remove_resume(job.store.state_path(job.rid))
@@ -374,6 +418,10 @@ def _trainees(job: _Job, dataset: Any, device: Any, teacher: Any,
     if cfg.student_weights:  # the record says what was read: format, key layout, SHA-256
         loaded = load_weights(student, cfg.student_weights, arch=cfg.student)
         job.record["student_weights"] = loaded.provenance()
+    if cfg.engine.sync_bn and ranks.world() is not None:
+        import torch
+
+        student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
     student = student.to(device)
     mine = cfg.teacher is not None and teacher is not None
     dctx = DistillContext(student, teacher.peers[0] if online else (fixed if mine else None),

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .. import ranks
 from ..config import RunConfig, canonical_json, drop_later_defaults
 from ..errors import ConfigError, StoreError
 from ..store import (
@@ -208,6 +209,9 @@ def locked(folder: Path) -> Iterator[None]:
     folder that is a symbolic link is refused: its files would be written elsewhere."""
     refuse_link(folder, "teacher trajectory folder")
     folder.mkdir(parents=True, exist_ok=True)
+    if not ranks.is_primary():  # a distributed run: rank 0 holds the lock for every rank
+        yield
+        return
     fd = open_lock(folder / ".lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -301,4 +305,5 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
         manifest.update(status="done", train_seconds=trainee.spent["train_seconds"])
         atomic_write_json(folder / MANIFEST, manifest)
         remove_resume(state_path)
+        ranks.barrier()  # a distributed run: rank 0 wrote the finished manifest
         return Trajectory(folder)

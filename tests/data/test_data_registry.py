@@ -17,7 +17,7 @@ from kdbench.errors import PluginError
 
 @pytest.mark.parametrize("kind, catalogue, names", [
     ("dataset", register_dataset, {"digits", "synthetic", "cifar10", "cifar100",
-                                   "fashion_mnist"}),
+                                   "fashion_mnist", "imagefolder"}),
     ("augmentation", register_augmentation, {"crop_flip", "strong", "none"}),
     ("data_transform", register_data_transform, {"subset", "label_noise", "imbalance"}),
 ])

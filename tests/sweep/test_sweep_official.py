@@ -180,12 +180,29 @@ CHECKPOINTKD: dict[str, dict[Any, dict[str, Any]]] = {
     "kd": {"*": {"w_ce": 0.5, "w_kd": 0.5, "T": 5.0, "standardize": False, "ctkd": False}},
 }
 
+#: The ImageNet protocol (preset imagenet) on ResNet34 -> ResNet18: mdistiller
+#: configs/imagenet/r34_r18/<method>.yaml (MD = mdistiller/engine/cfg.py for what they leave out)
+IMAGENET: dict[str, dict[Any, dict[str, Any]]] = {
+    "ce": {"*": {"w_ce": 1.0}},
+    "kd": {"*": {"w_ce": 0.5, "w_kd": 0.5, "T": 1.0, "standardize": False, "ctkd": False}},
+    # kd.yaml lines 22-26 (TEMPERATURE 1, CE 0.5, KD 0.5)
+    "at": {"*": {"w_ce": 1.0, "w_at": 1000.0, "p": 2.0}},  # at.yaml sets none: MD lines 67-71
+    "crd": {"*": {"w_ce": 1.0, **_CRD}},  # crd.yaml sets the input dims only: MD lines 135-147
+    "dkd": {"*": {"w_ce": 1.0, "w_dkd": 1.0, "alpha": 1.0, "beta": 0.5, "T": 1.0, "warmup": 1,
+                  "standardize": False, "ctkd": False}},  # dkd.yaml lines 26-30; MD ALPHA 1
+    "reviewkd": {"*": {"w_ce": 1.0, "w_reviewkd": 1.0, "warmup": 1}},  # reviewkd.yaml 25-28
+    # hunto/image_classification_sota configs/strategies/distill/resnet_dist.yaml (ori 1,
+    # kd 2), lib/models/losses/kd_loss.py line 68 (beta = gamma = tau = 1)
+    "dist": {"*": {"w_ce": 1.0, "w_dist": 2.0, "beta": 1.0, "gamma": 1.0, "T": 1.0}},
+}
+
 #: which table each shipped sweep answers to (a new shipped sweep must be added here)
 PROTOCOL = {
     "checkpointkd-cifar100": CHECKPOINTKD, "checkpointkd-cifar100-quick": CHECKPOINTKD,
     "repdistiller-cifar100": OFFICIAL, "repdistiller-cifar100-quick": OFFICIAL,
     "modern-kd-cifar100": OFFICIAL, "modern-kd-cifar100-quick": OFFICIAL,
     "kd-beyond-compression": OFFICIAL, "kd-beyond-compression-quick": OFFICIAL,
+    "imagenet-kd": IMAGENET,
 }
 
 
