@@ -46,7 +46,9 @@ PLUGIN = textwrap.dedent('''
         calls = 0
 
         def forward(self, student, teacher, target, index=None, epoch=0):
-            Boom.calls += 1
+            # training steps only: the check of the loss's terms before training probes it once
+            # without gradients
+            Boom.calls += torch.is_grad_enabled()
             value = torch.tensor(float("nan")) if Boom.calls == 2 else student.logits.sum() * 0
             return {"boom": value}
 
