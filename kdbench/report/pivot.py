@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ConfigError, UnknownNameError
-from .records import NONE, as_text, check_metric, finished, metric_unit
+from .records import CELL_CODE, HIDDEN, NONE, as_text, check_metric, finished, metric_unit
 from .render import check_format, format_cell, render, with_difference
 from .stats import PAIRINGS, Comparison, Family, NotComparable, seed_values
 
@@ -29,11 +29,13 @@ def natural_key(value: Any) -> tuple:
 
 
 def aggregate(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str) -> pd.DataFrame:
-    """Long table: one line per (rows, cols) cell with mean, std, n over seeds."""
+    """Long table: one line per (rows, cols) cell with mean, std, n over seeds, the number of
+    configurations it pools (``configs``) and the code versions that made its runs (``codes``:
+    :func:`kdbench.report.records.code_versions`, sorted, one per distinct value)."""
     keys = list(rows) + list(cols)
     for key in keys + [metric]:
         if key not in df.columns:
-            raise UnknownNameError("column", key, [c for c in df.columns if c != "cell_config"])
+            raise UnknownNameError("column", key, [c for c in df.columns if c not in HIDDEN])
     df = df.copy()
     for key in keys:  # a key a record lacks is "-", so its cell is not dropped from the pivot
         df[key] = df[key].map(lambda v: NONE if v is None or (isinstance(v, float) and pd.isna(v))
@@ -42,6 +44,10 @@ def aggregate(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str) -
     out = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
     mixed = grouped["cell_config"].nunique()
     out["configs"] = mixed
+    if CELL_CODE in df.columns:
+        out["codes"] = grouped[CELL_CODE].agg(lambda s: tuple(sorted(set(map(as_text, s)))))
+    else:
+        out["codes"] = [()] * len(out)
     return out.reset_index()
 
 
@@ -104,7 +110,12 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
     """The comparison table as text: a pivot of mean ± std (n seeds) of ``metric``; with
     ``vs``, every cell also holds its difference to the ``vs`` column of its row (95% CI, p,
     Holm over the table, MDE where not detected; :mod:`kdbench.report.stats`); with ``bold``
-    (``max``/``min``) each column's best mean in bold."""
+    (``max``/``min``) each column's best mean in bold.
+
+    Warns (``RuntimeWarning``) when a cell averages runs of different configurations, and when
+    it mixes runs made by different code: different kdbench, plugin or torch versions
+    (:func:`kdbench.report.records.code_versions`; the git commit is not compared, as it
+    changes with every commit, but ``--cols code`` shows it)."""
     check_format(fmt)
     rows = list(rows or DEFAULT_ROWS)
     cols = list(cols if cols is not None else DEFAULT_COLS)
@@ -117,12 +128,17 @@ def make_table(df: pd.DataFrame, *, rows: list[str] | None = None, cols: list[st
         warnings.warn(f"cell ({cell}) averages {r['configs']} different configurations, not just "
                       f"seeds; add a --rows/--cols key or --where to separate them",
                       RuntimeWarning, stacklevel=2)
+    for _, r in long[long["codes"].map(len) > 1].iterrows():
+        cell = ", ".join(f"{k}={r[k]}" for k in rows + cols)
+        warnings.warn(f"cell ({cell}) mixes runs made by {len(r['codes'])} different code "
+                      f"versions ({'; '.join(r['codes'])}); add --cols code or --where "
+                      f"code=... to separate them", RuntimeWarning, stacklevel=2)
     family, index = (compare_columns(df, long, rows, cols, metric, vs, pairing) if vs
                      else (None, {}))
     where_of = [(tuple(r), _label(c)) for r, c in zip(long[rows].itertuples(index=False),
                                                       long[cols].itertuples(index=False))]
     if fmt == "csv":
-        out = long.drop(columns="configs")
+        out = long.drop(columns=["configs", "codes"])
         if family is not None:
             results = family.results()
             found = [results[index[w]] if w in index else None for w in where_of]

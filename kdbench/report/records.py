@@ -51,6 +51,9 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
         **metrics,
         **{k: v for k, v in (record.get("cost") or {}).items() if not isinstance(v, (dict, list))},
         "cell_config": _config_without_seed(cfg),
+        # the code that made the run (`kdbench table --cols code`, `--where code=...`), and the
+        # versions a cell must not mix (git aside: it changes every commit)
+        "code": code_text(record), CELL_CODE: code_versions(record),
     }
     for k, v in prov.items():  # the rest of the teacher provenance (cost, ensemble mode, ...)
         row.setdefault(k if k.startswith("teacher_") else f"teacher_{k}", _scalar(v))
@@ -62,6 +65,54 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
     for k, v in (record.get("extra") or {}).items():
         row.setdefault(k, _scalar(v))
     return row
+
+
+#: a row's hidden column: the code versions a table cell must not mix (:func:`code_versions`)
+CELL_CODE = "cell_code"
+#: columns a row holds for the tables' own checks, never offered as a key
+HIDDEN = ("cell_config", CELL_CODE)
+
+
+def _record_code(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's ``code``; for a record made before records held one, what its ``env`` says
+    (kdbench's version, its git commit, torch's version); empty when it says nothing."""
+    code = record.get("code")
+    if isinstance(code, dict):
+        return code
+    env = record.get("env") if isinstance(record.get("env"), dict) else {}
+    return {k: env[k] for k in ("kdbench", "git", "torch") if env.get(k)}
+
+
+def _plugins(code: dict[str, Any]) -> list[str]:
+    plugins = code.get("plugins") if isinstance(code.get("plugins"), dict) else {}
+    return [f"{name}=={'?' if v is None else v}" for name, v in sorted(plugins.items())]
+
+
+def code_text(record: dict[str, Any]) -> str:
+    """The code that made a record as a row's ``code`` text: ``kdbench 0.3.0.dev0 @ abc1234``
+    (the commit's first 7 hex digits, ``+dirty`` for local changes), then every plugin as
+    ``name==version``, sorted (``, kdbench-example==0.1.0``); from ``env`` for a record
+    without ``code``; ``-`` when the record says nothing."""
+    code = _record_code(record)
+    git = code.get("git")
+    head = ""
+    if code.get("kdbench"):
+        head = f"kdbench {code['kdbench']}"
+    if isinstance(git, str) and git:
+        commit, dirty = (git[:-len("+dirty")], "+dirty") if git.endswith("+dirty") else (git, "")
+        head = f"{head or 'kdbench ?'} @ {commit[:7]}{dirty}"
+    text = ", ".join([head] * bool(head) + _plugins(code))
+    return text or NONE
+
+
+def code_versions(record: dict[str, Any]) -> str:
+    """The versions of the code that made a record that a table cell must not mix: kdbench's,
+    every plugin's and torch's (``kdbench 0.3.0.dev0, torch 2.5.1, kdbench-example==0.1.0``;
+    ``-`` when the record says none). The git commit is left out: every commit of a checkout
+    would otherwise count as other code (as when a run decides whether to reuse a record)."""
+    code = _record_code(record)
+    parts = [f"{k} {code[k]}" for k in ("kdbench", "torch") if code.get(k)] + _plugins(code)
+    return ", ".join(parts) or NONE
 
 
 def transform_list(value: Any) -> list[dict[str, Any]]:
@@ -142,7 +193,7 @@ def apply_where(df: pd.DataFrame, where: Iterable[str]) -> pd.DataFrame:
         if not sep or not key:
             raise ConfigError(f"malformed --where {clause!r}: expected KEY=VALUE, e.g. loss=kd")
         if key not in df.columns:
-            raise UnknownNameError("column", key, [c for c in df.columns if c != "cell_config"])
+            raise UnknownNameError("column", key, [c for c in df.columns if c not in HIDDEN])
         df = df[df[key].map(as_text) == value.strip()]
     return df
 
