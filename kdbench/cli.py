@@ -70,6 +70,10 @@ class KDBenchGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
+#: decimals a float (IEEE double: 15 significant digits) shows in a table
+MAX_DIGITS = 15
+
+
 def _showwarning(message, category, filename, lineno, file=None, line=None) -> None:
     text = str(message)
     click.echo(text if text.startswith("kdbench") else f"kdbench: warning: {text}", err=True)
@@ -648,6 +652,9 @@ def table(results_dir, rows, cols, metric, where, fmt, out, bold_best, digits, l
     from .report.records import table_output
     from .report.study import table_records
 
+    if not 0 <= digits <= MAX_DIGITS:
+        raise ConfigError(f"--digits {digits} is outside what a float shows (valid: "
+                          f"0..{MAX_DIGITS})")
     fmt, target = table_output(out, fmt)
     layout = get("table_layout", layout_name)
     df = table_records(results_dir)
