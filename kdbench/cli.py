@@ -1188,14 +1188,23 @@ def _mi_options(f):
     return f
 
 
+#: the suffixes save_figure writes (kdbench/report/figures.py)
+MI_PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
 @cli.command()
 @_mi_options
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               show_default="beside the cache in <trajectory>/mi/",
-              help="Where to write the information-plane PNG.")
+              help="Where to write the information plane (.png, .pdf or .svg).")
 def mi(**kwargs):
     """I(X;T) and I(T;Y) at every checkpoint of a teacher trajectory (a key or folder): the table
     and the information plane, cached in the trajectory folder."""
+    plot = kwargs["plot"]
+    if plot is not None and os.path.splitext(plot)[1].lower() not in MI_PLOT_FORMATS:
+        raise ConfigError(f"--plot {plot!r}: the information plane is written as "
+                          f"{', '.join(MI_PLOT_FORMATS[:-1])} or {MI_PLOT_FORMATS[-1]} (by the "
+                          f"file's suffix)")
     from .mi.commands import mi_command
 
     click.echo(mi_command(**kwargs))
