@@ -1311,6 +1311,20 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
           lockstep, threads, peak_size, variants, json_path, quiet):
     """Images/s of the classic KD loop and kdbench's engine (default and best settings), the
     compute bound, the teacher forward and the fp32 peak, side by side."""
+    from .config.resolve import THREADS_PER_CORE
+
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    cores = os.cpu_count() or 1
+    if image_size < 1:
+        raise ConfigError(f"--image-size {image_size} must be >= 1 (pixels per side)")
+    if num_classes < 2:
+        raise ConfigError(f"--num-classes {num_classes} must be >= 2")
+    if not 0 <= threads <= THREADS_PER_CORE * cores:
+        raise ConfigError(f"--threads {threads} is outside 0..{THREADS_PER_CORE * cores} "
+                          f"({THREADS_PER_CORE} per core of the {cores} here; 0: all cores)")
+    if not chosen:
+        raise ConfigError(f"--variants {variants!r} names no variant (valid: classic, engine, "
+                          f"grid, compute, teacher, lockstep, peak, compiled)")
     from .bench import BenchOptions, format_report, run_bench
     from .store import atomic_write_json
 
@@ -1320,7 +1334,7 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
                         device=device, precision=precision, channels_last=channels_last,
                         fuse_teacher=fuse_teacher, compile=compile_, lockstep=lockstep,
                         threads=threads, peak_size=peak_size,
-                        variants=[v.strip() for v in variants.split(",") if v.strip()])
+                        variants=chosen)
     result = run_bench(opts, progress=None if quiet else lambda m: click.echo(m, err=True))
     click.echo(format_report(result))
     if json_path:

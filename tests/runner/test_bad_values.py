@@ -49,12 +49,14 @@ def test_mi_refuses_a_plot_file_it_cannot_write_before_any_estimate(results, tmp
 
 # ============================== 3. bench sizes and threads ======================================
 
+CORES = os.cpu_count() or 1
+
 
 @pytest.mark.parametrize("args, message", [
     (["--image-size", "0"], "--image-size 0"),
     (["--num-classes", "0"], "--num-classes 0"),
     (["--threads", "-1"], "--threads -1"),
-    (["--threads", str(4 * (os.cpu_count() or 1) + 1)], "0..{}".format(4 * (os.cpu_count() or 1))),
+    (["--threads", str(4 * CORES + 1)], f"0..{4 * CORES}"),
 ])
 def test_bench_refuses_bad_sizes_and_threads_up_front(args, message, tmp_path, cli_runner):
     out = tmp_path / "bench.json"
