@@ -91,6 +91,10 @@ def cli(plugins_dir: str | None) -> None:
     # command imports torch (here, not at import: --help needs neither torch nor the sample)
     choose_wait_policy()
     if plugins_dir:
+        if not os.path.isdir(plugins_dir):
+            raise ConfigError(f"--plugins-dir {str(plugins_dir)!r} does not exist or is not a "
+                              f"folder (give a folder of *.py plugin files, or leave it out; "
+                              f"also read from {ENV_DIR})")
         os.environ[ENV_DIR] = str(plugins_dir)
     warnings.showwarning = _showwarning
 
@@ -1093,6 +1097,13 @@ def sweep_run(file, sets, results_dir, data_dir, list_sweeps, dry_run, executor,
     if dry_run:
         click.echo(dry_run_report(plan))
         return
+    if gpus and executor == "local":
+        from .device import cuda_device_count
+        from .sweep.executors import parse_gpus
+
+        if parse_gpus(gpus) and cuda_device_count() == 0:
+            raise ConfigError(f"--gpus {gpus!r}: there is no CUDA GPU on this machine (leave "
+                              f"--gpus out to run on the CPU)")
     options = {"jobs": jobs, "gpus": gpus, "runs_per_gpu": runs_per_gpu, "retries": retries,
                "partition": partition, "time": time_limit, "gpus_per_run": gpus_per_run,
                "cpus_per_run": cpus_per_run, "array_parallelism": array_parallelism,
