@@ -70,6 +70,10 @@ class KDBenchGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
+#: decimals a float (IEEE double: 15 significant digits) shows in a table
+MAX_DIGITS = 15
+
+
 def _showwarning(message, category, filename, lineno, file=None, line=None) -> None:
     text = str(message)
     click.echo(text if text.startswith("kdbench") else f"kdbench: warning: {text}", err=True)
@@ -87,6 +91,10 @@ def cli(plugins_dir: str | None) -> None:
     # command imports torch (here, not at import: --help needs neither torch nor the sample)
     choose_wait_policy()
     if plugins_dir:
+        if not os.path.isdir(plugins_dir):
+            raise ConfigError(f"--plugins-dir {str(plugins_dir)!r} does not exist or is not a "
+                              f"folder (give a folder of *.py plugin files, or leave it out; "
+                              f"also read from {ENV_DIR})")
         os.environ[ENV_DIR] = str(plugins_dir)
     warnings.showwarning = _showwarning
 
@@ -648,6 +656,9 @@ def table(results_dir, rows, cols, metric, where, fmt, out, bold_best, digits, l
     from .report.records import table_output
     from .report.study import table_records
 
+    if not 0 <= digits <= MAX_DIGITS:
+        raise ConfigError(f"--digits {digits} is outside what a float shows (valid: "
+                          f"0..{MAX_DIGITS})")
     fmt, target = table_output(out, fmt)
     layout = get("table_layout", layout_name)
     df = table_records(results_dir)
@@ -1086,6 +1097,13 @@ def sweep_run(file, sets, results_dir, data_dir, list_sweeps, dry_run, executor,
     if dry_run:
         click.echo(dry_run_report(plan))
         return
+    if gpus and executor == "local":
+        from .device import cuda_device_count
+        from .sweep.executors import parse_gpus
+
+        if parse_gpus(gpus) and cuda_device_count() == 0:
+            raise ConfigError(f"--gpus {gpus!r}: there is no CUDA GPU on this machine (leave "
+                              f"--gpus out to run on the CPU)")
     options = {"jobs": jobs, "gpus": gpus, "runs_per_gpu": runs_per_gpu, "retries": retries,
                "partition": partition, "time": time_limit, "gpus_per_run": gpus_per_run,
                "cpus_per_run": cpus_per_run, "array_parallelism": array_parallelism,
@@ -1181,14 +1199,23 @@ def _mi_options(f):
     return f
 
 
+#: the suffixes save_figure writes (kdbench/report/figures.py)
+MI_PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
 @cli.command()
 @_mi_options
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               show_default="beside the cache in <trajectory>/mi/",
-              help="Where to write the information-plane PNG.")
+              help="Where to write the information plane (.png, .pdf or .svg).")
 def mi(**kwargs):
     """I(X;T) and I(T;Y) at every checkpoint of a teacher trajectory (a key or folder): the table
     and the information plane, cached in the trajectory folder."""
+    plot = kwargs["plot"]
+    if plot is not None and os.path.splitext(plot)[1].lower() not in MI_PLOT_FORMATS:
+        raise ConfigError(f"--plot {plot!r}: the information plane is written as "
+                          f"{', '.join(MI_PLOT_FORMATS[:-1])} or {MI_PLOT_FORMATS[-1]} (by the "
+                          f"file's suffix)")
     from .mi.commands import mi_command
 
     click.echo(mi_command(**kwargs))
@@ -1295,6 +1322,20 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
           lockstep, threads, peak_size, variants, json_path, quiet):
     """Images/s of the classic KD loop and kdbench's engine (default and best settings), the
     compute bound, the teacher forward and the fp32 peak, side by side."""
+    from .config.resolve import THREADS_PER_CORE
+
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    cores = os.cpu_count() or 1
+    if image_size < 1:
+        raise ConfigError(f"--image-size {image_size} must be >= 1 (pixels per side)")
+    if num_classes < 2:
+        raise ConfigError(f"--num-classes {num_classes} must be >= 2")
+    if not 0 <= threads <= THREADS_PER_CORE * cores:
+        raise ConfigError(f"--threads {threads} is outside 0..{THREADS_PER_CORE * cores} "
+                          f"({THREADS_PER_CORE} per core of the {cores} here; 0: all cores)")
+    if not chosen:
+        raise ConfigError(f"--variants {variants!r} names no variant (valid: classic, engine, "
+                          f"grid, compute, teacher, lockstep, peak, compiled)")
     from .bench import BenchOptions, format_report, run_bench
     from .store import atomic_write_json
 
@@ -1304,7 +1345,7 @@ def bench(teacher, student, batch_size, steps, rounds, warmup, data_dir, num_tra
                         device=device, precision=precision, channels_last=channels_last,
                         fuse_teacher=fuse_teacher, compile=compile_, lockstep=lockstep,
                         threads=threads, peak_size=peak_size,
-                        variants=[v.strip() for v in variants.split(",") if v.strip()])
+                        variants=chosen)
     result = run_bench(opts, progress=None if quiet else lambda m: click.echo(m, err=True))
     click.echo(format_report(result))
     if json_path:

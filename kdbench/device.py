@@ -91,6 +91,11 @@ def default_channels_last(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
+def cuda_device_count() -> int:
+    """CUDA devices this process sees (0 without a GPU or without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def set_threads(threads: int = 0) -> int:
     """Size torch's thread pool: ``threads`` if > 0, else every core this process may run on
     (its CPU affinity), unless OMP_NUM_THREADS says otherwise. Returns the number in use."""

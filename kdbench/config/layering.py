@@ -200,6 +200,9 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"spec file {str(p)!r} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"spec file {str(p)!r} is not text (not UTF-8): give a YAML or JSON "
+                          f"spec") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"spec file {str(p)!r} is not valid YAML/JSON: "
                           f"{str(exc).splitlines()[0]}") from None

@@ -69,6 +69,9 @@ def load_sweep(name: str | os.PathLike[str], *, _relative_to: Path | None = None
                           f"{' -> '.join(_chain)})")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep file {str(path)!r} is not text (not UTF-8): give a YAML "
+                          f"sweep file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: "
                           f"{str(exc).splitlines()[0]}") from None

@@ -68,6 +68,9 @@ ENV_PROBE = """
 
 def test_local_executor_runs_two_jobs_each_with_its_gpu_slot_and_share_of_threads(
         tmp_path, results, cli_runner, monkeypatch):
+    import kdbench.device
+
+    monkeypatch.setattr(kdbench.device, "cuda_device_count", lambda: 2)  # GPU slots on a CPU
     probe_plugin(tmp_path, monkeypatch, ENV_PROBE)
     f = sweep_file(tmp_path, grid={"seed": [0, 1]}, runs=[{"loss.name": "ce"}])
     result = cli_runner("sweep", f, "--jobs", "2", "--gpus", "0,1", "--retries", "1",
