@@ -139,7 +139,9 @@ def test_two_ranks_match_one_process_and_write_one_record(npz, tmp_path):
     assert b["env"]["world_size"] == 2 and b["env"]["backend"] == "gloo"
     assert a["run_id"] == b["run_id"]  # how many processes is not what the run is
     files = sorted(p.name for p in (tmp_path / "two" / "runs").iterdir())
-    assert files == [f"{b['run_id']}.json"]  # one record, no resume state, no stray temp file
+    # one record and the kept student's weights, no resume state, no stray temp file
+    rid = b["run_id"]
+    assert files == [f"{rid}.best.safetensors", f"{rid}.json", f"{rid}.last.safetensors"]
     for ca, cb in zip(a["metrics"]["curve"], b["metrics"]["curve"]):
         assert abs(ca["train_loss"] - cb["train_loss"]) <= 0.05
         assert abs(ca["test_loss"] - cb["test_loss"]) <= 0.15
