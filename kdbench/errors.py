@@ -31,7 +31,16 @@ class DataError(KDBenchError):
 
 
 class StoreError(KDBenchError):
-    """Results store unwritable, or a record/artefact on disk is corrupt."""
+    """The results store cannot be used as asked (missing, unreadable, unwritable, busy)."""
+
+
+class DamagedStoreError(StoreError):
+    """A file in the results store is damaged: corrupt, truncated, a symbolic or hard link, not
+    a regular file, or not matching the run it is filed under. Exits with code 1: the command
+    was fine, the store is not (``teacher rm --force``, ``run --force`` or removing the named
+    file is the way out)."""
+
+    exit_code = 1
 
 
 class PluginError(KDBenchError):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
+from .errors import DamagedStoreError, StoreError
 
 #: 2: metrics of every evaluator (``<metric>_last/_best``), ``stages``, ``data``; 1 still reads
 SCHEMA_VERSION = 2
@@ -44,8 +44,9 @@ def refuse_link(path: Path, what: str = "file") -> None:
     """A store path that is a symbolic link is refused: kdbench never writes through (nor
     replaces) a link someone put in a shared store."""
     if os.path.islink(path):
-        raise StoreError(f"{what} {str(path)!r} is a symbolic link; kdbench does not write "
-                         f"through links in its store (remove the link, or use the real path)")
+        raise DamagedStoreError(f"{what} {str(path)!r} is a symbolic link; kdbench does not "
+                                f"write through links in its store (remove the link, or use "
+                                f"the real path)")
 
 
 def _open_nofollow(path: Path, flags: int, what: str, mode: int = 0o666) -> int:
@@ -55,15 +56,15 @@ def _open_nofollow(path: Path, flags: int, what: str, mode: int = 0o666) -> int:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
     except OSError as exc:
         if os.path.islink(path):
-            raise StoreError(f"{what} {str(path)!r} is a symbolic link; kdbench does not "
-                             f"follow links in its store (remove the link)") from None
+            raise DamagedStoreError(f"{what} {str(path)!r} is a symbolic link; kdbench does not "
+                                    f"follow links in its store (remove the link)") from None
         if isinstance(exc, (FileNotFoundError, PermissionError)):
             raise
         raise StoreError(f"cannot open {what} {str(path)!r}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise StoreError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or "
-                         f"device); remove it")
+        raise DamagedStoreError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or "
+                                f"device); remove it")
     os.set_blocking(fd, True)
     return fd
 
@@ -83,20 +84,45 @@ def open_lock(path: Path) -> int:
     fd = _open_nofollow(Path(path), os.O_RDWR | os.O_CREAT, "lock file", _file_mode())
     if os.fstat(fd).st_nlink != 1:
         os.close(fd)
-        raise StoreError(f"lock file {str(path)!r} has other names (a hard link); kdbench "
-                         f"does not write to it (remove it)")
+        raise DamagedStoreError(f"lock file {str(path)!r} has other names (a hard link); kdbench "
+                                f"does not write to it (remove it)")
     return fd
 
-
-#: age (seconds) beyond which a temporary file of an atomic write is a crash's leftover
-TMP_AGE = 600
 
 #: the holder's line in a lock file, written over the first bytes (the file is never truncated)
 LOCK_NOTE = 32
 
 
 def write_holder(fd: int) -> None:
+    """Say who holds the lock, over the file's first bytes: this also sets the lock file's
+    modification time to the moment it was taken (:func:`held_since`)."""
     os.pwrite(fd, f"pid {os.getpid()}".ljust(LOCK_NOTE).encode(), 0)
+
+
+def held_since(lock: Path) -> float | None:
+    """When the live process holding ``lock`` took it (the lock file's modification time,
+    which :func:`write_holder` sets), or None when no process holds it. Probed with a shared
+    non-blocking lock, released at once; a link or anything but a regular file is skipped."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return st.st_mtime
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def read_holder(fd: int) -> str:
@@ -243,8 +269,8 @@ def _read_fd(path: Path, what: str, follow: bool) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise StoreError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or "
-                         f"device); remove it")
+        raise DamagedStoreError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or "
+                                f"device); remove it")
     os.set_blocking(fd, True)
     return fd
 
@@ -283,11 +309,12 @@ def read_json(path: Path, what: str = "file", *, follow: bool = True) -> Any:
     except PermissionError:
         raise StoreError(f"cannot read {what} {str(path)!r}: permission denied") from None
     except IsADirectoryError:
-        raise StoreError(f"{what} {str(path)!r} is a folder, not a file; remove it") from None
+        raise DamagedStoreError(f"{what} {str(path)!r} is a folder, not a file; remove it"
+                                ) from None
     except OSError as exc:
         raise StoreError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise StoreError(f"corrupt {what} {str(path)!r}: {exc}") from None
+        raise DamagedStoreError(f"corrupt {what} {str(path)!r}: {exc}") from None
 
 
 def set_aside(path: Path, why: str, stacklevel: int = 3) -> Path:
@@ -329,21 +356,30 @@ class Store:
                                  f"{str(folder)!r}: {exc.strerror or exc}") from None
         self.clean_leftovers()
 
+    def live_since(self) -> float | None:
+        """The earliest time a live process took one of this store's locks (a run's
+        ``.locks/<run>.lock`` or a trajectory's ``.lock``); None when no process holds any."""
+        locks = list(self.root.joinpath(".locks").glob("*.lock"))
+        if self.teachers.is_dir():
+            locks += [f / ".lock" for f in self.teachers.iterdir() if not f.is_symlink()]
+        times = [t for t in map(held_since, locks) if t is not None]
+        return min(times) if times else None
+
     def clean_leftovers(self) -> list[Path]:
         """Remove what a crash leaves behind (the store is about to be written): temporary
-        files of an atomic write older than :data:`TMP_AGE` seconds (no write takes that long),
-        and the resume state of a run whose record is ``done`` while no process holds the
-        run (a forced rerun in progress keeps its state). Returns what was removed."""
-        import time
-
+        files of an atomic write older than any live lock holder (every file of the store is
+        written by a process holding the run's or the trajectory's lock, so a temporary file
+        from before the oldest live holder took its lock has no writer left; with no holder,
+        none has), and the resume state of a run whose record is ``done`` while no process
+        holds the run (a forced rerun in progress keeps its state). Returns what was removed."""
         removed: list[Path] = []
         folders = [self.runs] + ([f for f in self.teachers.iterdir() if f.is_dir()
                                   and not f.is_symlink()] if self.teachers.is_dir() else [])
-        now = time.time()
+        since = self.live_since()
         for folder in folders:
             for tmp in folder.glob(".*.tmp"):
                 with contextlib.suppress(OSError):
-                    if is_regular(tmp) and now - tmp.lstat().st_mtime > TMP_AGE:
+                    if is_regular(tmp) and (since is None or tmp.lstat().st_mtime < since):
                         tmp.unlink()
                         removed.append(tmp)
         for state in self.runs.glob("*.state.pt"):
@@ -477,7 +513,7 @@ def validate_record(record: Any, path: Path) -> dict[str, Any]:
     path = Path(path)
     if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
         missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
-        raise StoreError(f"corrupt record {str(path)!r}: missing {missing}")
+        raise DamagedStoreError(f"corrupt record {str(path)!r}: missing {missing}")
     schema = record["schema"]
     if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
         raise NewerRecordError(f"record {str(path)!r} was made by a newer kdbench (schema "
@@ -485,14 +521,14 @@ def validate_record(record: Any, path: Path) -> dict[str, Any]:
                                f"{', '.join(map(str, READABLE_SCHEMAS))}); it is left as it is: "
                                f"upgrade kdbench to use it, or give another --results-dir")
     if schema not in READABLE_SCHEMAS:
-        raise StoreError(f"record {str(path)!r} has schema {schema!r}; this kdbench "
-                         f"reads schemas {', '.join(map(str, READABLE_SCHEMAS))}")
+        raise DamagedStoreError(f"record {str(path)!r} has schema {schema!r}; this kdbench "
+                                f"reads schemas {', '.join(map(str, READABLE_SCHEMAS))}")
     if path.suffix == ".json" and record["run_id"] != path.stem:
-        raise StoreError(f"corrupt record {str(path)!r}: it is filed under {path.stem} but says "
-                         f"it is run {record['run_id']!r}")
+        raise DamagedStoreError(f"corrupt record {str(path)!r}: it is filed under {path.stem} "
+                                f"but says it is run {record['run_id']!r}")
     problem = _shape_problem(record)
     if problem:
-        raise StoreError(f"corrupt record {str(path)!r}: {problem}")
+        raise DamagedStoreError(f"corrupt record {str(path)!r}: {problem}")
     return record
 
 

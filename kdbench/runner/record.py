@@ -177,6 +177,51 @@ def code_changes(record: dict[str, Any], code: dict[str, Any]) -> list[str]:
     return out
 
 
+def teacher_changes(record: dict[str, Any], store: Store) -> list[str]:
+    """How the teacher checkpoints a record was distilled from differ from what the store's
+    trajectories hold now (a repair that did not give the same weights, a trajectory trained
+    again elsewhere): one phrase per checkpoint whose SHA-256 changed, e.g. ``teacher
+    3f2a…/epoch 4 sha256 1a2b3c4d5e6f → 9f8e7d6c5b4a (trained again since)``. A trajectory that
+    is gone or unreadable is not compared (using it says what is wrong)."""
+    from ..teachers.trajectory import Trajectory, inside
+
+    t = record.get("teacher")
+    if not isinstance(t, dict):
+        return []
+    members = [m for m in t.get("members") or [] if isinstance(m, dict)]
+    used = [(m.get("trajectory"), m.get("epoch"), m.get("checkpoint_sha256")) for m in members]
+    if not used and isinstance(t.get("epochs"), list) and len(t["epochs"]) == 1:
+        used = [(t.get("trajectory"), t["epochs"][0], t.get("checkpoint_sha256"))]
+    out = []
+    for key, epoch, sha in used:
+        if not (inside(key) and isinstance(sha, str)):
+            continue
+        try:
+            checkpoints = Trajectory(store.teachers / key).manifest["checkpoints"]
+        except (KDBenchError, OSError):
+            continue
+        now = (checkpoints.get(str(epoch)) or {}).get("sha256")
+        if isinstance(now, str) and now != sha:
+            out.append(f"teacher {key}/epoch {epoch} sha256 {sha[:12]} → {now[:12]} (trained "
+                       f"again since)")
+    return out
+
+
+def record_changes(record: dict[str, Any], cfg: RunConfig) -> list[str]:
+    """How a done record's making differs from what this config would use now: the code
+    (:func:`code_changes`) and the teacher checkpoints (:func:`teacher_changes`)."""
+    return code_changes(record, code_identity(cfg)) + teacher_changes(
+        record, Store(cfg.results_dir))
+
+
+def made_by(changes: list[str]) -> str:
+    """``made by other code``, ``made from other teacher weights``, or both, for ``changes``."""
+    code = any(not c.startswith("teacher ") for c in changes)
+    weights = any(c.startswith("teacher ") for c in changes)
+    return " and ".join(p for p, on in (("made by other code", code),
+                                        ("made from other teacher weights", weights)) if on)
+
+
 def made(record: dict[str, Any]) -> str:
     """When a record was made and its wall time: ``made 2026-12-07T12:00:00+00:00 in 5.8 s``."""
     cost = record.get("cost") if isinstance(record.get("cost"), dict) else {}
@@ -190,8 +235,9 @@ def reused_line(record: dict[str, Any], changes: list[str] | None = None) -> str
     (and, when reused over changed code, what changed)."""
     made_ = made(record)
     if changes:
-        return (f"kdbench: run {record['run_id']} reused although its record was made by other "
-                f"code ({'; '.join(changes)}); {made_} (--rerun-changed remakes it)")
+        return (f"kdbench: run {record['run_id']} reused although its record was "
+                f"{made_by(changes)} ({'; '.join(changes)}); {made_} (--rerun-changed remakes "
+                f"it)")
     return f"kdbench: run {record['run_id']} reused: its record was {made_} (--force reruns it)"
 
 
@@ -214,7 +260,7 @@ def describe_run(cfg: RunConfig, run_id: str) -> dict[str, Any]:
         if record is None:
             out["record"] = None
         else:
-            changes = code_changes(record, code)
+            changes = code_changes(record, code) + teacher_changes(record, store)
             out["record"] = {"status": record["status"], "made": made(record),
                              "code": record_code(record),
                              "same_code": not changes, "changes": changes}

@@ -26,7 +26,7 @@ from ..config import RunConfig, resolve, run_id
 from ..data import load_data
 from ..data.augment import make_augment
 from ..engine import FitOptions, Trainee, fit
-from ..errors import ConfigError, KDBenchError
+from ..errors import ConfigError, KDBenchError, TrainingError
 from ..evaluators import EvalContext, build_suite
 from ..loggers import Loggers
 from ..losses import DistillContext, build
@@ -40,16 +40,16 @@ from .groups import by_resume_epoch, lockstep_groups
 from .keep import keep_student, pending_best_path, save_best_if_new
 from .opening import opening_line
 from .record import (
-    code_changes,
-    code_identity,
     describe_setup,
     end_attempt,
     existing_record,
     finish_failed,
     made,
+    made_by,
     metrics_of,
     new_record,
     now,
+    record_changes,
     reused_line,
     state_binding,
 )
@@ -107,7 +107,7 @@ def _run_configs(configs: list[RunConfig | dict[str, Any]], *, force: bool, prog
         store.check_writable()
         existing = existing_record(store, cfg, rid)
         if existing is not None and existing["status"] == "done" and not force:
-            changes = code_changes(existing, code_identity(cfg))
+            changes = record_changes(existing, cfg)
             if changes and changed == "ask":
                 asked.append((existing, changes))
                 continue
@@ -153,7 +153,7 @@ class CodeChangedError(ConfigError):
         record, changes = asked[0]
         what = (f"run {record['run_id']} has a record" if len(asked) == 1 else
                 f"{len(asked)} runs (the first {record['run_id']}) have records")
-        super().__init__(f"{what} made by other code ({'; '.join(changes)}; "
+        super().__init__(f"{what} {made_by(changes)} ({'; '.join(changes)}; "
                          f"{made(record)}): choose --reuse to keep it or --rerun-changed to make "
                          f"it again with this code (changed='reuse' or 'rerun' in Python)")
 
@@ -163,10 +163,10 @@ def _reuse(record: dict[str, Any], cfg: RunConfig, changed: str, remake: set[str
     """Whether a ``done`` record is reused, announced either way: as reused (with when it was
     made and its wall time), or as made by other code and made again (``remake``)."""
     rid = record["run_id"]
-    changes = code_changes(record, code_identity(cfg))
+    changes = record_changes(record, cfg)
     if changes and changed != "reuse":
         if not quiet:
-            _say(f"kdbench: run {rid} has a record made by other code ({'; '.join(changes)}); "
+            _say(f"kdbench: run {rid} has a record {made_by(changes)} ({'; '.join(changes)}); "
                  f"it is made again with this code (--reuse keeps the old record)")
         remake.add(rid)
         return False
@@ -273,9 +273,8 @@ def _train_jobs(jobs: list[_Job], dataset: Any, device: Any, *, force: bool, pro
             _train(jobs, dataset, device, teacher, t_start, force=force, progress=progress)
             return jobs
     except BaseException as exc:
-        if not any(j.started for j in jobs) and isinstance(exc, KDBenchError) \
-                and exc.exit_code == 2:
-            raise  # bad input: nothing is written
+        if not any(j.started for j in jobs) and _refusal(exc):
+            raise  # bad input or a damaged store: nothing is written
         for job in jobs:
             if job.record["status"] == "running":
                 finish_failed(job.record, job.store, exc, t_start, job.keep_existing,
@@ -294,10 +293,16 @@ def _train_jobs(jobs: list[_Job], dataset: Any, device: Any, *, force: bool, pro
             out += _train_jobs([job], dataset, device, force=force, progress=progress,
                                teacher=teacher if k == 0 else None)
         except Exception as exc:
-            if not job.started and isinstance(exc, KDBenchError) and exc.exit_code == 2:
+            if not job.started and _refusal(exc):
                 raise
             out.append(job)
     return out
+
+
+def _refusal(exc: BaseException) -> bool:
+    """An error that refuses the run before it starts (bad input, exit 2; a damaged store, exit
+    1): it writes no record."""
+    return isinstance(exc, KDBenchError) and not isinstance(exc, TrainingError)
 
 
 def _train(jobs: list[_Job], dataset: Any, device: Any, teacher: Any, t_start: float, *,

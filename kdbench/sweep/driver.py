@@ -140,7 +140,7 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
     A done record made by other code follows the rule of :func:`kdbench.runner.run`:
     ``changed="ask"`` (the default) is an error naming the change before any job starts,
     ``"rerun"`` makes it again, ``"reuse"`` keeps it (skipped, said in one line)."""
-    from ..runner.record import code_changes, code_identity
+    from ..runner.record import made_by, record_changes
 
     store = plan.store
     store.check_writable()
@@ -149,7 +149,7 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
     other_code: list[tuple[PlannedRun, list[str]]] = []
     for run in plan.runs:
         record = _safe_record(store, run.run_id) if run.status(store) == "done" else None
-        changes = code_changes(record, code_identity(run.config)) if record else []
+        changes = record_changes(record, run.config) if record else []
         if record is not None and (not changes or changed == "reuse"):
             summary.results[run.run_id] = RunResult("skipped", **_metrics(store, run.run_id))
         else:
@@ -160,7 +160,7 @@ def run_sweep(plan: Plan, executor: Executor, *, progress: bool = True,
     if other_code:
         first, changes = other_code[0]
         what = (f"{len(other_code)} of the sweep's {len(plan.runs)} runs have finished records "
-                f"made by other code (the first, {first.run_id}: {'; '.join(changes)})")
+                f"{made_by(changes)} (the first, {first.run_id}: {'; '.join(changes)})")
         if changed == "ask":
             raise ConfigError(f"{what}: choose --reuse to keep them or --rerun-changed to make "
                               f"them again with this code")

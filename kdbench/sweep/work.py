@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import KDBenchError, StoreError
+from ..errors import DamagedStoreError, KDBenchError
 from ..store import Store, read_json
 
 
@@ -27,8 +27,8 @@ def train_teacher(spec_file: str | Path, results_dir: str | Path, progress: bool
     except FileNotFoundError:
         raise KDBenchError(f"teacher spec {str(spec_file)!r} does not exist") from None
     if not isinstance(data, dict) or not {"trajectory", "save_epochs", "config"} <= set(data):
-        raise StoreError(f"corrupt teacher spec {str(spec_file)!r}: needs trajectory, "
-                         f"save_epochs and config")
+        raise DamagedStoreError(f"corrupt teacher spec {str(spec_file)!r}: needs trajectory, "
+                                f"save_epochs and config")
     cfg = RunConfig.from_dict(data["config"])
     store = Store(results_dir)
     store.check_writable()

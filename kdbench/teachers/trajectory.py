@@ -26,7 +26,7 @@ import torch
 
 from .. import ranks
 from ..config import RunConfig, canonical_json, drop_later_defaults
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, DamagedStoreError, StoreError
 from ..store import (
     Store,
     atomic_torch_save,
@@ -37,6 +37,7 @@ from ..store import (
     refuse_link,
     remove_resume,
     sha256_file,
+    write_holder,
 )
 from .train import train
 
@@ -86,9 +87,9 @@ class Trajectory:
                              f"{str(self.folder.parent)!r}") from None
         problem = manifest_problem(self.manifest)
         if problem:
-            raise StoreError(f"corrupt manifest {str(self.folder / MANIFEST)!r}: {problem} "
-                             f"(`kdbench teacher train` trains it again, `kdbench teacher rm "
-                             f"{self.key} --force` removes it)")
+            raise DamagedStoreError(f"corrupt manifest {str(self.folder / MANIFEST)!r}: "
+                                    f"{problem} (`kdbench teacher train` trains it again, "
+                                    f"`kdbench teacher rm {self.key} --force` removes it)")
 
     @property
     def done(self) -> bool:
@@ -152,9 +153,9 @@ class Trajectory:
     def checkpoint_path(self, epoch: int) -> Path:
         name = self.manifest["checkpoints"][str(epoch)]["file"]
         if not inside(name):
-            raise StoreError(f"the manifest of teacher trajectory {self.key!r} names "
-                             f"{name!r}, a file outside its folder (`kdbench teacher rm "
-                             f"{self.key}` removes it)")
+            raise DamagedStoreError(f"the manifest of teacher trajectory {self.key!r} names "
+                                    f"{name!r}, a file outside its folder (`kdbench teacher rm "
+                                    f"{self.key}` removes it)")
         return self.folder / name
 
     def state_dict(self, epoch: int, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -163,10 +164,10 @@ class Trajectory:
         path = self.checkpoint_path(epoch)
         expected = self.manifest["checkpoints"][str(epoch)]["sha256"]
         if not is_regular(path):
-            raise StoreError(f"missing checkpoint {str(path)!r} of trajectory {self.key!r}")
+            raise DamagedStoreError(f"missing checkpoint {str(path)!r} of trajectory {self.key!r}")
         if sha256_file(path, follow=False) != expected:
-            raise StoreError(f"corrupt checkpoint {str(path)!r}: SHA-256 does not match the "
-                             f"manifest (delete the trajectory and retrain it)")
+            raise DamagedStoreError(f"corrupt checkpoint {str(path)!r}: SHA-256 does not match the "
+                                    f"manifest (delete the trajectory and retrain it)")
         return torch.load(path, map_location=device, weights_only=True)
 
     def size_bytes(self) -> int:
@@ -215,6 +216,7 @@ def locked(folder: Path) -> Iterator[None]:
     fd = open_lock(folder / ".lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        write_holder(fd)  # who holds it, and since when (the store's leftover cleaning)
         try:
             yield
         finally:
@@ -268,9 +270,9 @@ def ensure(store: Store, spec: dict[str, Any], save_epochs: list[int], dataset, 
                 problems = [str(exc)]
         if problems:
             if not repair:
-                raise StoreError(f"teacher trajectory {key!r} is damaged: {'; '.join(problems)}"
-                                 f" (`kdbench teacher train` with the run's options trains it "
-                                 f"again)")
+                raise DamagedStoreError(f"teacher trajectory {key!r} is damaged: "
+                                        f"{'; '.join(problems)} (`kdbench teacher train` with "
+                                        f"the run's options trains it again)")
             _set_aside_damaged(folder, problems)
         if (folder / MANIFEST).exists():
             existing = Trajectory(folder)

@@ -414,6 +414,60 @@ def test_teacher_train_takes_threads_and_the_record_keeps_the_checkpoint_sha(res
     assert t["checkpoint_sha256"] == manifest["checkpoints"][str(t["epochs"][0])]["sha256"]
 
 
+def test_a_teacher_trained_again_to_other_weights_is_detected_in_a_done_record(results, tiny,
+                                                                               cli_runner):
+    """A record keeps the SHA-256 of the teacher checkpoint it was distilled from: a repair (or a
+    retraining elsewhere) that gave other weights is named when the record would be reused, and
+    the record is kept or made again only as the user says; a repair that gives the same
+    weights changes nothing."""
+    from kdbench.errors import ConfigError
+    from kdbench.runner import run as run_
+    from kdbench.store import sha256_file
+    from kdbench.teachers import manage
+    from kdbench.teachers.trajectory import MANIFEST
+
+    cfg = tiny(**{"loss.name": "kd", "recipe.epochs": 1, "teacher.recipe.epochs": 2})
+    first = run_(cfg, progress=False)
+    t = first["teacher"]
+    folder = results / "teachers" / t["trajectory"]
+    ckpt = folder / f"epoch_{t['epochs'][0]:04d}.pt"
+    # a deterministic repair (the file lost, trained again): the same weights, reused silently
+    ckpt.unlink()
+    with pytest.warns(RuntimeWarning, match="is damaged"):
+        manage.train(cfg, progress=False)
+    assert sha256_file(ckpt) == t["checkpoint_sha256"]
+    assert run_(cfg, progress=False)["finished"] == first["finished"]
+    # a repair that gave other weights (another machine, other threads): the teacher changed
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, ckpt)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["checkpoints"][str(t["epochs"][0])]["sha256"] = sha256_file(ckpt)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    new_sha = sha256_file(ckpt)
+    with pytest.raises(ConfigError, match=rf"made from other teacher weights \(teacher "
+                                          rf"{t['trajectory']}/epoch {t['epochs'][0]} sha256 "
+                                          rf"{t['checkpoint_sha256'][:12]} → {new_sha[:12]}"):
+        run_(cfg, progress=False)
+    spec = results / "spec.yaml"
+    spec.write_text(json.dumps(cfg.to_dict()))
+    asked = cli_runner("run", "--spec", spec, "--quiet")
+    assert asked.exit_code == 2 and "made from other teacher weights" in asked.output
+    assert len(asked.output.strip().splitlines()) == 1
+    planned = cli_runner("run", "--spec", spec, "--dry-run")
+    assert "trained again since" in planned.output, planned.output
+    with pytest.warns(RuntimeWarning, match="reused although its record was made from other "
+                                            "teacher weights"):
+        kept = run_(cfg, progress=False, changed="reuse")
+    assert kept["finished"] == first["finished"]
+    with pytest.warns(RuntimeWarning, match="made from other teacher weights .* made again"):
+        again = run_(cfg, progress=False, changed="rerun")
+    assert again["teacher"]["checkpoint_sha256"] == new_sha
+    assert again["finished"] != first["finished"]
+
+
 @pytest.mark.parametrize("damage", ["list checkpoints", "string spec", "truncated"])
 def test_a_damaged_manifest_is_named_and_can_be_rebuilt_or_removed(results, cli_runner,
                                                                    damage):
@@ -435,7 +489,7 @@ def test_a_damaged_manifest_is_named_and_can_be_rebuilt_or_removed(results, cli_
     ran = cli_runner("run", "--dataset", "synthetic", "--student", "resnet8", "--teacher-arch",
                      "resnet8", "--epochs", "1", "--set", "teacher.recipe.epochs=2",
                      "--results-dir", results, "--quiet")
-    assert ran.exit_code == 2 and "manifest" in ran.output, ran.output
+    assert ran.exit_code == 1 and "manifest" in ran.output, ran.output  # a damaged store
     assert len(ran.output.strip().splitlines()) == 1
     if damage == "truncated":
         removed = cli_runner("teacher", "rm", folder.name, "--force", "--results-dir", results)
@@ -450,24 +504,41 @@ def test_a_damaged_manifest_is_named_and_can_be_rebuilt_or_removed(results, cli_
 
 
 def test_crash_leftovers_are_cleaned_when_the_store_is_next_written(results):
-    import time
-
     cfg, record = _record_of(results)
     store = Store(results)
     state = store.state_path(cfg.run_id)
     save_resume({"epoch": 1}, state)  # a crash between the done record and the state's removal
-    old_tmp = store.runs / f".{cfg.run_id}.json.abc.tmp"
-    new_tmp = store.runs / f".{cfg.run_id}.json.def.tmp"
-    old_tmp.write_text("half")
-    new_tmp.write_text("being written")
-    hour_ago = time.time() - 3600
-    os.utime(old_tmp, (hour_ago, hour_ago))
     with store.run_lock(cfg.run_id):  # a forced rerun holding the run keeps its state
         store.check_writable()
-    assert state.exists() and not old_tmp.exists() and new_tmp.exists()
+    assert state.exists()
     store.check_writable()
     assert not state.exists() and not Path(f"{state}.sha256").exists()
     assert store.load_record(cfg.run_id)["status"] == "done"
+
+
+def test_a_temporary_file_is_a_leftover_when_older_than_every_live_lock_holder(results):
+    from kdbench.teachers.trajectory import locked
+
+    store = Store(results)
+    store.check_writable()
+    folder = store.teachers / "somekey"
+    tmps = {name: base / f".{name}.json.x.tmp" for name, base in [
+        ("before", store.runs), ("after", store.runs), ("teacher-before", folder),
+        ("teacher-after", folder)]}
+    with locked(folder), store.run_lock("another-run"):  # two live writers
+        since = min((folder / ".lock").stat().st_mtime,
+                    (results / ".locks" / "another-run.lock").stat().st_mtime)
+        assert store.live_since() == since
+        for name, tmp in tmps.items():
+            tmp.write_text("being written" if "after" in name else "a crash's leftover")
+            at = since + 5 if "after" in name else since - 5  # seconds, not minutes, apart
+            os.utime(tmp, (at, at))
+        removed = store.clean_leftovers()
+        assert sorted(removed) == sorted([tmps["before"], tmps["teacher-before"]])
+        assert tmps["after"].exists() and tmps["teacher-after"].exists()
+    assert store.live_since() is None  # both released: nothing can be writing any more
+    store.check_writable()
+    assert not tmps["after"].exists() and not tmps["teacher-after"].exists()
 
 
 def test_reproduce_refuses_zero_jobs_in_one_line(cli_runner, tmp_path):
