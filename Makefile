@@ -56,8 +56,9 @@ demo: install
 	  $(DEMO_RUN) --seed $$seed --loss kd --teacher-arch resnet20 --teacher-data-transform none \
 	  || exit 1; \
 	done
-	$(KDB) table --results-dir $(RESULTS) --cols loss,teacher_data
-	$(KDB) table --results-dir $(RESULTS) --cols loss,teacher_data --metric noisy_fit_noisy_last
+	$(KDB) table --results-dir $(RESULTS) --cols loss,teacher_data --vs ce
+	$(KDB) table --results-dir $(RESULTS) --cols loss,teacher_data --metric noisy_fit_noisy_last \
+	  --vs ce
 
 # A study of results/ remade from nothing (long: see results/<study>/README.md for its cost):
 #   make reference STUDY=checkpoint-kd-cifar10
