@@ -1,7 +1,7 @@
 """Feature losses that pair stages choose the pairs: option ``stages``, so AT, NST, VID, KD-SVD,
-FSP, AB and ReviewKD work between a 3-stage CIFAR ResNet and a timm ResNet of 5 feature stages
-(or a 4-stage VGG, for the losses on pre-activations, which timm models do not give); a pair
-that cannot be made is a one-line error, and a loss without the option says so."""
+FSP, AB, FT, FitNet, ReviewKD and SP work between a 3-stage CIFAR ResNet and a timm ResNet of 5
+feature stages (or a 4-stage VGG, for the losses on pre-activations, which timm models do not
+give); a pair that cannot be made is a one-line error, and a loss without the option says so."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from kdbench.losses.kdsvd import kdsvd
 from kdbench.losses.nst import nst
 from kdbench.losses.reviewkd import hcl
 from kdbench.models import create_model
+from kdbench.store import Store
 
 #: the losses with option ``stages``
-STAGED = ["at", "nst", "vid", "kdsvd", "fsp", "ab", "reviewkd"]
+STAGED = ["at", "nst", "vid", "kdsvd", "fsp", "ab", "ft", "fitnet", "reviewkd", "sp"]
 
 
 def context(student, teacher, name="at", input_shape=(3, 32, 32), **options):
@@ -144,12 +145,34 @@ def want_ab(d, fs, ft, pairs):
     return total * 3 / 1000
 
 
+def want_ft(d, fs, ft, pairs):
+    [(i, j)] = pairs
+    s, t = pool(d.translator(fs.stages[i]), d.paraphraser.encoder(ft.stages[j]))
+    fa = F.normalize(s.pow(2).mean(1).flatten(1), dim=1)
+    fb = F.normalize(t.pow(2).mean(1).flatten(1), dim=1)
+    return (fa - fb).abs().mean().item()
+
+
+def want_fitnet(d, fs, ft, pairs):
+    [(i, j)] = pairs
+    return (d.regressor(fs.stages[i]) - ft.stages[j]).pow(2).mean().item()
+
+
 def want_reviewkd(d, fs, ft, pairs):
     emb = [fs.embedding[:, :, None, None]], [ft.embedding[:, :, None, None]]
     t_maps = [ft.preact[j] for _, j in pairs] + emb[1]
     fused = d.review([fs.stages[i] for i, _ in pairs] + emb[0],
                      [tuple(m.shape[-2:]) for m in t_maps])
     return hcl(fused, t_maps).item()
+
+
+def want_sp(d, fs, ft, pairs):
+    total = 0.0
+    for i, j in pairs:
+        a, b = fs.stages[i].flatten(1), ft.stages[j].flatten(1)
+        ga, gb = F.normalize(a @ a.T, dim=1), F.normalize(b @ b.T, dim=1)
+        total += (ga - gb).pow(2).sum().item() / 16
+    return total
 
 
 #: loss -> (teacher, stages, other stages, options, the term on the chosen stages written out,
@@ -161,7 +184,10 @@ CASES = {
                         want_kdsvd, True),
     "fsp": ("timm/resnet10t", "2:0,2:1", "2:1,2:1", {"main_term": True}, want_fsp, True),
     "ab": ("vgg8", "0:0,1:1,2:3", "0:0,1:1,2:2", {"main_term": True}, want_ab, True),
+    "ft": ("timm/resnet10t", "2:3", "2:2", {}, want_ft, False),
+    "fitnet": ("timm/resnet10t", "1:3", "1:2", {}, want_fitnet, False),
     "reviewkd": ("vgg8", "0:0,1:1,2:3", "0:0,1:1,2:2", {"warmup": 0}, want_reviewkd, True),
+    "sp": ("timm/resnet10t", "0:2,2:4", "0:1,2:3", {}, want_sp, False),
 }
 
 
@@ -192,6 +218,20 @@ def test_each_loss_computes_its_term_on_the_chosen_stages(case, models):
     assert term2.item() != pytest.approx(term.item(), rel=1e-6)
 
 
+def test_ft_pretrains_its_paraphraser_on_the_chosen_teacher_stage(models):
+    nets, feats = models
+    d = build("ft", context(nets["resnet8"], nets["timm/resnet10t"], "ft", stages="1:2"))
+    assert (d.s_stage, d.t_stage) == (1, 2)
+    [stage] = d.stages()
+    t = feats["timm/resnet10t"].stages[2]
+    with torch.no_grad():
+        got = stage.loss(feats["resnet8"], feats["timm/resnet10t"], None)["paraphrase"]
+        want = (d.paraphraser.decoder(d.paraphraser.encoder(t)) - t).pow(2).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    plain = build("ft", context(nets["resnet8"], nets["timm/resnet10t"], "ft"))
+    assert (plain.s_stage, plain.t_stage) == (2, 4)  # the last stage of each, as before
+
+
 def test_fsp_with_stages_leaves_the_stem_out(models):
     """Unset, FSP's maps are the stem and every stage (RepDistiller); with stages, the chosen
     stages only: every stage one to one is then the default without the stem's matrix."""
@@ -219,6 +259,16 @@ def test_fsp_with_stages_leaves_the_stem_out(models):
                               r"pre-activation stages 0..3"),
     ("reviewkd", "vgg8", "0:0,1:7", {}, r"pairs teacher stage 7, but the teacher has stages "
                                         r"0..3"),
+    ("sp", "timm/resnet10t", "0:-1", {}, r"pairs teacher stage -1, but the teacher has stages "
+                                         r"0..4"),
+    ("ft", "timm/resnet10t", "0:1,2:4", {}, r"names 2 pairs, but takes exactly one: FT "
+                                            r"transfers one factor"),
+    ("fitnet", "timm/resnet10t", "0:1,1:2", {}, r"names 2 pairs, but takes exactly one: the "
+                                                r"hint pair \"s:t\" \(option hint_stage picks "
+                                                r"the same stage in both models, 0 = the stem\)"),
+    ("fitnet", "timm/resnet10t", "1:2", {"hint_stage": 3}, r"takes option hint_stage=3 \(the "
+                                                           r"same stage in both models\) or "
+                                                           r"stages='1:2' \(one pair\), not both"),
     ("kdsvd", "timm/resnet10t", "2:0", {}, r"names 1 pair, but takes at least 2: it correlates "
                                            r"consecutive stages"),
     ("kdsvd", "timm/resnet10t", "0:0,1:1", {}, r"equal channels in student and teacher at each "
@@ -258,10 +308,19 @@ def test_fsp_maps_that_pool_to_different_sizes_are_one_line_errors():
         build("fsp", context(s, t, "fsp", shape))  # (was an einsum error at the first step)
 
 
+def test_a_regressor_that_cannot_map_the_chosen_pair_names_it():
+    small, large = create_model("timm/resnet10t", 10), create_model("resnet8", 10)
+    with pytest.raises(ConfigError, match=r"^loss 'fitnet' option stages pairs student stage 4 "
+                                          r"with teacher stage 0, but there is no regressor "
+                                          r"from a student map of 1×1 to a teacher map of "
+                                          r"32×32 "):
+        build("fitnet", context(small, large, "fitnet", stages="4:0"))
+
+
 # ============================== the option's reach and the run ids ==============================
 
 
-def test_the_losses_without_the_option_refuse_it():
+def test_every_loss_that_taps_stages_takes_the_option_and_the_others_refuse_it():
     staged = []
     for name in plugins.names("loss"):
         e = entry(name)
@@ -269,6 +328,7 @@ def test_the_losses_without_the_option_refuse_it():
             staged.append(name)
             assert "stages" in e.later and e.defaults["stages"] is None, name
             continue
+        assert "stages" not in e.taps, f"{name} taps stages but has no option stages"
         with pytest.raises(ConfigError, match=rf"^loss '{name}' has no option 'stages' "
                                               rf"\(valid: .*\)$"):
             resolve(name, {}, {"stages": "0:0"})
@@ -290,3 +350,18 @@ def test_the_stages_option_keeps_old_ids_and_enters_new_ones(name):
     assert plain.run_id == build_config({**base, "loss.options.stages": None}).run_id
     chosen = build_config({**base, "loss.options.stages": "0:0,2:2"})
     assert chosen.run_id != plain.run_id
+
+
+def test_a_run_on_digits_pairs_a_cifar_resnet_with_a_timm_teacher(cli_runner, tmp_path):
+    results = tmp_path / "results"
+    out = cli_runner("run", "--dataset", "digits", "--student", "resnet8", "--teacher-arch",
+                     "timm/test_resnet", "--loss", "ft", "--set", "loss.options.stages=2:1",
+                     "--set", "loss.options.init_epochs=1", "--epochs", "1",
+                     "--set", "teacher.recipe.epochs=1", "--set", "recipe.milestones=[]",
+                     "--device", "cpu", "--precision", "fp32", "--results-dir", results,
+                     "--quiet")
+    assert out.exit_code == 0, out.output
+    [(_, record)] = list(Store(results).iter_records())
+    assert record["status"] == "done"
+    assert record["config"]["loss"]["options"]["stages"] == "2:1"  # a pair, not base-60 121
+    assert [s["name"] for s in record["metrics"]["stages"]][0] == "ft:paraphraser"
