@@ -9,6 +9,7 @@ parsing ``KEY=VALUE`` and ``NAME:k=v`` items.
 from __future__ import annotations
 
 import copy
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,10 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: integers joined by colons (``2:4``), kept as text rather than YAML 1.1's base-60 numbers
+_COLON_INTS = re.compile(r"\d+(?::\d+)+")
+
+
 def parse_assignments(items: typing.Iterable[str], what: str) -> dict[str, Any]:
     """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (YAML scalars); malformed items are errors."""
     import yaml
@@ -174,10 +179,15 @@ def parse_assignments(items: typing.Iterable[str], what: str) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"malformed {what} {item!r}: expected KEY=VALUE")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        if _COLON_INTS.fullmatch(raw.strip()):
+            # YAML 1.1 reads 2:4 as the base-60 number 124; on a command line it is a pair
+            # (a loss's option stages=2:4)
+            value: Any = raw.strip()
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw
         out[key.strip()] = value
     return out
 

@@ -2,7 +2,10 @@
 Hidden Neurons" (AAAI 2019).
 
 The teacher's activation pattern transferred to the student's pre-activations of every stage, in
-a 30-epoch init stage before CE training (RepDistiller's CIFAR-100 benchmark).
+a 30-epoch init stage before CE training (RepDistiller's CIFAR-100 benchmark). Option ``stages``
+(``"0:0,1:1,2:3"``, indices into the ``preact`` lists) chooses the pairs, the stage weights
+applying over the chosen pairs: a kdbench extension that is not in RepDistiller's code, a
+deliberate deviation, off by default (None: every pre-activation stage one to one).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.base import Features
 from .base import (
     INIT_DEFAULTS,
@@ -17,11 +21,12 @@ from .base import (
     DistillContext,
     Distiller,
     InitStage,
+    need_maps,
     option,
-    paired,
     probe_pair,
     register_loss,
     shape_of,
+    stage_pairs,
 )
 from .connectors import ConvReg
 
@@ -54,14 +59,16 @@ def ab(student_preacts: list[torch.Tensor], teacher_preacts: list[torch.Tensor],
     description="activation boundaries of pre-activations, in a 30-epoch init stage",
     paper="Heo et al., Knowledge Transfer via Distillation of Activation Boundaries Formed "
           "by Hidden Neurons, AAAI 2019",
-    defaults={"w_ce": 1.0, "w_ab": 1.0, "margin": 1.0, "main_term": False, **INIT_DEFAULTS},
-    taps=("logits", "preact"))
+    defaults={"w_ce": 1.0, "w_ab": 1.0, "margin": 1.0, "main_term": False, "stages": None,
+              **INIT_DEFAULTS},
+    later=("stages",), taps=("logits", "preact"))
 class AB(InitStage, Distiller):
     """Activation-boundary transfer on pre-activations, in an init stage before CE training.
 
     Connectors (identity where shapes agree, else a regressor without ReLU) map the student's
     pre-activations to the teacher's. As in RepDistiller the main stage has no AB term unless
-    ``main_term`` is set (then weighted by ``w_ab``, connectors trained too).
+    ``main_term`` is set (then weighted by ``w_ab``, connectors trained too). Option ``stages``
+    pairs chosen pre-activation stages, one connector each; the deepest chosen pair weighs 1.
     """
 
     taps = frozenset({"logits", "preact"})
@@ -69,18 +76,31 @@ class AB(InitStage, Distiller):
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
         fs, ft = probe_pair(ctx, "ab")
-        paired(fs.preact, ft.preact, "ab", "pre-activation stages")
-        self.connectors = nn.ModuleList(
-            nn.Identity() if shape_of(s) == shape_of(t)
-            else ConvReg(shape_of(s), shape_of(t), relu=False)
-            for s, t in zip(fs.preact, ft.preact))
+        need_maps(fs.preact, "student", "pre-activation stages", "ab")
+        need_maps(ft.preact, "teacher", "pre-activation stages", "ab")
+        self.pairs = stage_pairs(self.options.get("stages"), fs.preact, ft.preact, "ab",
+                                 what="pre-activation stages")
+        self.connectors = nn.ModuleList(self.connector(fs.preact[i], ft.preact[j], i, j)
+                                        for i, j in self.pairs)
         self.margin = option(self.options, "margin", "ab", nonneg=True)
         self.main_term = bool(self.options["main_term"])
         self._setup_init("ab")
 
+    def connector(self, s: torch.Tensor, t: torch.Tensor, i: int, j: int) -> nn.Module:
+        if shape_of(s) == shape_of(t):
+            return nn.Identity()
+        try:
+            return ConvReg(shape_of(s), shape_of(t), relu=False)
+        except ConfigError as err:
+            if self.options.get("stages") is None:
+                raise
+            raise ConfigError(f"loss 'ab' option stages pairs student pre-activation stage "
+                              f"{i} with teacher pre-activation stage {j}, but there is "
+                              f"{err}") from None
+
     def term(self, student: Features, teacher: Features) -> dict[str, torch.Tensor]:
-        s = [c(x) for c, x in zip(self.connectors, student.preact)]
-        return {"ab": ab(s, teacher.preact, self.margin)}
+        s = [c(student.preact[i]) for c, (i, _) in zip(self.connectors, self.pairs)]
+        return {"ab": ab(s, [teacher.preact[j] for _, j in self.pairs], self.margin)}
 
     def forward(self, student, teacher, target, index=None, epoch=0):
         return self.term(student, teacher) if self.main_term else {}

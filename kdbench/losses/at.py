@@ -2,6 +2,8 @@
 
 Attention transfer on every stage (RepDistiller's CIFAR-100 benchmark: p 2, weight 1000), the
 student's and the teacher's stages paired shallow to deep and the terms summed.
+Option ``stages`` (``"0:2,1:3,2:4"``) chooses the pairs: a kdbench extension that is not in
+RepDistiller's code, a deliberate deviation, off by default (None: the stages one to one).
 """
 
 from __future__ import annotations

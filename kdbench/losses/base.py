@@ -37,7 +37,7 @@ __all__ = ["CATALOGUE", "INIT_DEFAULTS", "REPDISTILLER", "STEP_ARGUMENTS", "TAPS
            "DistillContext", "Distiller", "EveryStage", "InitStage", "LossStage", "Temperature",
            "arch_key", "check_weights", "choice", "linear_warmup", "need_maps", "option",
            "paired", "pool_to_common", "probe", "probe_pair", "register_loss", "require_teacher",
-           "shape_of"]
+           "shape_of", "stage_pairs"]
 
 #: a temperature: a float or a 0-dim tensor (CTKD's learnable one)
 Temperature = float | torch.Tensor
@@ -325,12 +325,21 @@ INIT_DEFAULTS: dict[str, Any] = {"init_epochs": 30, "init_lr": None}
 
 
 def stage_pairs(value: Any, student: list[torch.Tensor], teacher: list[torch.Tensor],
-                loss: str) -> list[tuple[int, int]]:
-    """The (student stage, teacher stage) pairs of option ``stages``: None pairs them one to
-    one, shallow to deep; else ``[[s, t], ...]`` or ``"s:t,s:t"`` (0-based indices into the
-    models' stage lists: a timm model's ``out_indices`` choose what those are)."""
+                loss: str, *, what: str = "stages", default: list[tuple[int, int]] | None = None,
+                exactly_one: bool = False, min_pairs: int = 1, why: str = ""
+                ) -> list[tuple[int, int]]:
+    """The (student stage, teacher stage) pairs of option ``stages``: ``[[s, t], ...]`` or
+    ``"s:t,s:t"`` (0-based indices into the models' lists of ``what``: a timm model's
+    ``out_indices`` choose what those are). None gives ``default``, or, without one, the
+    stages one to one, shallow to deep (then their counts must agree).
+
+    A given value must name exactly one pair with ``exactly_one`` (a loss on one stage), at
+    least ``min_pairs`` otherwise; ``why`` ends the count error (the reason, or another option
+    that does the job). Every error is one line naming what the models have."""
     if value is None:
-        paired(student, teacher, loss)
+        if default is not None:
+            return list(default)
+        paired(student, teacher, loss, what)
         return list(zip(range(len(student)), range(len(teacher))))
     if isinstance(value, str):
         items: Any = [p.split(":") for p in value.replace(" ", "").split(",") if p]
@@ -339,15 +348,29 @@ def stage_pairs(value: Any, student: list[torch.Tensor], teacher: list[torch.Ten
     try:
         pairs = [(int(s), int(t)) for s, t in items]
     except (TypeError, ValueError):
+        hint = ""
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 60:
+            s, t = divmod(value, 60)
+            hint = (f" (YAML 1.1 reads an unquoted {s}:{t} as the base-60 number {value}: write "
+                    f"\"{s}:{t}\" in quotes, or [[{s}, {t}]])")
         raise ConfigError(f"loss {loss!r} option stages must be pairs of stage indices, e.g. "
-                          f"[[0, 1], [2, 3]] or \"0:1,2:3\", got {value!r}") from None
+                          f"[[0, 1], [2, 3]] or \"0:1,2:3\", got {value!r}{hint}") from None
     if not pairs:
         raise ConfigError(f"loss {loss!r} option stages names no pair")
+    wanted = "exactly one" if exactly_one else f"at least {min_pairs}"
+    if (exactly_one and len(pairs) != 1) or len(pairs) < min_pairs:
+        raise ConfigError(f"loss {loss!r} option stages names {len(pairs)} "
+                          f"pair{'s' if len(pairs) > 1 else ''}, but takes {wanted}"
+                          f"{': ' + why if why else ''} (got {value!r})")
+    one = what[:-1] if what.endswith("s") else what
     for s, t in pairs:
         for role, i, maps in (("student", s, student), ("teacher", t, teacher)):
+            if not maps:
+                raise ConfigError(f"loss {loss!r} option stages pairs {role} {one} {i}, but the "
+                                  f"{role} has no {what}")
             if not 0 <= i < len(maps):
-                raise ConfigError(f"loss {loss!r} option stages pairs {role} stage {i}, but the "
-                                  f"{role} has stages 0..{len(maps) - 1}")
+                raise ConfigError(f"loss {loss!r} option stages pairs {role} {one} {i}, but the "
+                                  f"{role} has {what} 0..{len(maps) - 1}")
     return pairs
 
 

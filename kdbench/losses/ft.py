@@ -4,7 +4,9 @@
 A paraphraser (teacher side) pre-trained in a 30-epoch init stage, then a translator (student
 side) matched to its factor (RepDistiller's CIFAR-100 benchmark: weight 200), on the last stage.
 RepDistiller pre-trains the paraphraser at lr 0.01 for its CIFAR ResNet/WRN students
-(:data:`FT_LOW_LR`).
+(:data:`FT_LOW_LR`). Option ``stages`` names the one pair instead (``"2:4"``: the translator on
+student stage 2, the paraphraser on teacher stage 4): a kdbench extension that is not in
+RepDistiller's code, a deliberate deviation, off by default (None: the last stage of each).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .base import (
     pool_to_common,
     probe_pair,
     register_loss,
+    stage_pairs,
 )
 from .connectors import Paraphraser, Translator
 
@@ -69,21 +72,27 @@ def finalize_ft(weights: dict[str, float], options: dict[str, Any], *, student: 
     description="factor transfer: paraphraser (30-epoch init stage) and translator",
     paper="Kim et al., Paraphrasing Complex Network: Network Compression via Factor "
           "Transfer, NeurIPS 2018",
-    defaults={"w_ce": 1.0, "w_ft": 200.0, "k": 0.5, "p1": 2.0, "p2": 1.0, **INIT_DEFAULTS},
-    finalize=finalize_ft, taps=("logits", "stages"))
+    defaults={"w_ce": 1.0, "w_ft": 200.0, "k": 0.5, "p1": 2.0, "p2": 1.0, "stages": None,
+              **INIT_DEFAULTS},
+    later=("stages",), finalize=finalize_ft, taps=("logits", "stages"))
 class FT(InitStage, Distiller):
     """Factor transfer on the last stage: a paraphraser (teacher side) pre-trained in the init
     stage to reconstruct the teacher's map, then frozen (it has no BatchNorm or dropout, so its
     train/eval mode does not matter); the student's translator is trained to match its factor
-    (L1 of normalised factors)."""
+    (L1 of normalised factors). Option ``stages`` chooses the one (student, teacher) pair."""
 
     taps = frozenset({"logits", "stages"})
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
         s_feats, t_feats = probe_pair(ctx, "ft")
+        last = [(len(s_feats.stages) - 1, len(t_feats.stages) - 1)]
+        [(self.s_stage, self.t_stage)] = stage_pairs(
+            self.options.get("stages"), s_feats.stages, t_feats.stages, "ft", default=last,
+            exactly_one=True, why="FT transfers one factor")
         k = option(self.options, "k", "ft", positive=True)
-        t_ch, s_ch = t_feats.stages[-1].shape[1], s_feats.stages[-1].shape[1]
+        t_ch = t_feats.stages[self.t_stage].shape[1]
+        s_ch = s_feats.stages[self.s_stage].shape[1]
         self.paraphraser = Paraphraser(t_ch, k)
         self.translator = Translator(s_ch, t_ch, k)
         self.p1 = option(self.options, "p1", "ft", positive=True)
@@ -92,13 +101,13 @@ class FT(InitStage, Distiller):
 
     def forward(self, student, teacher, target, index=None, epoch=0):
         with torch.no_grad():
-            factor_t = self.paraphraser.encoder(teacher.stages[-1])
-        factor_s = self.translator(student.stages[-1])
+            factor_t = self.paraphraser.encoder(teacher.stages[self.t_stage])
+        factor_s = self.translator(student.stages[self.s_stage])
         return {"ft": ft(factor_s, factor_t, self.p1, self.p2)}
 
     def stages(self):
         def paraphrase(student, teacher, target, index=None):
-            t = teacher.stages[-1]
+            t = teacher.stages[self.t_stage]
             _, rec = self.paraphraser(t)
             return {"paraphrase": F.mse_loss(rec, t.float())}
         return self.init_stage("ft:paraphraser", paraphrase, self.paraphraser.parameters(),

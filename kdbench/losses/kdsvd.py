@@ -13,7 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .base import DistillContext, Distiller, need_maps, option, paired, probe_pair, register_loss
+from .base import (
+    DistillContext,
+    Distiller,
+    need_maps,
+    option,
+    probe_pair,
+    register_loss,
+    stage_pairs,
+)
 from .connectors import ConvBN
 
 __all__ = ["KDSVD", "align_singular", "feature_svd", "kdsvd", "rbf_correlation"]
@@ -143,8 +151,8 @@ def kdsvd(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor], 
     description="KD-SVD: RBF correlations of consecutive stages' leading singular vectors",
     paper="Lee et al., Self-supervised Knowledge Distillation Using Singular Value "
           "Decomposition, ECCV 2018",
-    defaults={"w_ce": 1.0, "w_kdsvd": 1.0, "k": 1, "extra": 1, "connector": False},
-    taps=("logits", "stages"))
+    defaults={"w_ce": 1.0, "w_kdsvd": 1.0, "k": 1, "extra": 1, "connector": False,
+              "stages": None}, later=("stages",), taps=("logits", "stages"))
 class KDSVD(Distiller):
     """KD-SVD on the post-activation stages: RBF correlations of consecutive stages' leading
     singular vectors, student against teacher (the official ECCV 2018 code; mdistiller taps the
@@ -155,6 +163,10 @@ class KDSVD(Distiller):
     channels, as in the authors' TF2 re-implementation (``distiller/KDSVD.py``). The official
     VGG experiment taps each block after its max-pooling; kdbench taps the stage outputs, as
     mdistiller does. See :func:`kdsvd` and ``docs/fidelity/kdsvd.md`` for the loss's differences.
+
+    Option ``stages`` (``"0:2,1:3,2:4"``, at least two pairs) chooses which student and teacher
+    stages form the sequence whose consecutive members are correlated (a kdbench extension, not
+    in the official code: a deliberate deviation, off by default; None: every stage one to one).
     """
 
     taps = frozenset({"logits", "stages"})
@@ -163,24 +175,29 @@ class KDSVD(Distiller):
         super().__init__(ctx)
         fs, ft = probe_pair(ctx, "kdsvd")
         need_maps(fs.stages, "student", "stages", "kdsvd")
-        paired(fs.stages, ft.stages, "kdsvd")
-        if len(fs.stages) < 2:
+        chosen = self.options.get("stages")
+        self.pairs = stage_pairs(chosen, fs.stages, ft.stages, "kdsvd", min_pairs=2,
+                                 why="it correlates consecutive stages")
+        if len(self.pairs) < 2:
             raise ConfigError("loss 'kdsvd' correlates consecutive stages, but the models have "
                               f"{len(fs.stages)} stage")
         self.k = option(self.options, "k", "kdsvd", positive=True, integer=True)
         self.extra = option(self.options, "extra", "kdsvd", nonneg=True, integer=True)
-        s_ch, t_ch = [s.shape[1] for s in fs.stages], [t.shape[1] for t in ft.stages]
+        s_ch = [fs.stages[i].shape[1] for i, _ in self.pairs]
+        t_ch = [ft.stages[j].shape[1] for _, j in self.pairs]
         if bool(self.options["connector"]):
             self.connectors = nn.ModuleList(ConvBN(s, t) for s, t in zip(s_ch, t_ch))
         elif s_ch != t_ch:
+            where = "every stage" if chosen is None else f"each pair of option stages={chosen!r}"
             raise ConfigError(f"loss 'kdsvd' needs equal channels in student and teacher at "
-                              f"every stage, but the student has {s_ch} and the teacher {t_ch} "
+                              f"{where}, but the student has {s_ch} and the teacher {t_ch} "
                               f"(set option connector=true to map them)")
         else:
             self.connectors = None
 
     def forward(self, student, teacher, target, index=None, epoch=0):
-        s = student.stages
+        s = [student.stages[i] for i, _ in self.pairs]
         if self.connectors is not None:
             s = [c(x) for c, x in zip(self.connectors, s)]
-        return {"kdsvd": kdsvd(s, teacher.stages, self.k, self.extra)}
+        return {"kdsvd": kdsvd(s, [teacher.stages[j] for _, j in self.pairs], self.k,
+                               self.extra)}

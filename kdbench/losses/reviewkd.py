@@ -4,8 +4,10 @@ The student's stages and pooled embedding, fused deep to shallow by attention-ba
 (ABF) modules (:class:`~.connectors.ReviewFusion`), matched to the teacher's pre-activation
 stages and pooled embedding by the hierarchical context loss. Official code
 dvlab-research/ReviewKD; official CIFAR-100 defaults: weight 1, warm-up 20 epochs, CE 1, and
-per-pair weights (:data:`REVIEWKD_WEIGHT`, with option ``weight_table``). Fidelity:
-``docs/fidelity/reviewkd.md``.
+per-pair weights (:data:`REVIEWKD_WEIGHT`, with option ``weight_table``). Option ``stages``
+(``"0:0,1:1,2:3"``: student stages, teacher pre-activation stages) chooses the levels paired one
+to one below the embeddings: a kdbench extension that is not in the official code, a deliberate
+deviation, off by default (None: every stage). Fidelity: ``docs/fidelity/reviewkd.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .base import (
     probe,
     probe_pair,
     register_loss,
+    stage_pairs,
 )
 from .connectors import ReviewFusion
 
@@ -91,8 +94,9 @@ def finalize_reviewkd(weights: dict[str, float], options: dict[str, Any], *,
                 "hierarchical context loss",
     paper="Chen et al., Distilling Knowledge via Knowledge Review, CVPR 2021",
     defaults={"w_ce": 1.0, "w_reviewkd": 1.0, "warmup": 20, "max_mid_channels": 512,
-              "student_preact": False, "weight_table": False},
-    finalize=finalize_reviewkd, taps=("logits", "stages", "preact", "embedding"))
+              "student_preact": False, "weight_table": False, "stages": None},
+    later=("stages",), finalize=finalize_reviewkd,
+    taps=("logits", "stages", "preact", "embedding"))
 class ReviewKD(Distiller):
     """Knowledge review: the student's stages and pooled embedding, fused deep to shallow by ABF
     modules, matched to the teacher's pre-activation stages and pooled embedding by HCL.
@@ -104,7 +108,9 @@ class ReviewKD(Distiller):
     The official per-student configuration lists are derived here from the models
     (:func:`review_channels`): ``in_channels`` = the student's stage channels and its embedding
     width, ``out_channels`` = the teacher's, ``shapes``/``out_shapes`` = the spatial sizes of
-    those features (1 for the embedding). Student and teacher need the same number of stages.
+    those features (1 for the embedding). Student and teacher need the same number of stages,
+    unless option ``stages`` names the pairs (student stage, or pre-activation stage with
+    ``student_preact``; teacher pre-activation stage) that make the levels below the embeddings.
     ``weight_table`` (off by default, like DKD's ``beta_table``) applies the official per-pair
     weights. The differences from the official code: ``docs/fidelity/reviewkd.md``.
     """
@@ -115,8 +121,14 @@ class ReviewKD(Distiller):
         super().__init__(ctx)
         fs, ft = probe_pair(ctx, "reviewkd")
         self.student_preact = bool(self.options["student_preact"])
+        self.pairs: list[tuple[int, int]] | None = None
         s_maps, t_maps = self.student_maps(fs), self.teacher_maps(ft)
-        paired(s_maps, t_maps, "reviewkd", "stages (plus the pooled embedding)")
+        if self.options.get("stages") is None:
+            paired(s_maps, t_maps, "reviewkd", "stages (plus the pooled embedding)")
+        else:
+            self.pairs = stage_pairs(self.options["stages"], s_maps[:-1], t_maps[:-1],
+                                     "reviewkd")
+            s_maps, t_maps = self.student_maps(fs), self.teacher_maps(ft)
         max_mid = option(self.options, "max_mid_channels", "reviewkd", positive=True,
                          integer=True)
         self.warmup = option(self.options, "warmup", "reviewkd", nonneg=True, integer=True)
@@ -129,14 +141,16 @@ class ReviewKD(Distiller):
                   "reviewkd")
         if f.embedding is None:
             raise ConfigError("loss 'reviewkd' needs the student's pooled embedding")
+        if self.pairs is not None:
+            maps = [maps[i] for i, _ in self.pairs]
         return [*maps, _as_map(f.embedding)]
 
-    @staticmethod
-    def teacher_maps(f: Features) -> list[torch.Tensor]:
+    def teacher_maps(self, f: Features) -> list[torch.Tensor]:
         need_maps(f.preact, "teacher", "pre-activation stages", "reviewkd")
         if f.embedding is None:
             raise ConfigError("loss 'reviewkd' needs the teacher's pooled embedding")
-        return [*f.preact, _as_map(f.embedding)]
+        maps = f.preact if self.pairs is None else [f.preact[j] for _, j in self.pairs]
+        return [*maps, _as_map(f.embedding)]
 
     def warmup_factor(self, epoch: int) -> float:
         return min(epoch / self.warmup, 1.0) if self.warmup > 0 else 1.0

@@ -2,6 +2,8 @@
 
 A Gaussian regressor per stage (1×1 convs predicting the teacher's map, a learned per-channel
 variance), every stage paired shallow to deep (RepDistiller's CIFAR-100 benchmark: weight 1).
+Option ``stages`` (``"0:2,1:3,2:4"``) chooses the pairs, one regressor each: a kdbench extension
+that is not in RepDistiller's code, a deliberate deviation, off by default (None: one to one).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from .base import (
     DistillContext,
     Distiller,
     option,
-    paired,
     pool_to_common,
     probe_pair,
     register_loss,
+    stage_pairs,
 )
 from .connectors import VIDRegressor
 
@@ -41,26 +43,27 @@ def vid(pred_mean: torch.Tensor, target: torch.Tensor, pred_var: torch.Tensor) -
     "vid", family="feature", year=2019, repo=REPDISTILLER,
     description="variational information distillation: Gaussian regressor per stage",
     paper="Ahn et al., Variational Information Distillation for Knowledge Transfer, CVPR 2019",
-    defaults={"w_ce": 1.0, "w_vid": 1.0, "init_var": 5.0, "eps": 1e-5},
-    taps=("logits", "stages"))
+    defaults={"w_ce": 1.0, "w_vid": 1.0, "init_var": 5.0, "eps": 1e-5, "stages": None},
+    later=("stages",), taps=("logits", "stages"))
 class VID(Distiller):
-    """Variational information distillation: a 1×1-conv Gaussian regressor per stage."""
+    """Variational information distillation: a 1×1-conv Gaussian regressor per stage pair (the
+    stages one to one, or the pairs of option ``stages``)."""
 
     taps = frozenset({"logits", "stages"})
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
         fs, ft = probe_pair(ctx, "vid")
-        paired(fs.stages, ft.stages, "vid")
+        self.pairs = stage_pairs(self.options.get("stages"), fs.stages, ft.stages, "vid")
         init_var = option(self.options, "init_var", "vid", positive=True)
         eps = option(self.options, "eps", "vid", positive=True)
         self.regressors = nn.ModuleList(
-            VIDRegressor(s.shape[1], t.shape[1], init_var, eps) for s, t in zip(fs.stages,
-                                                                                ft.stages))
+            VIDRegressor(fs.stages[i].shape[1], ft.stages[j].shape[1], init_var, eps)
+            for i, j in self.pairs)
 
     def forward(self, student, teacher, target, index=None, epoch=0):
         total = 0.0
-        for reg, s, t in zip(self.regressors, student.stages, teacher.stages):
-            s, t = pool_to_common(s, t)
+        for reg, (i, j) in zip(self.regressors, self.pairs):
+            s, t = pool_to_common(student.stages[i], teacher.stages[j])
             total = total + vid(reg(s), t, reg.variance())
         return {"vid": total}

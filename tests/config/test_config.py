@@ -100,6 +100,9 @@ def test_parse_assignments():
         {"T": 4, "name": "abc", "xs": [1, 2], "flag": True}
     with pytest.raises(ConfigError, match="malformed --w 'w_kd'"):
         parse_assignments(["w_kd"], "--w")
+    # YAML 1.1 reads 2:4 as the base-60 number 124; on a command line it is a pair of indices
+    assert parse_assignments(["a=2:4", "b=0:2,1:3", "c=1:2:3", "d=12"], "--set") == \
+        {"a": "2:4", "b": "0:2,1:3", "c": "1:2:3", "d": 12}
 
 
 def test_checkpoint_epochs():

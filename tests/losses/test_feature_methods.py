@@ -495,7 +495,7 @@ def test_registration_metadata(name, year):
 
 def test_official_default_weights():
     assert resolve("ofd")[0] == {"w_ce": 1.0, "w_ofd": 0.001}
-    assert resolve("kdsvd")[1] == {"k": 1, "extra": 1, "connector": False}
+    assert resolve("kdsvd")[1] == {"k": 1, "extra": 1, "connector": False, "stages": None}
     w, o = resolve("reviewkd")
     assert w == {"w_ce": 1.0, "w_reviewkd": 1.0} and o["warmup"] == 20
     assert o["max_mid_channels"] == 512 and o["student_preact"] is False
