@@ -172,14 +172,28 @@ def _config_without_seed(cfg: dict[str, Any]) -> str:
 
 def load_records(results_dir: str | Path = "results", *, warn: bool = True) -> pd.DataFrame:
     """Every record under ``<results_dir>/runs`` as one row; unreadable records are skipped with a
-    warning naming the file."""
+    warning naming the file, and finished records distilled from teacher weights their
+    trajectory no longer holds are named in one warning."""
+    from ..teachers.trajectory import changed_checkpoints
+
     rows = []
-    for _path, rec in Store(results_dir).iter_records():
+    store, manifests, stale = Store(results_dir), {}, []
+    for _path, rec in store.iter_records():
         if isinstance(rec, StoreError):
             if warn:
                 warnings.warn(f"skipping {rec}", RuntimeWarning, stacklevel=2)
             continue
+        if warn and rec.get("status") == "done":
+            changes = changed_checkpoints(rec, store, manifests)
+            if changes:
+                stale.append((rec["run_id"], changes[0]))
         rows.append(record_row(rec))
+    if stale:
+        first, change = stale[0]
+        warnings.warn(f"kdbench: {len(stale)} finished record(s) were distilled from teacher "
+                      f"weights their trajectory no longer holds (the first, run {first}: "
+                      f"{change}); their figures are the old teacher's (`kdbench run` of the "
+                      f"run with --rerun-changed remakes it)", RuntimeWarning, stacklevel=2)
     df = pd.DataFrame(rows)
     df.attrs["results_dir"] = str(results_dir)  # layouts that read more than the rows need it
     return df

@@ -179,32 +179,10 @@ def code_changes(record: dict[str, Any], code: dict[str, Any]) -> list[str]:
 
 def teacher_changes(record: dict[str, Any], store: Store) -> list[str]:
     """How the teacher checkpoints a record was distilled from differ from what the store's
-    trajectories hold now (a repair that did not give the same weights, a trajectory trained
-    again elsewhere): one phrase per checkpoint whose SHA-256 changed, e.g. ``teacher
-    3f2a…/epoch 4 sha256 1a2b3c4d5e6f → 9f8e7d6c5b4a (trained again since)``. A trajectory that
-    is gone or unreadable is not compared (using it says what is wrong)."""
-    from ..teachers.trajectory import Trajectory, inside
+    trajectories hold now (:func:`kdbench.teachers.trajectory.changed_checkpoints`)."""
+    from ..teachers.trajectory import changed_checkpoints
 
-    t = record.get("teacher")
-    if not isinstance(t, dict):
-        return []
-    members = [m for m in t.get("members") or [] if isinstance(m, dict)]
-    used = [(m.get("trajectory"), m.get("epoch"), m.get("checkpoint_sha256")) for m in members]
-    if not used and isinstance(t.get("epochs"), list) and len(t["epochs"]) == 1:
-        used = [(t.get("trajectory"), t["epochs"][0], t.get("checkpoint_sha256"))]
-    out = []
-    for key, epoch, sha in used:
-        if not (inside(key) and isinstance(sha, str)):
-            continue
-        try:
-            checkpoints = Trajectory(store.teachers / key).manifest["checkpoints"]
-        except (KDBenchError, OSError):
-            continue
-        now = (checkpoints.get(str(epoch)) or {}).get("sha256")
-        if isinstance(now, str) and now != sha:
-            out.append(f"teacher {key}/epoch {epoch} sha256 {sha[:12]} → {now[:12]} (trained "
-                       f"again since)")
-    return out
+    return changed_checkpoints(record, store)
 
 
 def record_changes(record: dict[str, Any], cfg: RunConfig) -> list[str]:

@@ -204,6 +204,37 @@ def inside(name: Any) -> bool:
         and "\\" not in name and "\0" not in name
 
 
+def changed_checkpoints(record: dict[str, Any], store: Store,
+                        manifests: dict[str, Any] | None = None) -> list[str]:
+    """How the teacher checkpoints a run record was distilled from differ from what the store's
+    trajectories hold now (a repair or a retraining that gave other weights): one phrase per
+    checkpoint whose SHA-256 changed, e.g. ``teacher 3f2a…/epoch 4 sha256 1a2b3c4d5e6f →
+    9f8e7d6c5b4a (trained again since)``. A trajectory that is gone or unreadable is not
+    compared (using it says what is wrong). ``manifests``: a cache, key → checkpoints."""
+    t = record.get("teacher")
+    if not isinstance(t, dict):
+        return []
+    members = [m for m in t.get("members") or [] if isinstance(m, dict)]
+    used = [(m.get("trajectory"), m.get("epoch"), m.get("checkpoint_sha256")) for m in members]
+    if not used and isinstance(t.get("epochs"), list) and len(t["epochs"]) == 1:
+        used = [(t.get("trajectory"), t["epochs"][0], t.get("checkpoint_sha256"))]
+    cache = {} if manifests is None else manifests
+    out = []
+    for key, epoch, sha in used:
+        if not (inside(key) and isinstance(sha, str)):
+            continue
+        if key not in cache:
+            try:
+                cache[key] = Trajectory(store.teachers / key).manifest["checkpoints"]
+            except (StoreError, OSError):
+                cache[key] = {}
+        now = (cache[key].get(str(epoch)) or {}).get("sha256")
+        if isinstance(now, str) and now != sha:
+            out.append(f"teacher {key}/epoch {epoch} sha256 {sha[:12]} → {now[:12]} (trained "
+                       f"again since)")
+    return out
+
+
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
     """Exclusive lock on a trajectory folder (blocks while another process trains it). A

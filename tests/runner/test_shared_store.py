@@ -458,6 +458,11 @@ def test_a_teacher_trained_again_to_other_weights_is_detected_in_a_done_record(r
     assert len(asked.output.strip().splitlines()) == 1
     planned = cli_runner("run", "--spec", spec, "--dry-run")
     assert "trained again since" in planned.output, planned.output
+    from kdbench import load_records
+
+    with pytest.warns(RuntimeWarning, match=rf"1 finished record\(s\) were distilled from "
+                                            rf"teacher weights .* run {cfg.run_id}: teacher "):
+        load_records(results)  # what `kdbench table` and the report read
     with pytest.warns(RuntimeWarning, match="reused although its record was made from other "
                                             "teacher weights"):
         kept = run_(cfg, progress=False, changed="reuse")
