@@ -20,8 +20,12 @@ containers and plain values only, plus :data:`SAFE_GLOBALS`, a short allow-list 
 
 Key layouts (``weights_layout``): ``kdbench`` (our own names), ``repdistiller`` (RepDistiller's
 and mdistiller's CIFAR zoo, mapped by :data:`KEY_MAPS`, one explicit rule list per family), and
-for ``timm/<name>`` models ``timm`` (timm's own names) or ``original`` (the names of the network's
-original release, e.g. torchvision's, converted by the timm model's own ``checkpoint_filter_fn``).
+for ``timm/<name>`` models ``timm`` (timm's own names; torchvision's ResNets and DenseNets have
+them), ``torchvision`` (torchvision's ImageNet classifiers, mapped by the explicit rule list of
+the timm architecture in :mod:`kdbench.models.torchvision_keys`), ``original`` (the names of the
+network's original release, converted by the timm model's own ``checkpoint_filter_fn``) or, as
+the last resort, ``positional`` (another library's names for the same tensors in the same order,
+every shape agreeing: torchvision's MNASNet).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..store import sha256_file
+from . import torchvision_keys
 
 
 def _numpy_globals() -> list[Any]:
@@ -294,6 +299,9 @@ def candidates(model: nn.Module, state: dict[str, torch.Tensor], head: set[str] 
     if inner is not None and hasattr(model, "timm_name"):
         if not any(k.startswith("model.") for k in state):
             out.append(("timm", {f"model.{k}": v for k, v in state.items()}))
+            converted = torchvision_keys.convert(inner, state)
+            if converted is not None:
+                out.append(("torchvision", {f"model.{k}": v for k, v in converted.items()}))
             import sys
 
             module = sys.modules.get(type(inner).__module__)
@@ -359,9 +367,14 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str | None = None,
         state = {**{k: v for k, v in own.items()
                     if k.endswith("num_batches_tracked") and k not in state}, **state}
         meta = {**ckpt.meta, "input_conv": adapted} if adapted else ckpt.meta
+        if layout == "torchvision":
+            eps = torchvision_keys.bn_eps_mismatch(model.model)
+            if eps:
+                meta = {**meta, "bn_eps": eps}
         bad = _mismatch(state, own)
         if bad is None:
             model.load_state_dict(state)
+            _warn_eps(model, arch, meta, warn)
             return Loaded(ckpt.format, layout, sha256_file(p), meta, [])
         fresh = [k for k in head if k in state and k in own and state[k].shape != own[k].shape]
         if fresh:
@@ -374,6 +387,7 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str | None = None,
                                   f"the weights' {', '.join(sorted(fresh))} have another shape "
                                   f"({tuple(state[k].shape)} vs {tuple(own[k].shape)})",
                                   RuntimeWarning, stacklevel=2)
+                _warn_eps(model, arch, meta, warn)
                 return Loaded(ckpt.format, layout, sha256_file(p), meta, sorted(fresh))
         score = len(set(state) & set(own))
         if best is None or score > best[0]:
@@ -385,6 +399,12 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str | None = None,
     seems = f"; the file seems to hold {held}" if held and held != arch else ""
     raise ConfigError(f"cannot load weights {str(p)!r} ({ckpt.format} file, {layout} names) "
                       f"into {name}: {why}{seems}")
+
+
+def _warn_eps(model: nn.Module, arch: str | None, meta: dict[str, Any], warn: bool) -> None:
+    if warn and "bn_eps" in meta:
+        warnings.warn(f"kdbench: {_label(model, arch)}: {meta['bn_eps']}", RuntimeWarning,
+                      stacklevel=3)
 
 
 def _adapt_input_conv(model: nn.Module, state: dict[str, torch.Tensor],
