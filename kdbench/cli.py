@@ -1364,8 +1364,8 @@ def _terminated(signum, frame) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: exit 0, 1 (a run failed), 2 (bad input), 130 (interrupted:
-    Ctrl-C or SIGTERM), 129 (SIGHUP: the terminal closed)."""
+    """Console-script entry point: exit 0, 1 (a run failed, or the results store is damaged),
+    2 (bad input), 130 (interrupted: Ctrl-C or SIGTERM), 129 (SIGHUP: the terminal closed)."""
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
