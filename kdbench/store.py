@@ -61,6 +61,12 @@ def _open_nofollow(path: Path, flags: int, what: str, mode: int = 0o666) -> int:
         if isinstance(exc, (FileNotFoundError, PermissionError)):
             raise
         raise StoreError(f"cannot open {what} {str(path)!r}: {exc.strerror or exc}") from None
+    return _regular(fd, path, what)
+
+
+def _regular(fd: int, path: Path, what: str) -> int:
+    """``fd`` made blocking again if it is a regular file; else closed, and a one-line error
+    (a folder, pipe or device where the store keeps a file)."""
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise DamagedStoreError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or "
@@ -267,12 +273,7 @@ def _read_fd(path: Path, what: str, follow: bool) -> int:
     if not follow:
         return _open_nofollow(path, os.O_RDONLY, what)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise DamagedStoreError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or "
-                                f"device); remove it")
-    os.set_blocking(fd, True)
-    return fd
+    return _regular(fd, path, what)
 
 
 def _read_bytes(path: Path, what: str = "file") -> bytes:

@@ -140,3 +140,27 @@ def local_plugin(tmp_path, monkeypatch):
         plugins.reset()
         return folder
     return write
+
+
+#: a plugin that interrupts a run (KeyboardInterrupt, as Ctrl-C) after a chosen epoch
+STOPPER = """
+import kdbench
+
+STOP = {"after": None}
+
+@kdbench.hookimpl
+def kdbench_epoch_end(run_id, epoch, metrics):
+    if STOP["after"] == epoch:
+        STOP["after"] = None
+        raise KeyboardInterrupt
+"""
+
+
+@pytest.fixture
+def stopper(local_plugin):
+    """The STOPPER plugin loaded; set ``stopper["after"] = epoch`` to interrupt after it."""
+    import sys
+
+    local_plugin(STOPPER, "stopper.py")
+    plugins.get_registry()
+    return sys.modules["kdbench_local_plugins.stopper"].STOP

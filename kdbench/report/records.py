@@ -23,6 +23,7 @@ from ..config import RunConfig, canonical_json, identity
 from ..errors import ConfigError, KDBenchError, StoreError, UnknownNameError
 from ..plugins import get_registry
 from ..store import Store
+from ..teachers.trajectory import changed_checkpoints
 
 #: a value a record does not have (no teacher, no warm-up, ...)
 NONE = "-"
@@ -174,8 +175,6 @@ def load_records(results_dir: str | Path = "results", *, warn: bool = True) -> p
     """Every record under ``<results_dir>/runs`` as one row; unreadable records are skipped with a
     warning naming the file, and finished records distilled from teacher weights their
     trajectory no longer holds are named in one warning."""
-    from ..teachers.trajectory import changed_checkpoints
-
     rows = []
     store, manifests, stale = Store(results_dir), {}, []
     for _path, rec in store.iter_records():

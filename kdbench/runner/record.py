@@ -16,6 +16,7 @@ from ..errors import KDBenchError, UnknownNameError
 from ..evaluators import Suite, summarize
 from ..models import count_parameters
 from ..store import SCHEMA_VERSION, Store, set_aside
+from ..teachers.trajectory import changed_checkpoints
 
 
 def existing_record(store: Store, cfg: RunConfig, run_id: str) -> dict[str, Any] | None:
@@ -177,18 +178,11 @@ def code_changes(record: dict[str, Any], code: dict[str, Any]) -> list[str]:
     return out
 
 
-def teacher_changes(record: dict[str, Any], store: Store) -> list[str]:
-    """How the teacher checkpoints a record was distilled from differ from what the store's
-    trajectories hold now (:func:`kdbench.teachers.trajectory.changed_checkpoints`)."""
-    from ..teachers.trajectory import changed_checkpoints
-
-    return changed_checkpoints(record, store)
-
-
 def record_changes(record: dict[str, Any], cfg: RunConfig) -> list[str]:
     """How a done record's making differs from what this config would use now: the code
-    (:func:`code_changes`) and the teacher checkpoints (:func:`teacher_changes`)."""
-    return code_changes(record, code_identity(cfg)) + teacher_changes(
+    (:func:`code_changes`) and the teacher checkpoints
+    (:func:`~kdbench.teachers.trajectory.changed_checkpoints`)."""
+    return code_changes(record, code_identity(cfg)) + changed_checkpoints(
         record, Store(cfg.results_dir))
 
 
@@ -238,7 +232,7 @@ def describe_run(cfg: RunConfig, run_id: str) -> dict[str, Any]:
         if record is None:
             out["record"] = None
         else:
-            changes = code_changes(record, code) + teacher_changes(record, store)
+            changes = code_changes(record, code) + changed_checkpoints(record, store)
             out["record"] = {"status": record["status"], "made": made(record),
                              "code": record_code(record),
                              "same_code": not changes, "changes": changes}

@@ -4,9 +4,6 @@ by hand, in the run id only when not the default, and resumed with its moving st
 
 from __future__ import annotations
 
-import sys
-import textwrap
-
 import pytest
 import torch
 from torch import nn
@@ -88,19 +85,6 @@ def test_in_the_run_id_only_when_not_the_default(results):
         resolve(build_config({**base, "teacher.bn": "train"}))
 
 
-STOPPER = textwrap.dedent('''
-    import kdbench
-
-    STOP = {"after": None}
-
-    @kdbench.hookimpl
-    def kdbench_epoch_end(run_id, epoch, metrics):
-        if STOP["after"] == epoch:
-            STOP["after"] = None
-            raise KeyboardInterrupt
-''')
-
-
 def test_a_batch_statistics_teacher_teaches_differently_and_is_not_fused(tmp_path):
     over = {"loss.name": "kd", "engine.fuse_teacher": True}
     plain = run(build_config(tiny_overrides(tmp_path / "a", **over)), progress=False)
@@ -111,17 +95,14 @@ def test_a_batch_statistics_teacher_teaches_differently_and_is_not_fused(tmp_pat
     assert batch["metrics"]["curve"] != plain["metrics"]["curve"]
 
 
-def test_the_moving_statistics_resume_with_the_run(tmp_path, local_plugin):
+def test_the_moving_statistics_resume_with_the_run(tmp_path, stopper):
     """teacher.bn=checkpointkd over 12 epochs: train mode (statistics moving) in epochs 1–3,
     eval after. Interrupted after epoch 2 and resumed, the record equals an uninterrupted one:
     the drifted statistics came back from the state (without them epochs 3–12 would see the
     checkpoint's own)."""
-    local_plugin(STOPPER, "stopper.py")
-    from kdbench import plugins
     from kdbench.teachers import manage
 
-    plugins.get_registry()
-    stop = sys.modules["kdbench_local_plugins.stopper"].STOP
+    stop = stopper
     over = {"loss.name": "kd", "teacher.bn": "checkpointkd", "recipe.epochs": 12}
     whole = run(build_config(tiny_overrides(tmp_path / "a", **over)), progress=False)
     cfg = build_config(tiny_overrides(tmp_path / "b", **over))

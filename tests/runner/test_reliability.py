@@ -25,29 +25,6 @@ from kdbench.store import Store, sha256_file
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-#: a plugin that interrupts a run (KeyboardInterrupt, as Ctrl-C) after a chosen epoch
-STOPPER = textwrap.dedent('''
-    import kdbench
-
-    STOP = {"after": None}
-
-    @kdbench.hookimpl
-    def kdbench_epoch_end(run_id, epoch, metrics):
-        if STOP["after"] == epoch:
-            STOP["after"] = None
-            raise KeyboardInterrupt
-''')
-
-
-@pytest.fixture
-def stopper(local_plugin):
-    local_plugin(STOPPER, "stopper.py")
-    from kdbench import plugins
-
-    plugins.get_registry()
-    return sys.modules["kdbench_local_plugins.stopper"].STOP
-
-
 def tiny(results, **extra):
     return build_config(tiny_overrides(results, **{"recipe.epochs": 3, **extra}))
 

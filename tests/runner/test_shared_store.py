@@ -134,30 +134,6 @@ def test_teacher_rm_of_a_symlinked_folder_removes_the_link_only(results, tmp_pat
 
 # ============================== 2. resume state bound to its run ================================
 
-STOPPER = '''
-import kdbench
-
-STOP = {"after": None}
-
-@kdbench.hookimpl
-def kdbench_epoch_end(run_id, epoch, metrics):
-    if STOP["after"] == epoch:
-        STOP["after"] = None
-        raise KeyboardInterrupt
-'''
-
-
-@pytest.fixture
-def stopper(local_plugin):
-    import sys
-
-    local_plugin(STOPPER, "stopper.py")
-    from kdbench import plugins
-
-    plugins.get_registry()
-    return sys.modules["kdbench_local_plugins.stopper"].STOP
-
-
 def _interrupt(cfg, stop, after=1):
     stop["after"] = after
     with pytest.raises(KeyboardInterrupt):
